@@ -1,0 +1,114 @@
+"""Colour science for divcolor, in torch so it batches, runs on the GPU and differentiates.
+
+Conventions: sRGB in [0, 1] with channels first (..., 3, H, W); CIE Lab with the D65 white
+point (the one scikit-image uses), L in [0, 100] and a, b roughly in [-128, 127]. Models work
+with ``ab / AB_SCALE`` so their outputs live in [-1, 1] (tanh range).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+AB_SCALE = 128.0
+
+# sRGB (linear) -> XYZ, D65; the matrix scikit-image uses.
+_RGB_TO_XYZ = torch.tensor(
+    [
+        [0.412453, 0.357580, 0.180423],
+        [0.212671, 0.715160, 0.072169],
+        [0.019334, 0.119193, 0.950227],
+    ],
+    dtype=torch.float64,
+)
+_XYZ_TO_RGB = torch.linalg.inv(_RGB_TO_XYZ)
+_WHITE_D65 = torch.tensor([0.95047, 1.0, 1.08883], dtype=torch.float64)
+_EPS = 216.0 / 24389.0  # (6/29)^3
+_KAPPA = 24389.0 / 27.0
+
+
+def _mix(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Apply a 3x3 matrix to the channel axis (-3) of x."""
+    return torch.einsum("ij,...jhw->...ihw", m.to(x.dtype).to(x.device), x)
+
+
+def _white(x: torch.Tensor) -> torch.Tensor:
+    return _WHITE_D65.to(x.dtype).to(x.device).view(3, 1, 1)
+
+
+def srgb_to_linear(rgb: torch.Tensor) -> torch.Tensor:
+    return torch.where(rgb > 0.04045, ((rgb.clamp(min=0.04045) + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+
+
+def linear_to_srgb(lin: torch.Tensor) -> torch.Tensor:
+    return torch.where(
+        lin > 0.0031308, 1.055 * lin.clamp(min=0.0031308) ** (1 / 2.4) - 0.055, 12.92 * lin
+    )
+
+
+def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
+    """sRGB (..., 3, H, W) in [0, 1] -> Lab (..., 3, H, W)."""
+    xyz = _mix(srgb_to_linear(rgb), _RGB_TO_XYZ) / _white(rgb)
+    f = torch.where(xyz > _EPS, xyz.clamp(min=_EPS) ** (1 / 3), (_KAPPA * xyz + 16) / 116)
+    fx, fy, fz = f.unbind(-3)
+    return torch.stack([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)], dim=-3)
+
+
+def lab_to_rgb(lab: torch.Tensor, clip: bool = True) -> torch.Tensor:
+    """Lab (..., 3, H, W) -> sRGB (..., 3, H, W); out-of-gamut values are clipped when ``clip``."""
+    L, a, b = lab.unbind(-3)
+    fy = (L + 16) / 116
+    f = torch.stack([fy + a / 500, fy, fy - b / 200], dim=-3)
+    xyz = torch.where(f > 6 / 29, f**3, (116 * f - 16) / _KAPPA) * _white(lab)
+    rgb = linear_to_srgb(_mix(xyz, _XYZ_TO_RGB).clamp(min=0))
+    return rgb.clamp(0, 1) if clip else rgb
+
+
+def grey_to_L(grey: torch.Tensor) -> torch.Tensor:
+    """Grey level (..., H, W) in [0, 1] (R = G = B) -> L in [0, 100], exactly as rgb_to_lab."""
+    y = srgb_to_linear(grey)
+    f = torch.where(y > _EPS, y.clamp(min=_EPS) ** (1 / 3), (_KAPPA * y + 16) / 116)
+    return 116 * f - 16
+
+
+def box_filter(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Mean over a (2r+1)^2 window with edge-replicating borders, for (N, C, H, W)."""
+    k = 2 * r + 1
+    x = F.pad(x, (r, r, r, r), mode="replicate")
+    return F.avg_pool2d(x, k, stride=1)
+
+
+def guided_upsample_ab(
+    ab_low: torch.Tensor, L_full: torch.Tensor, radius: int = 2, eps: float = 1e-3
+) -> torch.Tensor:
+    """Upsample ab (N, 2, h, w) to the size of L_full (H, W) guided by the full-resolution L.
+
+    A fast guided filter (He & Sun 2015): fit ab ~ A * L + B in small windows at low
+    resolution, upsample the smooth coefficients A, B, and apply them to the full-resolution L.
+    Colour edges then follow luminance edges instead of bleeding across them as with plain
+    bilinear interpolation. ``eps`` regularises A, in units of (L/100)^2.
+    """
+    n, _, h, w = ab_low.shape
+    H, W = L_full.shape[-2:]
+    guide_full = (L_full / 100.0).to(ab_low.dtype).reshape(1, 1, H, W)
+    guide_low = F.interpolate(guide_full, size=(h, w), mode="area")
+    mean_i = box_filter(guide_low, radius)
+    var_i = box_filter(guide_low * guide_low, radius) - mean_i * mean_i
+    mean_p = box_filter(ab_low, radius)
+    cov_ip = box_filter(ab_low * guide_low, radius) - mean_i * mean_p
+    A = cov_ip / (var_i + eps)
+    B = mean_p - A * mean_i
+    A = box_filter(A, radius)
+    B = box_filter(B, radius)
+    if (h, w) == (H, W):
+        return A * guide_full + B
+    A = F.interpolate(A, size=(H, W), mode="bilinear", align_corners=False)
+    B = F.interpolate(B, size=(H, W), mode="bilinear", align_corners=False)
+    return A * guide_full + B
+
+
+def recombine(L_full: torch.Tensor, ab_full: torch.Tensor) -> torch.Tensor:
+    """Original L (H, W) + ab (N, 2, H, W) -> sRGB (N, 3, H, W) in [0, 1]."""
+    n = ab_full.shape[0]
+    L = L_full.to(ab_full.dtype).expand(n, 1, *L_full.shape[-2:])
+    return lab_to_rgb(torch.cat([L, ab_full], dim=1))

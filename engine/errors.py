@@ -1,0 +1,29 @@
+"""One exception type per user-facing failure; each message says what is wrong and what to do.
+
+The GUI shows ``str(exc)`` in a dialog and the CLI prints it, so messages are written for a
+person, not a developer.
+"""
+
+
+class DivcolorError(Exception):
+    """Base of every error divcolor reports to a user."""
+
+
+class UnsupportedImage(DivcolorError):
+    """A photo could not be read (corrupt, truncated, empty, too large, unknown format)."""
+
+
+class CheckpointError(DivcolorError):
+    """A model file is missing, corrupt, of the wrong kind, or from a newer divcolor."""
+
+
+class StrokesError(DivcolorError):
+    """A strokes file or stroke list is malformed."""
+
+
+class Cancelled(DivcolorError):
+    """The user cancelled a long-running job."""
+
+
+class OutOfMemory(DivcolorError):
+    """The device ran out of memory; the message suggests fewer samples or the CPU."""

@@ -1,0 +1,263 @@
+"""VAE-MDN (Deshpande et al., CVPR 2017): a VAE embeds 64x64 ab fields in a d-dim code z; an
+MDN predicts a Gaussian mixture P(z | grey); decoding mixture means or samples gives diverse
+colorizations.
+
+Deviations from the paper, and why:
+- The decoder also receives features of the grey image through skip connections (the paper's
+  "ours+skip" variant, §7): at CPU-trainable widths it puts colour edges where the luminance
+  edges are, which a 1x1 code alone cannot.
+- Grey features: the paper feeds the MDN conv-7 features of Zhang et al.'s colorization CNN,
+  which we do not have. Ours come from the VAE's own grey encoder, trained in the VAE stage on
+  the colorization task itself (its features must tell the decoder where and what colour goes);
+  the MDN stage freezes it and trains a small conv + FC head on top, mirroring the paper's
+  "first layers pre-trained on colorization and held fixed".
+- Widths are ``width * (1, 2, 4, 8)`` instead of 128..1024, so small builds train on a CPU;
+  ``width=128`` is the paper's network.
+- The colour encoder is needed only for training; exported checkpoints omit it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..checkpoint import Checkpoint, check_state_dict, load_checkpoint
+from ..errors import CheckpointError
+
+METHOD = "vae-mdn"
+
+
+@dataclass
+class VAEMDNConfig:
+    size: int = 64  # working resolution (square) of the ab field
+    latent_dim: int = 64  # d: 64 for natural photos, 32 for faces
+    width: int = 32  # base channel count; the paper's network is width=128
+    grey_skip: bool = True  # "ours+skip": decoder sees grey-encoder features
+    n_components: int = 8  # MDN mixture components
+    mdn_sigma: float = 0.1  # fixed spherical standard deviation of each component
+    mdn_hidden: int = 512  # MDN fully connected width
+    dropout: float = 0.1  # on fully connected layers, as in the paper
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "VAEMDNConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown VAE-MDN config fields: {sorted(unknown)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _conv_bn(cin: int, cout: int, k: int, stride: int) -> nn.Sequential:
+    """Conv -> ReLU -> BatchNorm (the paper's C_ReLU(k, s, n) -> B), zero-padded to keep size/stride."""
+    if stride == 1 and k % 2 == 0:  # even kernel, "same" size: pad one more on the right/bottom
+        pad = nn.ZeroPad2d((k // 2 - 1, k // 2, k // 2 - 1, k // 2))
+        conv = nn.Conv2d(cin, cout, k, 1, 0)
+        return nn.Sequential(pad, conv, nn.ReLU(inplace=True), nn.BatchNorm2d(cout))
+    pad = (k - 1) // 2
+    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, pad), nn.ReLU(inplace=True), nn.BatchNorm2d(cout))
+
+
+def _grey_input(L: torch.Tensor) -> torch.Tensor:
+    """L in [0, 100] -> roughly zero-centred input for the networks."""
+    return L / 50.0 - 1.0
+
+
+class Encoder(nn.Module):
+    """C(5,2,w)-B-C(5,2,2w)-B-C(5,2,4w)-B-C(4,2,8w)-B, as in §6.1; returns every scale."""
+
+    def __init__(self, cin: int, width: int):
+        super().__init__()
+        w = width
+        self.blocks = nn.ModuleList(
+            [_conv_bn(cin, w, 5, 2), _conv_bn(w, 2 * w, 5, 2), _conv_bn(2 * w, 4 * w, 5, 2), _conv_bn(4 * w, 8 * w, 4, 2)]
+        )
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = []
+        for block in self.blocks:
+            x = block(x)
+            feats.append(x)
+        return feats  # sizes /2, /4, /8, /16
+
+
+class ColorEncoder(nn.Module):
+    """ab field -> (mu, logvar) of Q(z | C)."""
+
+    def __init__(self, cfg: VAEMDNConfig):
+        super().__init__()
+        self.conv = Encoder(2, cfg.width)
+        n = 8 * cfg.width * (cfg.size // 16) ** 2
+        self.drop = nn.Dropout(cfg.dropout)
+        self.fc = nn.Linear(n, 2 * cfg.latent_dim)
+
+    def forward(self, ab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.conv(ab)[-1].flatten(1)
+        mu, logvar = self.fc(self.drop(h)).chunk(2, dim=1)
+        return mu, logvar.clamp(-10, 10)
+
+
+class Decoder(nn.Module):
+    """z (+ grey features) -> ab in [-1, 1]: U(4)-C(4,1,8w)-B-U(2)-C(5,1,4w)-B-...-U(2)-C_tanh(5,1,2)."""
+
+    def __init__(self, cfg: VAEMDNConfig):
+        super().__init__()
+        w, d = cfg.width, cfg.latent_dim
+        self.skip = cfg.grey_skip
+        self.base = cfg.size // 16
+        s = (lambda c: c) if self.skip else (lambda c: 0)
+        self.blocks = nn.ModuleList(
+            [
+                _conv_bn(d + s(8 * w), 8 * w, 4, 1),
+                _conv_bn(8 * w + s(4 * w), 4 * w, 5, 1),
+                _conv_bn(4 * w + s(2 * w), 2 * w, 5, 1),
+                _conv_bn(2 * w + s(w), w, 5, 1),
+            ]
+        )
+        self.out = nn.Conv2d(w + s(1), 2, 5, 1, 2)
+
+    def forward(self, z: torch.Tensor, grey_feats: list[torch.Tensor] | None, grey: torch.Tensor | None) -> torch.Tensor:
+        x = z[:, :, None, None].expand(-1, -1, self.base, self.base)
+        skips = list(reversed(grey_feats)) if self.skip else [None] * 4  # /16, /8, /4, /2
+        for i, block in enumerate(self.blocks):
+            if i > 0:
+                x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+            if skips[i] is not None:
+                x = torch.cat([x, _expand(skips[i], x.shape[0])], dim=1)
+            x = block(x)
+        x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        if self.skip:
+            x = torch.cat([x, _expand(grey, x.shape[0])], dim=1)
+        return torch.tanh(self.out(x))
+
+
+def _expand(t: torch.Tensor, n: int) -> torch.Tensor:
+    """Broadcast per-image grey features over n samples (batch of 1 -> n, or already n)."""
+    return t if t.shape[0] == n else t.expand(n, *t.shape[1:])
+
+
+class MDN(nn.Module):
+    """Grey features (/8 and /16 scales of the frozen grey encoder) -> (log pi, mu) of P(z | G)."""
+
+    def __init__(self, cfg: VAEMDNConfig):
+        super().__init__()
+        w, d, m = cfg.width, cfg.latent_dim, cfg.n_components
+        self.m, self.d = m, d
+        self.conv = nn.Sequential(
+            _conv_bn(4 * w, 4 * w, 3, 1),
+            _conv_bn(4 * w, 8 * w, 3, 2),
+            _conv_bn(8 * w + 8 * w, 8 * w, 3, 1),
+        )
+        n = 8 * w * (cfg.size // 16) ** 2
+        self.fc = nn.Sequential(
+            nn.Dropout(cfg.dropout),
+            nn.Linear(n, cfg.mdn_hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(cfg.dropout),
+            nn.Linear(cfg.mdn_hidden, m * d + m),
+        )
+
+    def forward(self, grey_feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        f8, f16 = grey_feats[2], grey_feats[3]
+        h = self.conv[1](self.conv[0](f8))
+        h = self.conv[2](torch.cat([h, f16], dim=1)).flatten(1)
+        out = self.fc(h)
+        log_pi = F.log_softmax(out[:, : self.m], dim=1)
+        mu = out[:, self.m :].view(-1, self.m, self.d)
+        return log_pi, mu
+
+
+class VAEMDN(nn.Module):
+    """The whole model. ``color_encoder`` is None in exported (inference-only) checkpoints."""
+
+    def __init__(self, cfg: VAEMDNConfig, with_color_encoder: bool = True):
+        super().__init__()
+        self.cfg = cfg
+        self.grey_encoder = Encoder(1, cfg.width)
+        self.decoder = Decoder(cfg)
+        self.mdn = MDN(cfg)
+        self.color_encoder = ColorEncoder(cfg) if with_color_encoder else None
+        self.meta: dict[str, Any] = {}
+
+    INFERENCE_PARTS = ("grey_encoder", "decoder", "mdn")
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> "VAEMDN":
+        """The only loader: rebuilds the exact network from the config stored in the file."""
+        return cls.from_loaded(load_checkpoint(path, METHOD), Path(path).name)
+
+    @classmethod
+    def from_loaded(cls, ck: Checkpoint, name: str) -> "VAEMDN":
+        try:
+            cfg = VAEMDNConfig.from_dict(ck.config)
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"'{name}' has an invalid VAE-MDN config: {e}") from e
+        model = cls(cfg, with_color_encoder=False)
+        for part in cls.INFERENCE_PARTS:
+            check_state_dict(getattr(model, part), ck.subset(part), name, part)
+        model.meta = ck.meta
+        return model.eval()
+
+    def inference_tensors(self) -> dict[str, torch.Tensor]:
+        """What an exported checkpoint holds: everything but the training-only colour encoder."""
+        return {f"{p}.{k}": v for p in self.INFERENCE_PARTS for k, v in getattr(self, p).state_dict().items()}
+
+    def grey_features(self, L: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        grey = _grey_input(L)
+        return self.grey_encoder(grey), grey
+
+    def decode(self, z: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
+        feats, grey = self.grey_features(L)
+        return self.decoder(z, feats, grey)
+
+    @torch.no_grad()
+    def sample_codes(
+        self,
+        L: torch.Tensor,
+        n: int,
+        generator: torch.Generator | None = None,
+        temperature: float = 1.0,
+        mode: str = "auto",
+    ) -> torch.Tensor:
+        """Codes for n colorizations of one image L (1, 1, S, S).
+
+        ``mode="means"`` returns mixture means in descending order of pi (the paper's top-k);
+        ``"samples"`` draws true samples from the mixture; ``"auto"`` gives the means first and
+        samples beyond the number of components. Temperature sharpens (<1) or flattens (>1) pi
+        and scales the component noise.
+        """
+        feats, _ = self.grey_features(L)
+        log_pi, mu = self.mdn(feats)
+        log_pi, mu = log_pi[0], mu[0]
+        order = torch.argsort(log_pi, descending=True)
+        n_means = {"means": n, "samples": 0, "auto": min(n, self.cfg.n_components)}[mode]
+        n_means = min(n_means, self.cfg.n_components)
+        codes = [mu[order[:n_means]]]
+        n_rest = n - n_means
+        if n_rest > 0:
+            t = max(float(temperature), 1e-3)
+            probs = torch.softmax(log_pi / t, dim=0)
+            comp = torch.multinomial(probs, n_rest, replacement=True, generator=generator)
+            noise = torch.randn(n_rest, self.cfg.latent_dim, generator=generator, device=mu.device)
+            codes.append(mu[comp] + self.cfg.mdn_sigma * t * noise)
+        return torch.cat(codes, dim=0)
+
+    @torch.no_grad()
+    def colorize(
+        self,
+        L: torch.Tensor,
+        n: int,
+        generator: torch.Generator | None = None,
+        temperature: float = 1.0,
+        mode: str = "auto",
+    ) -> torch.Tensor:
+        """L (1, 1, S, S) in [0, 100] -> ab (n, 2, S, S) in ab/128 units, n samples in one batch."""
+        z = self.sample_codes(L, n, generator, temperature, mode)
+        return self.decode(z, L)

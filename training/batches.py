@@ -1,0 +1,27 @@
+"""Deterministic batches: step -> indices, independent of when the run was (re)started."""
+
+from __future__ import annotations
+
+import torch
+
+from .loop import Dist
+
+
+class BatchSampler:
+    """Per-epoch permutations seeded by (seed, epoch); each rank takes its own slice."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, ddp: Dist = Dist()):
+        self.n, self.bs, self.seed, self.ddp = n, batch_size, seed, ddp
+        self.global_bs = batch_size * ddp.world
+        if n < self.global_bs:
+            raise ValueError(f"{n} training images is fewer than one batch of {self.global_bs}")
+        self.per_epoch = n // self.global_bs
+        self._epoch, self._perm = -1, None
+
+    def __call__(self, step: int) -> torch.Tensor:
+        epoch, i = divmod(step, self.per_epoch)
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(self.seed * 7919 + epoch)
+            self._perm, self._epoch = torch.randperm(self.n, generator=g), epoch
+        start = i * self.global_bs + self.ddp.rank * self.bs
+        return self._perm[start : start + self.bs]

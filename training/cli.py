@@ -1,0 +1,76 @@
+"""``divcolor-train STAGE --data PATH --out RUN_DIR [--preset cpu|paper] …``.
+
+Stages: vae, mdn (VAE-MDN); eval; export. Rerunning a stage's command resumes it. Every stage
+works under ``torchrun --nproc-per-node N``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .config import add_config_args, config_from_args
+from .stages import vae_mdn
+
+TRAIN_STAGES = {
+    "vae": (vae_mdn.VAEStageConfig, vae_mdn.train_vae, "VAE-MDN step 1: VAE on ab fields (+ grey encoder)"),
+    "mdn": (vae_mdn.MDNStageConfig, vae_mdn.train_mdn, "VAE-MDN step 2: MDN P(z | grey) on the frozen VAE"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="divcolor-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="stage", required=True)
+    for name, (cls, _, help_) in TRAIN_STAGES.items():
+        sp = sub.add_parser(name, help=help_, description=help_)
+        add_config_args(sp, cls)
+    ev = sub.add_parser("eval", help="print the papers' metrics on a test split as JSON")
+    ev.add_argument("--data", required=True, help="shard prefix, .npz or image folder")
+    ev.add_argument("--out", help="run directory (uses RUN_DIR/model.safetensors, writes RUN_DIR/eval.json)")
+    ev.add_argument("--checkpoint", help="model file to evaluate (instead of --out)")
+    ev.add_argument("--split", default="test")
+    ev.add_argument("--samples", type=int, default=5)
+    ev.add_argument("--limit", type=int, default=0, help="evaluate only the first N images")
+    ev.add_argument("--json", help="also write the result to this file")
+    ex = sub.add_parser("export", help="write the checkpoint the app loads")
+    ex.add_argument("--out", required=True, help="run directory with finished stages")
+    ex.add_argument("--dest", help="where to write (default RUN_DIR/model.safetensors)")
+    ex.add_argument("--half", action="store_true", help="store weights as float16 (halves the file)")
+    ex.add_argument("--data", help="ignored; accepted so every stage takes the same flags")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.stage in TRAIN_STAGES:
+        cls, fn, _ = TRAIN_STAGES[args.stage]
+        cfg = config_from_args(cls, args)
+        if not cfg.data or not cfg.out:
+            print("divcolor-train: --data and --out are required", file=sys.stderr)
+            return 2
+        fn(cfg)
+        return 0
+    if args.stage == "export":
+        run = Path(args.out)
+        metrics = json.loads((run / "eval.json").read_text()) if (run / "eval.json").exists() else None
+        vae_mdn.export(run, Path(args.dest) if args.dest else None, metrics, args.half)
+        return 0
+    if args.stage == "eval":
+        from .stages.evaluate import evaluate
+
+        if not (args.checkpoint or args.out):
+            print("divcolor-train eval: give --checkpoint or --out", file=sys.stderr)
+            return 2
+        ckpt = Path(args.checkpoint) if args.checkpoint else Path(args.out) / vae_mdn.MODEL_FILE
+        result = evaluate(ckpt, args.data, args.split, args.samples, args.limit)
+        dest = args.json or (str(Path(args.out) / "eval.json") if args.out else None)
+        if dest:
+            Path(dest).write_text(json.dumps(result, indent=2) + "\n")
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""The training loop every stage shares: resume, atomic checkpoints, logs, bf16, torchrun.
+
+Resume is exact: each step seeds its own randomness from (seed, step) and batches come from a
+per-epoch permutation, so a run killed and restarted continues as if it had never stopped.
+Distributed runs (``torchrun --nproc-per-node N``) average gradients with an explicit
+all-reduce after backward instead of wrapping in DDP: stages call several sub-modules per step
+(encoder, decoder, frozen feature nets), which DDP's single-forward contract does not fit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+
+from engine.checkpoint import load_checkpoint, now_iso, save_checkpoint
+
+STATE_FILE = "state.safetensors"
+LOG_FILE = "log.jsonl"
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: torch.device) -> Dist:
+    """Join the torchrun process group when launched by torchrun; a no-op otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size())
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        return torch.device("cuda", local)
+    return torch.device(name)
+
+
+# --- optimizer state <-> flat tensors (safetensors cannot hold nested dicts) -----------------
+
+def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, Any] = {}
+    for idx, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"optim.{idx}.{k}"] = v
+            else:
+                scalars[f"{idx}.{k}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for key, v in tensors.items():
+        if key.startswith("optim."):
+            _, idx, k = key.split(".", 2)
+            state.setdefault(int(idx), {})[k] = v
+    for key, v in meta.get("scalars", {}).items():
+        idx, k = key.split(".", 1)
+        state.setdefault(int(idx), {})[k] = v
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+# --- logging -------------------------------------------------------------------------------
+
+class Logger:
+    """One JSON line per log step in RUN_DIR; a live line on a terminal, plain lines otherwise."""
+
+    def __init__(self, path: Path, total: int, enabled: bool):
+        self.path, self.total, self.enabled = path, total, enabled
+        self.tty = sys.stderr.isatty()
+        self.t0 = time.time()
+
+    def log(self, step: int, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        rec = {"step": step, "time": round(time.time() - self.t0, 2), **record}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        pct = 100.0 * step / max(self.total, 1)
+        body = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
+        line = f"[{pct:5.1f}%] step {step}/{self.total} {body}"
+        if self.tty:
+            print("\r" + line[:160].ljust(160), end="", file=sys.stderr, flush=True)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.enabled and self.tty:
+            print(file=sys.stderr)
+
+
+# --- the loop --------------------------------------------------------------------------------
+
+StepFn = Callable[[int], tuple[torch.Tensor, dict[str, float]]]
+
+
+@dataclass
+class LoopSpec:
+    run_dir: Path
+    stage: str
+    steps: int
+    seed: int = 0
+    log_every: int = 20
+    checkpoint_minutes: float = 3.0
+    max_minutes: float = 0.0  # stop early (and checkpoint) after this wall time; 0 = no limit
+    grad_clip: float = 0.0
+
+
+def run_loop(
+    spec: LoopSpec,
+    modules: dict[str, torch.nn.Module],
+    opt: torch.optim.Optimizer,
+    step_fn: StepFn,
+    meta: dict[str, Any],
+    extra_tensors: dict[str, torch.Tensor] | None = None,
+    sched: Callable[[int], float] | None = None,
+    ddp: Dist = Dist(),
+    on_step: Callable[[int], None] | None = None,
+) -> int:
+    """Train ``modules`` for ``spec.steps`` steps, resuming from ``run_dir/stage`` if present.
+
+    Returns the step reached. ``meta`` (config, data description) goes into the state file;
+    ``extra_tensors`` (e.g. training-set statistics) are saved with it. ``sched(step)`` gives a
+    learning-rate multiplier.
+    """
+    out = spec.run_dir / spec.stage
+    state_path = out / STATE_FILE
+    params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
+    base_lrs = [g["lr"] for g in opt.param_groups]
+    start = 0
+    if state_path.exists():
+        ck = load_checkpoint(state_path)
+        for name, m in modules.items():
+            m.load_state_dict(ck.subset(name))
+        load_optimizer(opt, ck.tensors, ck.meta.get("optimizer", {}))
+        start = int(ck.meta.get("step", 0))
+        if ddp.main:
+            print(f"resuming {spec.stage} from step {start} ({state_path})", file=sys.stderr)
+    if ddp.main:
+        out.mkdir(parents=True, exist_ok=True)
+    logger = Logger(out / LOG_FILE, spec.steps, ddp.main)
+
+    def save(step: int, finished: bool) -> None:
+        if not ddp.main:
+            return
+        tensors = {f"{n}.{k}": v for n, m in modules.items() for k, v in m.state_dict().items()}
+        ot, om = optimizer_tensors(opt)
+        tensors.update(ot)
+        tensors.update(extra_tensors or {})
+        save_checkpoint(
+            state_path, tensors, {**meta, "stage": spec.stage, "step": step, "finished": finished, "optimizer": om}
+        )
+
+    last_save = time.time()
+    t_start = time.time()
+    step = start
+    for m in modules.values():
+        m.train()
+    while step < spec.steps:
+        torch.manual_seed(spec.seed * 1_000_003 + step)
+        if sched is not None:
+            for g, lr in zip(opt.param_groups, base_lrs):
+                g["lr"] = lr * sched(step)
+        loss, logs = step_fn(step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if ddp.world > 1:
+            for p in params:
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+                    p.grad /= ddp.world
+        if spec.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, spec.grad_clip)
+        opt.step()
+        step += 1
+        if on_step is not None:
+            on_step(step)
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"{spec.stage}: loss became {loss.item()} at step {step}; lower the learning rate")
+        if step % spec.log_every == 0 or step == spec.steps:
+            logger.log(step, {"loss": loss.item(), **logs, "lr": opt.param_groups[0]["lr"]})
+        if time.time() - last_save > spec.checkpoint_minutes * 60:
+            save(step, False)
+            last_save = time.time()
+        if spec.max_minutes and time.time() - t_start > spec.max_minutes * 60:
+            print(f"\n{spec.stage}: time budget reached at step {step}; rerun to continue", file=sys.stderr)
+            break
+    save(step, step >= spec.steps)
+    logger.close()
+    return step
+
+
+def read_state(run_dir: Path, stage: str, need_finished: bool = True):
+    """The saved state of an earlier stage, with a message saying which command to run first."""
+    path = Path(run_dir) / stage / STATE_FILE
+    if not path.exists():
+        raise SystemExit(f"{path} not found: run `divcolor-train {stage}` with the same --out first")
+    ck = load_checkpoint(path)
+    if need_finished and not ck.meta.get("finished"):
+        raise SystemExit(f"stage '{stage}' in {run_dir} is not finished (step {ck.meta.get('step')}); rerun it to resume")
+    return ck
+
+
+def cosine(total: int, warmup: int = 100, floor: float = 0.05) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        t = (step - warmup) / max(1, total - warmup)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+
+    return f
+
+
+def stamp() -> str:
+    return now_iso()

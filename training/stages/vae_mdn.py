@@ -1,0 +1,184 @@
+"""Stages ``vae`` and ``mdn`` of VAE-MDN (Deshpande et al. §3-4) and its export.
+
+``vae`` trains the colour encoder, the grey encoder and the decoder with
+L_hist + 0.1 L_mah + 1e-3 L_grad + 1e-2 KL; ``mdn`` freezes them and fits P(z | grey) with the
+closest-component loss, z being the encoder mean of each training field.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from engine.checkpoint import load_checkpoint, save_checkpoint
+from engine.models.vae_mdn import METHOD, VAEMDN, VAEMDNConfig
+
+from .. import data as D
+from ..batches import BatchSampler
+from ..config import StageConfig
+from ..loop import STATE_FILE, LoopSpec, cosine, pick_device, read_state, run_loop, setup_distributed
+from ..losses import ColorStats, compute_stats, mdn_loss, vae_loss
+
+MODEL_FILE = "model.safetensors"
+
+
+@dataclass
+class VAEStageConfig(StageConfig):
+    steps: int = 2000
+    lr: float = 1e-3
+    size: int = 64
+    latent_dim: int = 64
+    width: int = 24
+    grey_skip: bool = True
+    n_components: int = 8
+    mdn_sigma: float = 0.1
+    mdn_hidden: int = 512
+    dropout: float = 0.1
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "cpu": {"width": 24, "steps": 2000, "batch_size": 64},
+        "paper": {"width": 128, "steps": 20000, "batch_size": 64},
+    }
+    HELP: ClassVar[dict[str, str]] = {"latent_dim": "d: 64 for natural photos, 32 for faces", "width": "base channels; 128 is the paper's net"}
+
+    def model_config(self) -> VAEMDNConfig:
+        names = {f.name for f in fields(VAEMDNConfig)}
+        return VAEMDNConfig(**{k: v for k, v in asdict(self).items() if k in names})
+
+
+@dataclass
+class MDNStageConfig(StageConfig):
+    steps: int = 1500
+    lr: float = 1e-3
+    batch_size: int = 64
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"cpu": {"steps": 1500}, "paper": {"steps": 20000}}
+
+
+def _prepare(cfg: StageConfig) -> tuple[torch.device, Any]:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    return device, setup_distributed(device)
+
+
+def _autocast(device: torch.device):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def train_vae(cfg: VAEStageConfig) -> int:
+    device, ddp = _prepare(cfg)
+    mcfg = cfg.model_config()
+    run_dir = Path(cfg.out)
+    train = D.load_lab(cfg.data, "train", mcfg.size, cfg.limit or None)
+    state_path = run_dir / "vae" / STATE_FILE
+    # Statistics come from the whole training split, once; a resumed run reloads them.
+    if state_path.exists():
+        stats = ColorStats.from_tensors(load_checkpoint(state_path).tensors)
+    else:
+        stats = compute_stats(train.ab)
+    stats = ColorStats(*(t.to(device) for t in stats.__dict__.values()))
+    model = VAEMDN(mcfg).to(device)
+    parts = {"color_encoder": model.color_encoder, "grey_encoder": model.grey_encoder, "decoder": model.decoder}
+    params = [p for m in parts.values() for p in m.parameters()]
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    sampler = BatchSampler(len(train), cfg.batch_size, cfg.seed, ddp)
+
+    def step(i: int):
+        idx = sampler(i)
+        L, ab = train.batch(idx, torch.rand(len(idx)) < 0.5)
+        L, ab = L.to(device), ab.to(device)
+        with _autocast(device):
+            mu, logvar = model.color_encoder(ab)
+            z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+            pred = model.decode(z, L)
+        return vae_loss(pred.float(), ab, mu.float(), logvar.float(), stats)
+
+    meta = {"method": METHOD, "config": mcfg.to_dict(), "stage_config": _public(cfg), "data": D.describe(cfg.data, "train", len(train))}
+    spec = LoopSpec(run_dir, "vae", cfg.steps, cfg.seed, cfg.log_every, cfg.checkpoint_minutes, cfg.max_minutes)
+    return run_loop(spec, parts, opt, step, meta, {k: v.cpu() for k, v in stats.tensors().items()}, cosine(cfg.steps), ddp)
+
+
+def load_vae(run_dir: Path, device: torch.device) -> tuple[VAEMDN, ColorStats, dict]:
+    ck = read_state(run_dir, "vae")
+    model = VAEMDN(VAEMDNConfig.from_dict(ck.config)).to(device)
+    for part in ("color_encoder", "grey_encoder", "decoder"):
+        getattr(model, part).load_state_dict(ck.subset(part))
+    return model, ColorStats.from_tensors(ck.tensors), ck.meta
+
+
+@torch.no_grad()
+def encode_dataset(model: VAEMDN, lab: D.LabSet, device: torch.device, chunk: int = 256) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Frozen grey features (/8, /16 scales) and target codes z = E[Q(z|C)] for every image."""
+    model.eval()
+    f8, f16, zs = [], [], []
+    for i in range(0, len(lab), chunk):
+        L, ab = lab.L[i : i + chunk].to(device), lab.ab[i : i + chunk].to(device)
+        feats, _ = model.grey_features(L)
+        f8.append(feats[2].cpu())
+        f16.append(feats[3].cpu())
+        zs.append(model.color_encoder(ab)[0].cpu())
+    return [torch.cat(f8), torch.cat(f16)], torch.cat(zs)
+
+
+def train_mdn(cfg: MDNStageConfig) -> int:
+    device, ddp = _prepare(cfg)
+    run_dir = Path(cfg.out)
+    model, _, vmeta = load_vae(run_dir, device)
+    mcfg = model.cfg
+    train = D.load_lab(cfg.data, "train", mcfg.size, cfg.limit or None)
+    # Features of both the image and its mirror: flips are the only augmentation.
+    flipped = D.LabSet(train.L.flip(-1), train.ab.flip(-1))
+    (f8a, f16a), za = encode_dataset(model, train, device)
+    (f8b, f16b), zb = encode_dataset(model, flipped, device)
+    f8, f16, z = torch.cat([f8a, f8b]), torch.cat([f16a, f16b]), torch.cat([za, zb])
+    n = len(train)
+    sampler = BatchSampler(n, cfg.batch_size, cfg.seed, ddp)
+    opt = torch.optim.Adam(model.mdn.parameters(), lr=cfg.lr)
+
+    def step(i: int):
+        idx = sampler(i) + n * (torch.rand(cfg.batch_size) < 0.5).long()
+        feats = [None, None, f8[idx].to(device), f16[idx].to(device)]
+        with _autocast(device):
+            log_pi, mu = model.mdn(feats)
+        loss = mdn_loss(log_pi.float(), mu.float(), z[idx].to(device), mcfg.mdn_sigma)
+        return loss, {}
+
+    meta = {"method": METHOD, "config": mcfg.to_dict(), "stage_config": _public(cfg), "data": vmeta.get("data"), "vae_steps": vmeta.get("step")}
+    spec = LoopSpec(run_dir, "mdn", cfg.steps, cfg.seed, cfg.log_every, cfg.checkpoint_minutes, cfg.max_minutes)
+    return run_loop(spec, {"mdn": model.mdn}, opt, step, meta, sched=cosine(cfg.steps, warmup=50), ddp=ddp)
+
+
+def export(run_dir: Path, dest: Path | None = None, metrics: dict | None = None, half: bool = False) -> Path:
+    """Write the inference checkpoint the app loads: grey encoder, decoder, MDN, statistics."""
+    run_dir = Path(run_dir)
+    model, stats, vmeta = load_vae(run_dir, torch.device("cpu"))
+    mck = read_state(run_dir, "mdn")
+    model.mdn.load_state_dict(mck.subset("mdn"))
+    tensors = model.inference_tensors()
+    if half:
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+    tensors.update(stats.tensors())
+    meta = {
+        "method": METHOD,
+        "config": model.cfg.to_dict(),
+        "data": vmeta.get("data"),
+        "steps": {"vae": vmeta.get("step"), "mdn": mck.meta.get("step")},
+        "training": {"vae": vmeta.get("stage_config"), "mdn": mck.meta.get("stage_config")},
+        "statistics": {"pca_components": int(stats.pca_components.shape[0]), "ab_histogram_bins": list(stats.hist_weights.shape)},
+        "metrics": metrics or {},
+    }
+    dest = Path(dest) if dest else run_dir / MODEL_FILE
+    save_checkpoint(dest, tensors, meta)
+    print(f"wrote {dest} ({dest.stat().st_size / 2**20:.2f} MiB)", file=sys.stderr)
+    return dest
+
+
+def _public(cfg: StageConfig) -> dict:
+    d = asdict(cfg)
+    d.pop("out", None)
+    return d
