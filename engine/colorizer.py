@@ -1,5 +1,248 @@
-"""placeholder"""
+"""The facade the GUI and the CLI use: models, devices, batching, seeds, progress and cancel.
+
+Nothing above this module knows how a method works; adding a method means registering its
+loader in ``LOADERS`` and its default files in ``resources/models``.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
-from .models.vae_mdn import VAEMDN
-def load_model(path):
-    return VAEMDN.from_checkpoint(path)
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import load_checkpoint
+from .color import AB_SCALE, guided_upsample_ab, recombine
+from .errors import Cancelled, CheckpointError, DivcolorError, OutOfMemory
+from .io import Photo
+from .models.vae_mdn import METHOD as VAE_MDN, VAEMDN
+
+ProgressFn = Callable[[float, str], None]
+
+LOADERS: dict[str, Callable[[Any, str], torch.nn.Module]] = {VAE_MDN: VAEMDN.from_loaded}
+METHOD_LABELS = {VAE_MDN: "VAE-MDN"}
+FAMILIES = ("general", "faces")
+MAX_UPSAMPLE_PIXELS = 16_000_000  # per chunk of samples; bounds memory on huge photos
+
+
+class CancelToken:
+    """Shared between the caller (who cancels) and the engine (which checks between steps)."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def check(self) -> None:
+        if self._event.is_set():
+            raise Cancelled("Cancelled.")
+
+
+@dataclass
+class Colorization:
+    """One full-resolution result and what is needed to reproduce or refine it."""
+
+    rgb: np.ndarray  # (H, W, 3) float32 sRGB in [0, 1], luminance = the photo's
+    ab_low: torch.Tensor  # (2, S, S) ab / 128 at the model's working size
+    method: str
+    model: str  # model name (file stem)
+    index: int
+    seed: int
+    temperature: float = 1.0
+
+
+@dataclass
+class ModelInfo:
+    name: str  # file stem, e.g. "vae_mdn_general"
+    method: str
+    family: str  # "general", "faces" or "user"
+    path: Path
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{METHOD_LABELS.get(self.method, self.method)} ({self.family})"
+
+
+def default_model_dir() -> Path:
+    """The shipped models: the installed ``divcolor_resources`` package, or the source tree."""
+    try:
+        return Path(str(resources.files("divcolor_resources") / "models"))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "resources" / "models"
+
+
+def user_model_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("divcolor", "divcolor")) / "models"
+
+
+def default_model_name(method: str, family: str) -> str:
+    return f"{method.replace('-', '_')}_{family}"
+
+
+def load_model(path: str | Path) -> torch.nn.Module:
+    """Load any divcolor model file, whatever its method."""
+    path = Path(path)
+    ck = load_checkpoint(path)
+    loader = LOADERS.get(ck.method)
+    if loader is None:
+        known = ", ".join(LOADERS)
+        raise CheckpointError(f"'{path.name}' holds a '{ck.method}' model, which this divcolor cannot run (it knows {known}).")
+    return loader(ck, path.name)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DivcolorError("CUDA was requested but no CUDA GPU is available; use --device cpu or auto.")
+    return torch.device(name)
+
+
+class Colorizer:
+    """Loads models lazily, keeps them cached, and turns photos into colorizations."""
+
+    def __init__(self, device: str = "auto", model_dirs: list[Path] | None = None):
+        self.device = pick_device(device)
+        self.model_dirs = model_dirs if model_dirs is not None else [default_model_dir(), user_model_dir()]
+        self._models: dict[str, torch.nn.Module] = {}
+        self._extra: dict[str, ModelInfo] = {}
+        self._lock = threading.Lock()
+        self.last_seconds: float = 0.0
+
+    # --- models -------------------------------------------------------------------------------
+    def available(self) -> list[ModelInfo]:
+        """Every model file found in the model directories plus any loaded by path."""
+        found: dict[str, ModelInfo] = {}
+        for d in self.model_dirs:
+            if not d.is_dir():
+                continue
+            for f in sorted(d.glob("*.safetensors")):
+                try:
+                    ck_meta = load_checkpoint(f).meta
+                except CheckpointError:
+                    continue
+                fam = f.stem.rsplit("_", 1)[-1] if f.stem.rsplit("_", 1)[-1] in FAMILIES else "user"
+                found.setdefault(f.stem, ModelInfo(f.stem, ck_meta.get("method", "?"), fam, f, ck_meta))
+        found.update(self._extra)
+        return list(found.values())
+
+    def methods(self) -> list[str]:
+        return sorted({m.method for m in self.available()}, key=lambda m: list(METHOD_LABELS).index(m) if m in METHOD_LABELS else 99)
+
+    def add_model(self, path: str | Path) -> ModelInfo:
+        """Register a user's own model file (validated now, so errors surface at once)."""
+        path = Path(path).resolve()
+        for info in self._extra.values():
+            if info.path == path:
+                return info
+        model = load_model(path)
+        name = "user:" + re.sub(r"\W", "_", path.stem)
+        info = ModelInfo(name, model.meta.get("method", "?"), "user", path, model.meta)
+        with self._lock:
+            self._models[name] = model.to(self.device)
+            self._extra[name] = info
+        return info
+
+    def resolve(self, method: str, family: str = "general", checkpoint: str | Path | None = None) -> ModelInfo:
+        if checkpoint is not None:
+            return self.add_model(checkpoint)
+        name = default_model_name(method, family)
+        for info in self.available():
+            if info.name == name:
+                return info
+        candidates = [i for i in self.available() if i.method == method]
+        if candidates:
+            return candidates[0]
+        raise CheckpointError(
+            f"No '{method}' model found (looked for {name}.safetensors in {', '.join(str(d) for d in self.model_dirs)}). "
+            "Train one with divcolor-train or pass --checkpoint."
+        )
+
+    def model(self, info: ModelInfo) -> torch.nn.Module:
+        with self._lock:
+            if info.name not in self._models:
+                self._models[info.name] = load_model(info.path).to(self.device)
+            return self._models[info.name]
+
+    # --- sampling -----------------------------------------------------------------------------
+    def sample(
+        self,
+        photo: Photo,
+        method: str = VAE_MDN,
+        n: int = 8,
+        seed: int = 0,
+        temperature: float = 1.0,
+        family: str = "general",
+        checkpoint: str | Path | None = None,
+        progress: ProgressFn | None = None,
+        cancel: CancelToken | None = None,
+    ) -> list[Colorization]:
+        """n colorizations of ``photo`` at its full size; same seed, same result."""
+        if n < 1:
+            raise ValueError("n must be at least 1")
+        t0 = time.perf_counter()
+        report = progress or (lambda f, m: None)
+        info = self.resolve(method, family, checkpoint)
+        report(0.0, f"loading {info.label}")
+        model = self.model(info)
+        if cancel:
+            cancel.check()
+        try:
+            ab_low = self._predict(model, photo, n, seed, temperature)
+            report(0.3, "upsampling")
+            if cancel:
+                cancel.check()
+            rgbs = self.upsample(photo, ab_low, report, cancel)
+        except torch.cuda.OutOfMemoryError as e:
+            torch.cuda.empty_cache()
+            raise OutOfMemory(
+                f"The GPU ran out of memory colorizing {photo.stem} ({photo.size[0]}x{photo.size[1]}, {n} samples). "
+                "Ask for fewer samples or switch to the CPU."
+            ) from e
+        report(1.0, "done")
+        self.last_seconds = time.perf_counter() - t0
+        return [
+            Colorization(rgb, ab_low[k].cpu(), info.method, info.name, k, seed, temperature) for k, rgb in enumerate(rgbs)
+        ]
+
+    @torch.no_grad()
+    def _predict(self, model: torch.nn.Module, photo: Photo, n: int, seed: int, temperature: float) -> torch.Tensor:
+        size = model.cfg.size
+        L = torch.from_numpy(photo.L)[None, None].to(self.device)
+        L_small = F.interpolate(L, size=(size, size), mode="area")
+        g = torch.Generator(device=self.device).manual_seed(int(seed))
+        return model.colorize(L_small, n, generator=g, temperature=temperature)
+
+    @torch.no_grad()
+    def upsample(
+        self, photo: Photo, ab_low: torch.Tensor, report: ProgressFn | None = None, cancel: CancelToken | None = None
+    ) -> list[np.ndarray]:
+        """Low-resolution ab/128 (n, 2, s, s) -> n full-resolution RGB images on the photo's L."""
+        L = torch.from_numpy(photo.L).to(self.device)
+        n = ab_low.shape[0]
+        chunk = max(1, MAX_UPSAMPLE_PIXELS // max(1, L.numel()))
+        out: list[np.ndarray] = []
+        for i in range(0, n, chunk):
+            if cancel:
+                cancel.check()
+            ab = guided_upsample_ab(ab_low[i : i + chunk].to(self.device) * AB_SCALE, L)
+            rgb = recombine(L, ab).permute(0, 2, 3, 1).float().cpu().numpy()
+            out.extend(rgb)
+            if report:
+                report(0.3 + 0.7 * min(n, i + chunk) / n, "upsampling")
+        return out

@@ -23,6 +23,7 @@ class StageConfig:
     log_every: int = 20
     checkpoint_minutes: float = 3.0  # save the training state this often
     max_minutes: float = 0.0  # stop (resumably) after this wall time; 0 = no limit
+    stop_after: int = 0  # stop (resumably) after this many steps in this invocation; 0 = no limit
     limit: int = 0  # use only the first N training images (0 = all); for tests
     threads: int = 0  # torch CPU threads (0 = torch's default)
 

@@ -126,6 +126,7 @@ class LoopSpec:
     log_every: int = 20
     checkpoint_minutes: float = 3.0
     max_minutes: float = 0.0  # stop early (and checkpoint) after this wall time; 0 = no limit
+    stop_after: int = 0  # stop early (and checkpoint) after this many steps of this invocation
     grad_clip: float = 0.0
 
 
@@ -205,8 +206,11 @@ def run_loop(
         if time.time() - last_save > spec.checkpoint_minutes * 60:
             save(step, False)
             last_save = time.time()
-        if spec.max_minutes and time.time() - t_start > spec.max_minutes * 60:
-            print(f"\n{spec.stage}: time budget reached at step {step}; rerun to continue", file=sys.stderr)
+        if (spec.max_minutes and time.time() - t_start > spec.max_minutes * 60) or (
+            spec.stop_after and step - start >= spec.stop_after
+        ):
+            if ddp.main:
+                print(f"\n{spec.stage}: stopping at step {step} of {spec.steps}; rerun to continue", file=sys.stderr)
             break
     save(step, step >= spec.steps)
     logger.close()

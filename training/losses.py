@@ -52,9 +52,11 @@ def compute_stats(ab: torch.Tensor, k: int = 20, smooth_sigma: float = 1.0, mix:
     mean = flat.mean(0)
     g = torch.Generator().manual_seed(seed)
     sub = flat[torch.randperm(n, generator=g)[: min(n, 8000)]] - mean
-    # Top-k principal directions; exact SVD of an (n, 8192) matrix takes seconds on a CPU.
-    _, s, vh = torch.linalg.svd(sub, full_matrices=False)
-    comps = vh[:k]
+    # Top-k principal directions by randomized SVD: an exact SVD of an (8000, 8192) matrix
+    # takes minutes on one core, this takes seconds and agrees on the leading components.
+    torch.manual_seed(seed)
+    _, s, v = torch.svd_lowrank(sub, q=k + 10, niter=6)
+    comps = v[:, :k].T
     sigma = s[:k] / (sub.shape[0] - 1) ** 0.5
 
     counts = torch.bincount(ab_bins(ab).flatten(), minlength=HIST_BINS**2).double().view(1, 1, HIST_BINS, HIST_BINS)
@@ -65,8 +67,7 @@ def compute_stats(ab: torch.Tensor, k: int = 20, smooth_sigma: float = 1.0, mix:
     g1 = g1 / g1.sum()
     p_s = F.conv2d(F.conv2d(p, g1.view(1, 1, 1, -1), padding=(0, r)), g1.view(1, 1, -1, 1), padding=(r, 0))
     support = (counts > 0).double()
-    q = support.sum()
-    w = 1.0 / ((1 - mix) * p_s + mix / q)
+    w = 1.0 / ((1 - mix) * p_s + mix / HIST_BINS**2)
     w = w * support
     w = w / (w * p).sum()  # expected weight over training pixels = 1
     return ColorStats(mean.float(), comps.float(), sigma.float(), w.view(HIST_BINS, HIST_BINS).float())

@@ -99,7 +99,7 @@ def train_vae(cfg: VAEStageConfig) -> int:
         return vae_loss(pred.float(), ab, mu.float(), logvar.float(), stats)
 
     meta = {"method": METHOD, "config": mcfg.to_dict(), "stage_config": _public(cfg), "data": D.describe(cfg.data, "train", len(train))}
-    spec = LoopSpec(run_dir, "vae", cfg.steps, cfg.seed, cfg.log_every, cfg.checkpoint_minutes, cfg.max_minutes)
+    spec = LoopSpec(run_dir, "vae", cfg.steps, cfg.seed, cfg.log_every, cfg.checkpoint_minutes, cfg.max_minutes, cfg.stop_after)
     return run_loop(spec, parts, opt, step, meta, {k: v.cpu() for k, v in stats.tensors().items()}, cosine(cfg.steps), ddp)
 
 
@@ -149,7 +149,7 @@ def train_mdn(cfg: MDNStageConfig) -> int:
         return loss, {}
 
     meta = {"method": METHOD, "config": mcfg.to_dict(), "stage_config": _public(cfg), "data": vmeta.get("data"), "vae_steps": vmeta.get("step")}
-    spec = LoopSpec(run_dir, "mdn", cfg.steps, cfg.seed, cfg.log_every, cfg.checkpoint_minutes, cfg.max_minutes)
+    spec = LoopSpec(run_dir, "mdn", cfg.steps, cfg.seed, cfg.log_every, cfg.checkpoint_minutes, cfg.max_minutes, cfg.stop_after)
     return run_loop(spec, {"mdn": model.mdn}, opt, step, meta, sched=cosine(cfg.steps, warmup=50), ddp=ddp)
 
 

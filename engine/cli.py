@@ -1,0 +1,100 @@
+"""``divcolor``: the app by default, ``divcolor colorize …`` for headless use of the same facade."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import DivcolorError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp"}
+
+
+def _expand(inputs: list[str]) -> list[Path]:
+    """Files as given; folders become their image files (sorted, not recursive)."""
+    out: list[Path] = []
+    for s in inputs:
+        p = Path(s)
+        if p.is_dir():
+            out.extend(sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            out.append(p)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="divcolor", description="Diverse and controllable colorization of black-and-white photos.")
+    sub = p.add_subparsers(dest="command")
+    c = sub.add_parser("colorize", help="colorize photos headless, writing OUTDIR/<stem>_<method>_<k>.png")
+    c.add_argument("images", nargs="+", metavar="IMAGE", help="photo files or folders of photos")
+    c.add_argument("-o", "--out", required=True, metavar="OUTDIR")
+    c.add_argument("--method", default="vae-mdn", help="vae-mdn (default)")
+    c.add_argument("-n", type=int, default=8, help="number of colorizations per photo (default 8)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--temperature", type=float, default=1.0)
+    c.add_argument("--model", choices=["faces", "general"], default="general", help="which shipped model (default general)")
+    c.add_argument("--checkpoint", metavar="PATH", help="a .safetensors model file instead of a shipped one")
+    c.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    c.add_argument("-q", "--quiet", action="store_true")
+    g = sub.add_parser("gui", help="open the app (default when no command is given)")
+    g.add_argument("image", nargs="?", help="photo to open")
+    return p
+
+
+def colorize(args: argparse.Namespace) -> int:
+    from .colorizer import Colorizer
+    from .io import load_photo, save_image
+
+    try:
+        colorizer = Colorizer(device=args.device)
+        info = colorizer.resolve(args.method, args.model, args.checkpoint)
+    except DivcolorError as e:
+        print(f"divcolor: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    files = _expand(args.images)
+    if not files:
+        print("divcolor: no images given (folders contained no photos)", file=sys.stderr)
+        return 1
+    failed = 0
+    for f in files:
+        try:
+            photo = load_photo(f)
+            results = colorizer.sample(photo, info.method, args.n, args.seed, args.temperature, args.model, args.checkpoint)
+            for r in results:
+                save_image(out / f"{photo.stem}_{info.method}_{r.index}.png", r.rgb, photo.alpha, photo.bit_depth)
+            if not args.quiet:
+                print(f"{f}: {len(results)} colorizations in {colorizer.last_seconds:.2f} s")
+        except DivcolorError as e:
+            failed += 1
+            print(f"divcolor: skipped {f}: {e}", file=sys.stderr)
+        except OSError as e:
+            failed += 1
+            print(f"divcolor: could not write results for {f}: {e}", file=sys.stderr)
+    if failed:
+        print(f"divcolor: {failed} of {len(files)} photos failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def gui(image: str | None) -> int:
+    try:
+        from divcolor_gui.app import run  # type: ignore[import-not-found]
+    except ImportError:
+        print(
+            "divcolor: the desktop app is not built yet. Use `divcolor colorize IMAGE -o OUTDIR` meanwhile.",
+            file=sys.stderr,
+        )
+        return 1
+    return run(image)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "colorize":
+        return colorize(args)
+    return gui(getattr(args, "image", None))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
