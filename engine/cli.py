@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-q", "--quiet", action="store_true")
     g = sub.add_parser("gui", help="open the app (default when no command is given)")
     g.add_argument("image", nargs="?", help="photo to open")
+    g.add_argument("--screenshot", metavar="OUT.png", help="open IMAGE, wait for the first results, save a screenshot of the window and exit")
     return p
 
 
@@ -77,7 +78,7 @@ def colorize(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def gui(image: str | None) -> int:
+def gui(image: str | None, screenshot: str | None = None) -> int:
     try:
         from divcolor_gui.app import run  # type: ignore[import-not-found]
     except ImportError:
@@ -86,14 +87,14 @@ def gui(image: str | None) -> int:
             file=sys.stderr,
         )
         return 1
-    return run(image)
+    return run(image, screenshot=screenshot)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "colorize":
         return colorize(args)
-    return gui(getattr(args, "image", None))
+    return gui(getattr(args, "image", None), getattr(args, "screenshot", None))
 
 
 if __name__ == "__main__":
