@@ -100,15 +100,43 @@ def guided_upsample_ab(
     B = mean_p - A * mean_i
     A = box_filter(A, radius)
     B = box_filter(B, radius)
-    if (h, w) == (H, W):
-        return A * guide_full + B
-    A = F.interpolate(A, size=(H, W), mode="bilinear", align_corners=False)
-    B = F.interpolate(B, size=(H, W), mode="bilinear", align_corners=False)
-    return A * guide_full + B
+    if (h, w) != (H, W):
+        A = F.interpolate(A, size=(H, W), mode="bilinear", align_corners=False)
+        B = F.interpolate(B, size=(H, W), mode="bilinear", align_corners=False)
+    return torch.addcmul(B, A, guide_full)
+
+
+def _finv(f: torch.Tensor) -> torch.Tensor:
+    """Inverse of Lab's f(t), in place: f^3 above 6/29, the linear segment below."""
+    dark = f <= 6 / 29
+    if not bool(dark.any()):
+        return f.pow_(3)
+    return torch.where(dark, (116 * f - 16) / _KAPPA, f.pow(3))
 
 
 def recombine(L_full: torch.Tensor, ab_full: torch.Tensor) -> torch.Tensor:
-    """Original L (H, W) + ab (N, 2, H, W) -> sRGB (N, 3, H, W) in [0, 1]."""
-    n = ab_full.shape[0]
-    L = L_full.to(ab_full.dtype).expand(n, 1, *L_full.shape[-2:])
-    return lab_to_rgb(torch.cat([L, ab_full], dim=1))
+    """Original L (H, W) + ab (N, 2, H, W) -> sRGB (N, 3, H, W) in [0, 1].
+
+    The same conversion as ``lab_to_rgb`` (tests hold them equal), rearranged for inference:
+    Y depends on L alone and is computed once for all N samples, and the work happens in
+    place, because on a 1024-px photo with 8 samples the conversion dominates the run time.
+    """
+    with torch.no_grad():
+        dtype = ab_full.dtype
+        fy = (L_full.to(dtype) + 16) / 116
+        Y = _finv(fy.clone()) * float(_WHITE_D65[1])
+        X = _finv(ab_full[:, 0] / 500 + fy) * float(_WHITE_D65[0])
+        Z = _finv(fy - ab_full[:, 1] / 200) * float(_WHITE_D65[2])
+        m = _XYZ_TO_RGB.tolist()
+        out = torch.empty(ab_full.shape[0], 3, *ab_full.shape[-2:], dtype=dtype, device=ab_full.device)
+        for c in range(3):
+            ch = out[:, c]
+            torch.mul(X, m[c][0], out=ch)
+            ch.add_(Z, alpha=m[c][2]).add_(Y * m[c][1])
+        out.clamp_(0, 1)
+        low = out <= 0.0031308
+        if bool(low.any()):
+            out = torch.where(low, out * 12.92, out.pow(1 / 2.4).mul_(1.055).sub_(0.055))
+        else:
+            out.pow_(1 / 2.4).mul_(1.055).sub_(0.055)
+        return out.clamp_(0, 1)
