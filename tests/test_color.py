@@ -69,3 +69,13 @@ def test_recombine_keeps_input_luminance():
     rgb = recombine(L, ab)
     L_back = rgb_to_lab(rgb)[:, 0]
     assert (L_back - L).abs().max() < 0.5
+
+
+def test_recombine_equals_the_reference_conversion():
+    """The fast in-place inference path must agree with the plain lab_to_rgb, dark pixels included."""
+    g = torch.Generator().manual_seed(0)
+    L = torch.rand(30, 40, generator=g) * 100
+    L[:5] = torch.rand(5, 40, generator=g) * 4  # below the linear segment's threshold
+    ab = (torch.rand(3, 2, 30, 40, generator=g) - 0.5) * 160
+    ref = lab_to_rgb(torch.cat([L.expand(3, 1, 30, 40), ab], 1))
+    torch.testing.assert_close(recombine(L, ab), ref, atol=1e-5, rtol=0)

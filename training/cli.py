@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--samples", type=int, default=5)
     ev.add_argument("--limit", type=int, default=0, help="evaluate only the first N images")
     ev.add_argument("--json", help="also write the result to this file")
+    ev.add_argument("--sheet", help="also save a contact sheet PNG (grey | truth | samples) of the first images")
     ex = sub.add_parser("export", help="write the checkpoint the app loads")
     ex.add_argument("--out", required=True, help="run directory with finished stages")
     ex.add_argument("--dest", help="where to write (default RUN_DIR/model.safetensors)")
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             print("divcolor-train eval: give --checkpoint or --out", file=sys.stderr)
             return 2
         ckpt = Path(args.checkpoint) if args.checkpoint else Path(args.out) / vae_mdn.MODEL_FILE
-        result = evaluate(ckpt, args.data, args.split, args.samples, args.limit)
+        result = evaluate(ckpt, args.data, args.split, args.samples, args.limit, sheet=args.sheet)
         dest = args.json or (str(Path(args.out) / "eval.json") if args.out else None)
         if dest:
             Path(dest).write_text(json.dumps(result, indent=2) + "\n")

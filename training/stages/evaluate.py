@@ -17,13 +17,30 @@ from engine.colorizer import load_model
 from .. import data as D
 
 
+def contact_sheet(rows: list[list[torch.Tensor]], path: str | Path, scale: int = 2) -> Path:
+    """Save rows of (3, S, S) RGB tensors as one PNG: look at results, not only at numbers."""
+    from PIL import Image
+
+    grid = torch.cat([torch.cat(r, dim=2) for r in rows], dim=1)
+    img = (grid.permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+    im = Image.fromarray(img)
+    im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    im.save(path)
+    return Path(path)
+
+
 @torch.no_grad()
-def evaluate(checkpoint: Path, data: str, split: str = "test", n_samples: int = 5, limit: int = 0, seed: int = 0) -> dict:
+def evaluate(
+    checkpoint: Path, data: str, split: str = "test", n_samples: int = 5, limit: int = 0, seed: int = 0,
+    sheet: str | Path | None = None, sheet_rows: int = 12,
+) -> dict:
     """eob / variance / pairwise SSIM over ``n_samples`` per image, as in the papers' tables."""
     model = load_model(checkpoint)
     size = model.cfg.size
     lab = D.load_lab(data, split, size, limit or None)
     eob, var, ssim = [], [], []
+    rows: list[list[torch.Tensor]] = []
     t0 = time.time()
     for i in range(len(lab)):
         L, ab = lab.L[i : i + 1], lab.ab[i]
@@ -31,7 +48,12 @@ def evaluate(checkpoint: Path, data: str, split: str = "test", n_samples: int = 
         samples = model.colorize(L, n_samples, generator=g, mode="means")
         eob.append(M.error_of_best(samples, ab))
         var.append(M.variance(samples))
-        ssim.append(M.pairwise_ssim(recombine(L[0, 0], samples * AB_SCALE)))
+        rgb = recombine(L[0, 0], samples * AB_SCALE)
+        ssim.append(M.pairwise_ssim(rgb))
+        if sheet and len(rows) < sheet_rows:
+            # grey input | ground truth | the samples
+            truth = recombine(L[0, 0], ab[None] * AB_SCALE)[0]
+            rows.append([recombine(L[0, 0], torch.zeros(1, 2, size, size))[0], truth, *rgb])
     result = {
         "method": model.meta.get("method"),
         "checkpoint": Path(checkpoint).name,
@@ -43,5 +65,7 @@ def evaluate(checkpoint: Path, data: str, split: str = "test", n_samples: int = 
         "units": "ab/128; eob = mean per-pixel Euclidean ab error of the best sample",
         "seconds": round(time.time() - t0, 1),
     }
+    if sheet:
+        result["contact_sheet"] = str(contact_sheet(rows, sheet))
     print(json.dumps(result, indent=2))
     return result
