@@ -9,10 +9,11 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -24,12 +25,30 @@ from .errors import Cancelled, CheckpointError, DivcolorError, OutOfMemory
 from .io import Photo
 from .models.vae_mdn import METHOD as VAE_MDN, VAEMDN
 
+if TYPE_CHECKING:
+    from .propagate import StrokeField
+
 ProgressFn = Callable[[float, str], None]
 
 LOADERS: dict[str, Callable[[Any, str], torch.nn.Module]] = {VAE_MDN: VAEMDN.from_loaded}
 METHOD_LABELS = {VAE_MDN: "VAE-MDN"}
 FAMILIES = ("general", "faces")
 MAX_UPSAMPLE_PIXELS = 16_000_000  # per chunk of samples; bounds memory on huge photos
+FIELD_CACHE_PHOTOS = 4  # stroke fields (matrices, factorisations) are kept for this many photos
+
+
+def _levin_field(colorizer: Colorizer, photo: Photo) -> StrokeField:
+    from .propagate import LevinField  # scipy is only imported once strokes are used
+
+    return LevinField(photo)
+
+
+FIELDS: dict[str, Callable[["Colorizer", Photo], "StrokeField"]] = {"levin": _levin_field}
+"""Stroke-propagation methods by name. A method that needs a trained model (the G-CRF) registers
+its factory here under the model's method name; ``Colorizer.field`` then prefers it for "auto"
+whenever such a model is available and falls back to "levin" otherwise."""
+FIELD_FALLBACK = "levin"
+LEARNED_FIELD_METHODS = ("gcrf",)  # accepted by name even before they are registered (-> levin)
 
 
 class CancelToken:
@@ -55,7 +74,7 @@ class Colorization:
     """One full-resolution result and what is needed to reproduce or refine it."""
 
     rgb: np.ndarray  # (H, W, 3) float32 sRGB in [0, 1], luminance = the photo's
-    ab_low: torch.Tensor  # (2, S, S) ab / 128 at the model's working size
+    ab_low: torch.Tensor  # (2, h, w) ab / 128 at the method's working size (S x S for the models)
     method: str
     model: str  # model name (file stem)
     index: int
@@ -122,6 +141,8 @@ class Colorizer:
         self._models: dict[str, torch.nn.Module] = {}
         self._extra: dict[str, ModelInfo] = {}
         self._lock = threading.Lock()
+        self._fields: OrderedDict[Photo, dict[str, StrokeField]] = OrderedDict()
+        self._fields_lock = threading.Lock()
         self.last_seconds: float = 0.0
 
     # --- models -------------------------------------------------------------------------------
@@ -178,6 +199,49 @@ class Colorizer:
             if info.name not in self._models:
                 self._models[info.name] = load_model(info.path).to(self.device)
             return self._models[info.name]
+
+    # --- strokes ------------------------------------------------------------------------------
+    def field_method(self, method: str = "auto") -> str:
+        """The stroke method ``field(photo, method)`` uses.
+
+        A learned method ("gcrf", or "auto" meaning the first learned one) is used when its
+        factory is registered in ``FIELDS`` and a model for it is available; otherwise the answer
+        is "levin", which needs no model. Unknown names raise DivcolorError.
+        """
+        if method == FIELD_FALLBACK:
+            return method
+        if method == "auto":
+            learned = [m for m in FIELDS if m != FIELD_FALLBACK]
+        elif method in FIELDS or method in LEARNED_FIELD_METHODS:
+            learned = [method] if method in FIELDS else []
+        else:
+            known = ", ".join(dict.fromkeys(["auto", FIELD_FALLBACK, *LEARNED_FIELD_METHODS, *FIELDS]))
+            raise DivcolorError(f"Unknown stroke method '{method}' (known: {known}).")
+        if learned:
+            have = {info.method for info in self.available()}
+            for m in learned:
+                if m in have:
+                    return m
+        return FIELD_FALLBACK
+
+    def field(self, photo: Photo, method: str = "auto") -> StrokeField:
+        """The stroke field of ``photo`` for ``method``, cached per photo (the last few photos),
+        so successive strokes on one photo reuse its matrices and factorisations."""
+        resolved = self.field_method(method)
+        with self._fields_lock:
+            per_photo = self._fields.get(photo)
+            if per_photo is not None:
+                self._fields.move_to_end(photo)
+                if resolved in per_photo:
+                    return per_photo[resolved]
+        made = FIELDS[resolved](self, photo)
+        with self._fields_lock:
+            per_photo = self._fields.setdefault(photo, {})
+            self._fields.move_to_end(photo)
+            made = per_photo.setdefault(resolved, made)
+            while len(self._fields) > FIELD_CACHE_PHOTOS:
+                self._fields.popitem(last=False)
+        return made
 
     # --- sampling -----------------------------------------------------------------------------
     def sample(

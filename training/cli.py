@@ -1,7 +1,7 @@
 """``divcolor-train STAGE --data PATH --out RUN_DIR [--preset cpu|paper] …``.
 
-Stages: vae, mdn (VAE-MDN); eval; export. Rerunning a stage's command resumes it. Every stage
-works under ``torchrun --nproc-per-node N``.
+Stages: vae, mdn (VAE-MDN); gcrf-unary, gcrf-hoc, gcrf-mdn (G-CRF); eval; export. Rerunning a
+stage's command resumes it. Every stage works under ``torchrun --nproc-per-node N``.
 """
 
 from __future__ import annotations
@@ -12,11 +12,14 @@ import sys
 from pathlib import Path
 
 from .config import add_config_args, config_from_args
-from .stages import vae_mdn
+from .stages import gcrf, vae_mdn
 
 TRAIN_STAGES = {
     "vae": (vae_mdn.VAEStageConfig, vae_mdn.train_vae, "VAE-MDN step 1: VAE on ab fields (+ grey encoder)"),
     "mdn": (vae_mdn.MDNStageConfig, vae_mdn.train_mdn, "VAE-MDN step 2: MDN P(z | grey) on the frozen VAE"),
+    "gcrf-unary": (gcrf.GCRFUnaryStageConfig, gcrf.train_unary, "G-CRF phase 1: the VAE (= vae stage; --init-from reuses a VAE-MDN run)"),
+    "gcrf-hoc": (gcrf.GCRFHocStageConfig, gcrf.train_hoc, "G-CRF phase 2: HOC embedding net + decoder top layers"),
+    "gcrf-mdn": (gcrf.GCRFMDNStageConfig, gcrf.train_gcrf_mdn, "G-CRF stage 2: MDN P(z | grey) (= mdn stage)"),
 }
 
 
@@ -35,11 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=int, default=0, help="evaluate only the first N images")
     ev.add_argument("--json", help="also write the result to this file")
     ev.add_argument("--sheet", help="also save a contact sheet PNG (grey | truth | samples) of the first images")
+    ev.add_argument("--reveal-data", help="G-CRF: also PSNR vs revealed points (Table 3) on this data (natural128)")
     ex = sub.add_parser("export", help="write the checkpoint the app loads")
     ex.add_argument("--out", required=True, help="run directory with finished stages")
     ex.add_argument("--dest", help="where to write (default RUN_DIR/model.safetensors)")
     ex.add_argument("--half", action="store_true", help="store weights as float16 (halves the file)")
-    ex.add_argument("--data", help="ignored; accepted so every stage takes the same flags")
+    ex.add_argument("--data", help="G-CRF: training data to tune the stroke weight on (default: gcrf-hoc's); else ignored")
+    ex.add_argument("--method", choices=["auto", "vae-mdn", "gcrf"], default="auto", help="auto: gcrf if RUN_DIR has gcrf-hoc")
     return p
 
 
@@ -56,7 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage == "export":
         run = Path(args.out)
         metrics = json.loads((run / "eval.json").read_text()) if (run / "eval.json").exists() else None
-        vae_mdn.export(run, Path(args.dest) if args.dest else None, metrics, args.half)
+        method = args.method if args.method != "auto" else ("gcrf" if (run / gcrf.HOC_STAGE).is_dir() else "vae-mdn")
+        if method == "gcrf":
+            gcrf.export(run, Path(args.dest) if args.dest else None, metrics, args.half, data=args.data)
+        else:
+            vae_mdn.export(run, Path(args.dest) if args.dest else None, metrics, args.half)
         return 0
     if args.stage == "eval":
         from .stages.evaluate import evaluate
@@ -65,7 +74,11 @@ def main(argv: list[str] | None = None) -> int:
             print("divcolor-train eval: give --checkpoint or --out", file=sys.stderr)
             return 2
         ckpt = Path(args.checkpoint) if args.checkpoint else Path(args.out) / vae_mdn.MODEL_FILE
-        result = evaluate(ckpt, args.data, args.split, args.samples, args.limit, sheet=args.sheet)
+        if gcrf.checkpoint_method(ckpt) == gcrf.METHOD:
+            result = gcrf.evaluate_gcrf(ckpt, args.data, args.split, args.samples, args.limit, sheet=args.sheet,
+                                        reveal_data=args.reveal_data, reveal_limit=args.limit or 100)
+        else:
+            result = evaluate(ckpt, args.data, args.split, args.samples, args.limit, sheet=args.sheet)
         dest = args.json or (str(Path(args.out) / "eval.json") if args.out else None)
         if dest:
             Path(dest).write_text(json.dumps(result, indent=2) + "\n")

@@ -39,7 +39,7 @@ def evaluate(
     model = load_model(checkpoint)
     size = model.cfg.size
     lab = D.load_lab(data, split, size, limit or None)
-    eob, var, ssim = [], [], []
+    eob, eob_l1, var, ssim = [], [], [], []
     rows: list[list[torch.Tensor]] = []
     t0 = time.time()
     for i in range(len(lab)):
@@ -47,6 +47,7 @@ def evaluate(
         g = torch.Generator().manual_seed(seed + i)
         samples = model.colorize(L, n_samples, generator=g, mode="means")
         eob.append(M.error_of_best(samples, ab))
+        eob_l1.append(M.error_of_best_l1(samples, ab))
         var.append(M.variance(samples))
         rgb = recombine(L[0, 0], samples * AB_SCALE)
         ssim.append(M.pairwise_ssim(rgb))
@@ -60,9 +61,12 @@ def evaluate(
         "data": f"{Path(data).name} {split} ({len(lab)} images, {size}x{size})",
         "samples": n_samples,
         "error_of_best": round(float(np.mean(eob)), 5),
+        "error_of_best_l1": round(float(np.mean(eob_l1)), 5),
         "variance": round(float(np.mean(var)), 6),
         "pairwise_ssim": round(float(np.mean(ssim)), 4),
-        "units": "ab/128; eob = mean per-pixel Euclidean ab error of the best sample",
+        "units": "ab/128; error_of_best = mean per-pixel Euclidean ab error of the best sample; "
+        "error_of_best_l1 = mean absolute error over pixels and both channels; variance = per-pixel "
+        "variance across samples, averaged",
         "seconds": round(time.time() - t0, 1),
     }
     if sheet:
