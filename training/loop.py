@@ -162,6 +162,8 @@ def run_loop(
             print(f"resuming {spec.stage} from step {start} ({state_path})", file=sys.stderr)
     if ddp.main:
         out.mkdir(parents=True, exist_ok=True)
+        for stale in out.glob(STATE_FILE + ".*.tmp"):  # a write cut short by a kill
+            stale.unlink(missing_ok=True)
     logger = Logger(out / LOG_FILE, spec.steps, ddp.main)
 
     def save(step: int, finished: bool) -> None:
