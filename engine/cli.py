@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("colorize", help="colorize photos headless, writing OUTDIR/<stem>_<method>_<k>.png")
     c.add_argument("images", nargs="+", metavar="IMAGE", help="photo files or folders of photos")
     c.add_argument("-o", "--out", required=True, metavar="OUTDIR")
-    c.add_argument("--method", default="vae-mdn", help="vae-mdn (default); levin or gcrf propagate --strokes")
+    c.add_argument("--method", default="vae-mdn", help="vae-mdn (default) or gcrf: diverse colorizations; levin or gcrf with --strokes: propagate strokes")
     c.add_argument("-n", type=int, default=8, help="number of colorizations per photo (default 8; levin and gcrf make one)")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--temperature", type=float, default=1.0)
@@ -49,7 +49,7 @@ def colorize(args: argparse.Namespace) -> int:
     from .colorizer import Colorizer
     from .io import load_photo, save_image
 
-    if args.method in STROKE_METHODS or args.strokes is not None:
+    if args.method == "levin" or args.strokes is not None:
         return colorize_strokes(args)
     try:
         colorizer = Colorizer(device=args.device)
@@ -104,6 +104,7 @@ def colorize_strokes(args: argparse.Namespace) -> int:
     try:
         strokes = load_strokes(args.strokes)
         colorizer = Colorizer(device=args.device)
+        colorizer.stroke_family = args.model
         method = colorizer.field_method(args.method)
     except DivcolorError as e:
         print(f"divcolor: {e}", file=sys.stderr)
@@ -120,7 +121,9 @@ def colorize_strokes(args: argparse.Namespace) -> int:
         try:
             t0 = time.perf_counter()
             photo = load_photo(f)
-            result = colorizer.field(photo, method).propagate(clip_strokes(strokes, photo.size))
+            # The G-CRF edits one of its own colorizations (the seed's first); Levin starts from grey.
+            base = colorizer.sample(photo, method, 1, args.seed, args.temperature, args.model)[0] if method != "levin" else None
+            result = colorizer.field(photo, method).propagate(clip_strokes(strokes, photo.size), base)
             save_image(out / f"{photo.stem}_{result.method}_0.png", result.rgb, photo.alpha, photo.bit_depth)
             if not args.quiet:
                 print(f"{f}: {len(strokes)} strokes propagated ({result.method}) in {time.perf_counter() - t0:.2f} s")

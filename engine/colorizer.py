@@ -23,6 +23,7 @@ from .checkpoint import load_checkpoint
 from .color import AB_SCALE, guided_upsample_ab, recombine
 from .errors import Cancelled, CheckpointError, DivcolorError, OutOfMemory
 from .io import Photo
+from .models.gcrf import METHOD as GCRF_METHOD, GCRF, GCRFStrokeField
 from .models.vae_mdn import METHOD as VAE_MDN, VAEMDN
 
 if TYPE_CHECKING:
@@ -30,8 +31,8 @@ if TYPE_CHECKING:
 
 ProgressFn = Callable[[float, str], None]
 
-LOADERS: dict[str, Callable[[Any, str], torch.nn.Module]] = {VAE_MDN: VAEMDN.from_loaded}
-METHOD_LABELS = {VAE_MDN: "VAE-MDN"}
+LOADERS: dict[str, Callable[[Any, str], torch.nn.Module]] = {VAE_MDN: VAEMDN.from_loaded, GCRF_METHOD: GCRF.from_loaded}
+METHOD_LABELS = {VAE_MDN: "VAE-MDN", GCRF_METHOD: "G-CRF"}
 FAMILIES = ("general", "faces")
 MAX_UPSAMPLE_PIXELS = 16_000_000  # per chunk of samples; bounds memory on huge photos
 FIELD_CACHE_PHOTOS = 4  # stroke fields (matrices, factorisations) are kept for this many photos
@@ -43,7 +44,12 @@ def _levin_field(colorizer: Colorizer, photo: Photo) -> StrokeField:
     return LevinField(photo)
 
 
-FIELDS: dict[str, Callable[["Colorizer", Photo], "StrokeField"]] = {"levin": _levin_field}
+def _gcrf_field(colorizer: Colorizer, photo: Photo) -> StrokeField:
+    info = colorizer.resolve(GCRF_METHOD, colorizer.stroke_family)
+    return GCRFStrokeField(colorizer.model(info), photo, model_name=info.name)
+
+
+FIELDS: dict[str, Callable[["Colorizer", Photo], "StrokeField"]] = {"levin": _levin_field, GCRF_METHOD: _gcrf_field}
 """Stroke-propagation methods by name. A method that needs a trained model (the G-CRF) registers
 its factory here under the model's method name; ``Colorizer.field`` then prefers it for "auto"
 whenever such a model is available and falls back to "levin" otherwise."""
@@ -137,6 +143,8 @@ class Colorizer:
 
     def __init__(self, device: str = "auto", model_dirs: list[Path] | None = None):
         self.device = pick_device(device)
+        self.stroke_family = "general"  # which shipped G-CRF the stroke field uses
+        self._meta_cache: dict[Path, tuple[tuple[int, int], dict[str, Any] | None]] = {}
         self.model_dirs = model_dirs if model_dirs is not None else [default_model_dir(), user_model_dir()]
         self._models: dict[str, torch.nn.Module] = {}
         self._extra: dict[str, ModelInfo] = {}
@@ -153,14 +161,26 @@ class Colorizer:
             if not d.is_dir():
                 continue
             for f in sorted(d.glob("*.safetensors")):
-                try:
-                    ck_meta = load_checkpoint(f).meta
-                except CheckpointError:
+                ck_meta = self._file_meta(f)
+                if ck_meta is None:
                     continue
                 fam = f.stem.rsplit("_", 1)[-1] if f.stem.rsplit("_", 1)[-1] in FAMILIES else "user"
                 found.setdefault(f.stem, ModelInfo(f.stem, ck_meta.get("method", "?"), fam, f, ck_meta))
         found.update(self._extra)
         return list(found.values())
+
+    def _file_meta(self, f: Path) -> dict[str, Any] | None:
+        """A model file's metadata, read (and validated) once per version of the file."""
+        st = f.stat()
+        key = (st.st_mtime_ns, st.st_size)
+        cached = self._meta_cache.get(f)
+        if cached is None or cached[0] != key:
+            try:
+                meta: dict[str, Any] | None = load_checkpoint(f).meta
+            except CheckpointError:
+                meta = None
+            self._meta_cache[f] = cached = (key, meta)
+        return cached[1]
 
     def methods(self) -> list[str]:
         return sorted({m.method for m in self.available()}, key=lambda m: list(METHOD_LABELS).index(m) if m in METHOD_LABELS else 99)

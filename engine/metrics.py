@@ -23,6 +23,11 @@ def error_of_best(samples: torch.Tensor, truth: torch.Tensor) -> float:
     return float(err.min())
 
 
+def error_of_best_l1(samples: torch.Tensor, truth: torch.Tensor) -> float:
+    """Like error_of_best but with the mean absolute error over pixels and both channels."""
+    return float((samples - truth[None]).abs().flatten(1).mean(1).min())
+
+
 def variance(samples: torch.Tensor) -> float:
     return float(samples.var(0, unbiased=False).mean())
 

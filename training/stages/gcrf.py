@@ -41,7 +41,6 @@ import os
 import shutil
 import sys
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -53,8 +52,8 @@ import torch.nn.functional as F
 from engine import metrics as M
 from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.color import AB_SCALE, guided_upsample_ab, recombine
-from engine.gcrf_solver import gcrf_solve, similarity, solve_cg
-from engine.models.gcrf import GCRF, METHOD, GCRFConfig
+from engine.gcrf_solver import GCRFSolver, gcrf_solve, normal_matrix, similarity
+from engine.models.gcrf import GCRF, METHOD, GCRFConfig, GCRFField
 
 from .. import data as D
 from ..batches import BatchSampler
@@ -67,7 +66,7 @@ MODEL_FILE = "model.safetensors"
 HOC_STAGE = "gcrf-hoc"
 TUNE_FILE = "tune.json"
 PAPER_BOUNDARIES = (2 / 15, 4 / 15, 6 / 15, 8 / 15)  # reveal-level changes: epochs 2, 4, 6, 8 of 15
-STROKE_BASE_CANDIDATES = (0.02, 0.05, 0.1, 0.2)
+STROKE_BASE_CANDIDATES = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2)  # x beta_test; one inverse each per image
 
 
 # --------------------------------------------------------------------------------------------
@@ -87,7 +86,7 @@ class GCRFUnaryStageConfig(VAEStageConfig):
 
 @dataclass
 class GCRFHocStageConfig(StageConfig):
-    steps: int = 1500
+    steps: int = 2500
     batch_size: int = 8
     lr: float = 1e-3  # embedding network
     decoder_lr: float = 1e-4  # the decoder's two top layers (fine-tuned, not retrained)
@@ -101,8 +100,9 @@ class GCRFHocStageConfig(StageConfig):
     reveal: str = "1,0.75,0.5,0.25,0.1"
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        # ≈ 1 s/step on one core at width 24 (P = 1024, batch 8): 1500 steps ≈ 25 min, ≈ 2 epochs of lfw64.
-        "cpu": {"hoc_train_size": 32, "batch_size": 8, "steps": 1500, "embed_width": 32, "embed_dim": 32},
+        # 0.5 s/step early, 0.67 s once Ŝ is peaked, on one core with a width-24 VAE (P = 1024,
+        # batch 8): 2500 steps ≈ 25 min, ≈ 3 epochs of lfw64 / 2 of natural64.
+        "cpu": {"hoc_train_size": 32, "batch_size": 8, "steps": 2500, "embed_width": 32, "embed_dim": 32},
         # 15 epochs of lfw64 at the working grid (P = 4096); natural64 needs --steps 19000.
         "paper": {"hoc_train_size": 64, "batch_size": 8, "steps": 12000, "embed_width": 64, "embed_dim": 64},
     }
@@ -158,20 +158,40 @@ def adopt_stages(src_run: Path, run_dir: Path) -> list[str]:
     return copied
 
 
+def _finished_step(run_dir: Path, stage: str, steps: int) -> int | None:
+    """The step of a finished stage that already reached ``steps`` (nothing to do), else None."""
+    path = Path(run_dir) / stage / STATE_FILE
+    if not path.exists():
+        return None
+    meta = load_checkpoint(path).meta
+    step = int(meta.get("step", 0))
+    return step if meta.get("finished") and step >= steps else None
+
+
 def train_unary(cfg: GCRFUnaryStageConfig) -> int:
     """Phase 1: the VAE (unary term) — adopted from ``--init-from`` or trained as ``vae``."""
     run_dir = Path(cfg.out)
     if cfg.init_from:
+        if int(os.environ.get("RANK", "0")) != 0:
+            return 0  # under torchrun only rank 0 copies (atomically); there is nothing to train
         copied = adopt_stages(Path(cfg.init_from), run_dir)
         ck = read_state(run_dir, "vae")
         what = ", ".join(copied) if copied else "nothing (already present)"
         print(f"gcrf-unary: adopted {what} from {cfg.init_from}; VAE config {ck.config}", file=sys.stderr)
         return int(ck.meta.get("step", 0))
+    done = _finished_step(run_dir, "vae", cfg.steps)
+    if done is not None:
+        print(f"gcrf-unary: {run_dir / 'vae'} is finished (step {done}); nothing to do", file=sys.stderr)
+        return done
     return train_vae(cfg)
 
 
 def train_gcrf_mdn(cfg: GCRFMDNStageConfig) -> int:
     """Stage 2: the MDN over z of the (unchanged) phase-1 encoder = the ``mdn`` stage."""
+    done = _finished_step(Path(cfg.out), "mdn", cfg.steps)
+    if done is not None:  # e.g. adopted by gcrf-unary --init-from: skip encoding the dataset
+        print(f"gcrf-mdn: {Path(cfg.out) / 'mdn'} is finished (step {done}); nothing to do", file=sys.stderr)
+        return done
     return train_mdn(cfg)
 
 
@@ -319,7 +339,7 @@ def assemble(run_dir: Path) -> tuple[GCRF, ColorStats, dict[str, Any]]:
 
 def export(
     run_dir: Path, dest: Path | None = None, metrics: dict | None = None, half: bool = False,
-    data: str | None = None, tune_images: int = 32,
+    data: str | None = None, tune_images: int = 16,
 ) -> Path:
     """Write the G-CRF checkpoint the app loads (grey encoder, decoder, MDN, embedding net,
     statistics), after tuning the strokes' weak-unary weight on the training split once
@@ -361,28 +381,33 @@ def export(
 
 
 # --------------------------------------------------------------------------------------------
-# Strokes: propagation by CG (batch evaluation) and the weak-unary tuning
+# Strokes: hint propagation for evaluation and the weak-unary tuning
 # --------------------------------------------------------------------------------------------
 
 
-@torch.no_grad()
-def propagate_cg(
-    S_hat: torch.Tensor, coverage: torch.Tensor, target: torch.Tensor, base: torch.Tensor,
-    base_weight: float, stroke_weight: float,
-) -> torch.Tensor:
-    """What :meth:`engine.models.gcrf.GCRFField.propagate` computes, by CG (no factorisation).
+class ImageHintSolver:
+    """Solves the stroke (δ) system of :class:`engine.models.gcrf.GCRFField` for one image
+    under many hint sets and a few weak-unary weights, as evaluation and tuning need.
 
-    For evaluating many images once each, where building a field's inverse (~2 s) would not be
-    repaid. coverage (S, S), target and base (2, S, S) -> (2, S, S).
+    (I-Ŝ)ᵀ(I-Ŝ) is formed once per image (~1.2 s at 64x64 on one core); each weak-unary weight
+    gets one Cholesky inverse (~0.6 s); each hint set is then a Woodbury solve (milliseconds,
+    no rebasing). Conjugate gradients would need ~100 memory-bound iterations (~3 s) per solve
+    at these weak weights. Call with one weight at a time: only the last inverse is kept.
     """
-    s = coverage.shape[-1]
-    c = coverage.reshape(-1).float()
-    if not bool((c > 0).any()):
-        return base.clone()
-    wc = stroke_weight * c
-    rhs = wc[:, None] * (target.reshape(2, -1).T - base.reshape(2, -1).T)
-    delta = solve_cg(S_hat, base_weight + wc, rhs, tol=1e-5, max_iter=2000)
-    return (base + delta.T.reshape(2, s, s)).clamp(-1, 1)
+
+    def __init__(self, S_hat: torch.Tensor, stroke_weight: float):
+        self.S_hat, self.stroke_weight = S_hat.float(), float(stroke_weight)
+        self.KtK = normal_matrix(self.S_hat)
+        self._field: GCRFField | None = None
+
+    def __call__(self, coverage: torch.Tensor, target: torch.Tensor, base: torch.Tensor, base_weight: float) -> torch.Tensor:
+        """coverage (S, S), target and base (2, S, S) in ab/128 -> (2, S, S)."""
+        if self._field is None or self._field.base_weight != float(base_weight):
+            self._field = None  # free the previous inverse first
+            p = self.KtK.shape[0]
+            solver = GCRFSolver(None, float(base_weight), max_rank=p, KtK=self.KtK)
+            self._field = GCRFField(self.S_hat, base_weight, self.stroke_weight, solver=solver)
+        return self._field.propagate(coverage, target, base)
 
 
 def random_squares(rng: np.random.Generator, n: int, size: int, patch: int) -> list[tuple[int, int]]:
@@ -405,9 +430,10 @@ def reveal_squares(ab: torch.Tensor, corners: list[tuple[int, int]], patch: int)
     return cov, tgt
 
 
-def to_grid(cov: torch.Tensor, tgt: torch.Tensor, grid: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Area-weighted coverage and mean hint colour on a coarser grid (as strokes.rasterize)."""
-    if cov.shape[-1] == grid:
+def to_grid(cov: torch.Tensor, tgt: torch.Tensor, grid: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Area-weighted coverage and mean hint colour on a coarser grid (as strokes.rasterize);
+    ``grid`` is a side or (h, w)."""
+    if tuple(cov.shape[-2:]) == ((grid, grid) if isinstance(grid, int) else tuple(grid)):
         return cov, tgt
     c = F.adaptive_avg_pool2d(cov[None, None], grid)[0, 0]
     t = F.adaptive_avg_pool2d((tgt * cov)[None], grid)[0] / c.clamp(min=1e-8)
@@ -436,10 +462,11 @@ def tune_stroke_base(
         S_hat = model.similarity(L)[0]
         truth = recombine(L[0, 0], ab[None] * AB_SCALE)
         rng = np.random.default_rng(seed + i)
-        for n in points:
-            cov, tgt = reveal_squares(ab, random_squares(rng, n, s, patch), patch)
-            for c in candidates:
-                x = propagate_cg(S_hat, cov, tgt, base, c * beta, beta)
+        hints = [reveal_squares(ab, random_squares(rng, n, s, patch), patch) for n in points]
+        solve = ImageHintSolver(S_hat, beta)
+        for c in candidates:
+            for cov, tgt in hints:
+                x = solve(cov, tgt, base, c * beta)
                 scores[c].append(M.psnr(recombine(L[0, 0], x[None] * AB_SCALE), truth))
     mean = {str(c): round(float(np.mean(v)), 3) for c, v in scores.items()}
     best = max(candidates, key=lambda c: np.mean(scores[c]))
@@ -451,23 +478,29 @@ def tune_stroke_base(
 # --------------------------------------------------------------------------------------------
 
 
-def levin_propagate(L_full: torch.Tensor, coverage: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
-    """HOOK — the Levin et al. (2004) baseline on the same hints, at full resolution.
+class LevinBaseline:
+    """Levin et al. (2004) on one test image, through ``engine.propagate.LevinField``.
 
-    Uses ``engine.propagate.LevinField`` once it exists; returns None until then. Expected
-    (adjust here if the real API differs): ``LevinField(L (H, W) in [0, 100])`` and
-    ``.propagate(coverage (H, W), ab (2, H, W) in ab/128) -> ab (2, H, W)`` in ab/128.
+    Points only (no base colorization): the pure propagation that Table 3 compares against.
+    The field is built once per image and solves each hint set on its own grid (the full
+    128x128 image with the default limits), upsampled guided by L when the grid is coarser.
     """
-    try:
-        from engine.propagate import LevinField  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    try:
-        out = LevinField(L_full).propagate(coverage, target)  # HOOK: the assumed API
-    except (TypeError, AttributeError) as e:
-        warnings.warn(f"Levin baseline skipped: engine.propagate.LevinField has another API ({e}); wire it in levin_propagate")
-        return None
-    return torch.as_tensor(np.asarray(out) if not torch.is_tensor(out) else out, dtype=torch.float32).reshape(target.shape)
+
+    def __init__(self, L: torch.Tensor, ab: torch.Tensor):
+        from engine.io import photo_from_array
+        from engine.propagate import LevinField
+
+        rgb = recombine(L, ab[None] * AB_SCALE)[0].permute(1, 2, 0).numpy()
+        self.L = L
+        self.field = LevinField(photo_from_array(np.ascontiguousarray(rgb)))
+
+    def __call__(self, coverage: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        w, h = self.field.grid
+        c, t = to_grid(coverage, target, (h, w))
+        U = torch.from_numpy(self.field.solve(c.double().numpy(), t.double().numpy(), None)).float()
+        if (h, w) != tuple(self.L.shape):
+            U = guided_upsample_ab(U[None] * AB_SCALE, self.L)[0] / AB_SCALE
+        return U
 
 
 @torch.no_grad()
@@ -483,14 +516,13 @@ def psnr_vs_points(
       solved at the model grid (hints area-pooled onto it), guided-upsampled to ``size``.
     - ``gcrf_points_only``: the same propagation from a grey base with a very weak unary
       (``points_only_weight`` x β): pure hint propagation, as Levin's method does.
-    - ``levin``: Levin et al. on the same hints at full resolution (None until wired).
+    - ``levin``: Levin et al. on the same hints at full resolution (:class:`LevinBaseline`).
     """
     model.eval()
     lab = D.load_lab(data, split, size, limit or None)
     g, beta = model.cfg.size, model.cfg.beta_test
     w0 = model.cfg.stroke_base * beta
     res: dict[str, list[list[float]]] = {"gcrf": [], "gcrf_points_only": [], "levin": []}
-    have_levin = True
     t0 = time.time()
     for i in range(len(lab)):
         L, ab = lab.L[i : i + 1], lab.ab[i]
@@ -501,18 +533,17 @@ def psnr_vs_points(
         rng = np.random.default_rng(seed + i)
         corners = random_squares(rng, max(points), size, patch)
         rows = {k: [] for k in res}
-        for n in points:
-            cov, tgt = reveal_squares(ab, corners[:n], patch)
-            cg, tg = to_grid(cov, tgt, g)
-            for key, b, w in (("gcrf", base, w0), ("gcrf_points_only", torch.zeros_like(base), points_only_weight * beta)):
-                x = propagate_cg(S_hat, cg, tg, b, w, beta)
+        hints = [reveal_squares(ab, corners[:n], patch) for n in points]
+        solve = ImageHintSolver(S_hat, beta)
+        for key, b, w in (("gcrf", base, w0), ("gcrf_points_only", torch.zeros_like(base), points_only_weight * beta)):
+            for cov, tgt in hints:
+                x = solve(*to_grid(cov, tgt, g), b, w)
                 full = guided_upsample_ab(x[None] * AB_SCALE, L[0, 0])
                 rows[key].append(M.psnr(recombine(L[0, 0], full), truth))
-            lv = levin_propagate(L[0, 0], cov, tgt) if have_levin else None
-            if lv is None:
-                have_levin = False
-            else:
-                rows["levin"].append(M.psnr(recombine(L[0, 0], lv[None] * AB_SCALE), truth))
+        del solve
+        levin = LevinBaseline(L[0, 0], ab)
+        for cov, tgt in hints:
+            rows["levin"].append(M.psnr(recombine(L[0, 0], levin(cov, tgt)[None] * AB_SCALE), truth))
         for k in res:
             if rows[k]:
                 res[k].append(rows[k])
@@ -523,8 +554,6 @@ def psnr_vs_points(
     }
     for k, v in res.items():
         out[k] = [round(float(x), 2) for x in np.mean(np.array(v), axis=0)] if v else None
-    if out["levin"] is None:
-        out["levin_note"] = "engine.propagate.LevinField not available yet: see training.stages.gcrf.levin_propagate"
     return out
 
 

@@ -1,0 +1,361 @@
+"""The sample gallery: diverse colorizations as thumbnails, one group per method.
+
+Groups are created from whatever methods the engine reports (titles from
+``engine.colorizer.METHOD_LABELS``), so a new method appears here with no code change. The
+panel only displays and asks: the window runs the sampling job and feeds finished samples in
+with :meth:`GalleryPanel.add_samples`. A click on a thumbnail picks that sample as the base;
+with the eyedropper (or Alt+click) it picks the colour under the mouse from the full-size sample.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
+from PySide6.QtGui import QImage, QMouseEvent, QPainter, QPaintEvent, QPixmap
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QFrame,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+import qtawesome as qta
+
+from engine.colorizer import METHOD_LABELS, Colorization
+
+from .document import SampleRef
+
+THUMB = 150  # longer side of a thumbnail, in pixels
+MAX_SEED = 2**31 - 1
+
+
+@dataclass
+class Sample:
+    """One gallery entry: the full-resolution result, how to regenerate it, its thumbnail."""
+
+    colorization: Colorization
+    ref: SampleRef
+    thumb: QImage
+
+
+class Thumbnail(QFrame):
+    """A clickable preview that reports where it was clicked (for the eyedropper)."""
+
+    clicked = Signal(object, float, float, bool)  # Sample, fx, fy in [0, 1], alt held
+
+    def __init__(self, sample: Sample, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("thumbnail")
+        self.sample = sample
+        self.pixmap = QPixmap.fromImage(sample.thumb)
+        self.setProperty("selected", False)
+        self.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.setToolTip(
+            f"{METHOD_LABELS.get(sample.ref.method, sample.ref.method)} {sample.ref.label()}\n"
+            f"model {sample.ref.model}\nClick: use as base · Alt+click: pick colour"
+        )
+        self.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
+        self.setFixedSize(self._size())
+
+    def _size(self) -> QSize:
+        w, h = self.pixmap.width(), self.pixmap.height()
+        s = THUMB / max(w, h, 1)
+        return QSize(round(w * s) + 6, round(h * s) + 6)
+
+    def set_selected(self, on: bool) -> None:
+        self.setProperty("selected", on)
+        self.style().unpolish(self)
+        self.style().polish(self)
+        self.update()
+
+    def _image_rect(self) -> QRectF:
+        return QRectF(self.rect()).adjusted(3, 3, -3, -3)
+
+    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802
+        super().paintEvent(event)
+        p = QPainter(self)
+        p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
+        p.drawPixmap(self._image_rect(), self.pixmap, QRectF(self.pixmap.rect()))
+        r = self._image_rect()
+        tag = f"{self.sample.ref.index + 1}"
+        p.setPen(Qt.PenStyle.NoPen)
+        p.setBrush(Qt.GlobalColor.black)
+        p.setOpacity(0.55)
+        box = QRectF(r.left() + 4, r.bottom() - 20, 10 + 7 * len(tag), 16)
+        p.drawRoundedRect(box, 3, 3)
+        p.setOpacity(1)
+        p.setPen(Qt.GlobalColor.white)
+        p.drawText(box, Qt.AlignmentFlag.AlignCenter, tag)
+        p.end()
+
+    def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802
+        if event.button() != Qt.MouseButton.LeftButton:
+            return
+        r = self._image_rect()
+        pos: QPointF = event.position()
+        fx = min(1.0, max(0.0, (pos.x() - r.left()) / max(r.width(), 1)))
+        fy = min(1.0, max(0.0, (pos.y() - r.top()) / max(r.height(), 1)))
+        alt = bool(event.modifiers() & Qt.KeyboardModifier.AltModifier)
+        self.clicked.emit(self.sample, fx, fy, alt)
+
+
+class MethodGroup(QWidget):
+    """A titled grid of one method's thumbnails; columns follow the panel's width."""
+
+    def __init__(self, method: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.method = method
+        self.title = QLabel(METHOD_LABELS.get(method, method))
+        self.title.setObjectName("sectionTitle")
+        self.grid = QGridLayout()
+        self.grid.setContentsMargins(0, 0, 0, 0)
+        self.grid.setSpacing(4)
+        self.grid.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 6)
+        lay.addWidget(self.title)
+        lay.addLayout(self.grid)
+        self.thumbs: list[Thumbnail] = []
+        self._columns = 2
+
+    def add(self, thumb: Thumbnail) -> None:
+        self.thumbs.append(thumb)
+        self._relayout()
+
+    def set_columns(self, n: int) -> None:
+        if n != self._columns:
+            self._columns = n
+            self._relayout()
+
+    def _relayout(self) -> None:
+        for t in self.thumbs:
+            self.grid.removeWidget(t)
+        for i, t in enumerate(self.thumbs):
+            self.grid.addWidget(t, i // self._columns, i % self._columns)
+        n = len(self.thumbs)
+        self.title.setText(f"{METHOD_LABELS.get(self.method, self.method)}  ·  {n} sample{'s' if n != 1 else ''}")
+
+
+class GalleryPanel(QWidget):
+    """Seed, temperature and model controls; progress with Cancel; the grouped thumbnails."""
+
+    generate_requested = Signal(bool)  # append ("more samples")?
+    cancel_requested = Signal()
+    sample_clicked = Signal(object)  # Sample
+    color_picked = Signal(tuple)
+    load_model_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.eyedropper = False
+        self.groups: dict[str, MethodGroup] = {}
+        self.selected: Sample | None = None
+        self._want: SampleRef | None = None  # ref of the base, to highlight when it arrives
+        self.batches = 0  # how many batches are shown (the next one uses seed + batches)
+
+        self.model_combo = QComboBox()
+        self.model_combo.setToolTip("Which trained models colour the photo")
+        self.model_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.model_combo.setMinimumContentsLength(12)
+        self.count = QSpinBox()
+        self.count.setRange(1, 32)
+        self.count.setValue(6)
+        self.count.setToolTip("Colorizations per batch")
+        self.seed = QSpinBox()
+        self.seed.setRange(0, MAX_SEED)
+        self.seed.setToolTip("Same seed, same colorizations")
+        self.dice = QToolButton()
+        self.dice.setToolTip("Random seed")
+        self.dice.clicked.connect(lambda: self.seed.setValue(random.randint(0, 99_999)))
+        self.temperature = QDoubleSpinBox()
+        self.temperature.setRange(0.05, 3.0)
+        self.temperature.setSingleStep(0.1)
+        self.temperature.setDecimals(2)
+        self.temperature.setValue(1.0)
+        self.temperature.setToolTip("Lower: safer, more typical colours · higher: more varied")
+
+        self.generate_btn = QPushButton("Generate")
+        self.generate_btn.setToolTip("Replace the gallery with a fresh batch (F5)")
+        self.generate_btn.clicked.connect(lambda: self.generate_requested.emit(False))
+        self.more_btn = QPushButton("More samples")
+        self.more_btn.setToolTip("Add another batch with the next seed (Ctrl+M)")
+        self.more_btn.clicked.connect(lambda: self.generate_requested.emit(True))
+
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setTextVisible(True)
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setToolTip("Stop generating (Esc)")
+        self.cancel_btn.clicked.connect(self.cancel_requested.emit)
+        self.progress_row = QWidget()
+        pr = QHBoxLayout(self.progress_row)
+        pr.setContentsMargins(0, 0, 0, 0)
+        pr.addWidget(self.progress, 1)
+        pr.addWidget(self.cancel_btn)
+        self.progress_row.setVisible(False)
+
+        self.banner = QLabel()
+        self.banner.setObjectName("banner")
+        self.banner.setWordWrap(True)
+        self.banner.setTextFormat(Qt.TextFormat.RichText)
+        self.banner.linkActivated.connect(lambda _: self.load_model_requested.emit())
+        self.banner.setVisible(False)
+
+        self.body = QWidget()
+        self.body_layout = QVBoxLayout(self.body)
+        self.body_layout.setContentsMargins(4, 0, 4, 4)
+        self.body_layout.addStretch(1)
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll.setWidget(self.body)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+
+        form = QFormLayout()
+        form.setContentsMargins(0, 0, 0, 0)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        form.addRow("Model", self.model_combo)
+        seed_row = QHBoxLayout()
+        seed_row.addWidget(self.seed, 1)
+        seed_row.addWidget(self.dice)
+        form.addRow("Seed", seed_row)
+        tc = QHBoxLayout()
+        tc.addWidget(self.temperature, 1)
+        tc.addWidget(QLabel("Samples"))
+        tc.addWidget(self.count)
+        form.addRow("Temperature", tc)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.generate_btn)
+        buttons.addWidget(self.more_btn)
+
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(8, 6, 8, 6)
+        lay.addLayout(form)
+        lay.addLayout(buttons)
+        lay.addWidget(self.progress_row)
+        lay.addWidget(self.banner)
+        lay.addWidget(self.scroll, 1)
+        self.set_can_generate(False)
+        self.refresh_icons()
+
+    def refresh_icons(self) -> None:
+        self.dice.setIcon(qta.icon("mdi6.dice-multiple"))
+        self.generate_btn.setIcon(qta.icon("mdi6.refresh"))
+        self.more_btn.setIcon(qta.icon("mdi6.plus-box-multiple"))
+        self.cancel_btn.setIcon(qta.icon("mdi6.close-circle-outline"))
+
+    # --- controls --------------------------------------------------------------------------------
+    def set_model_choices(self, choices: list[tuple[str, tuple[str, str | None]]], current: tuple[str, str | None] | None = None) -> None:
+        """``choices``: (label, (family, checkpoint path or None)). Keeps the current pick if it exists."""
+        keep = current or self.model_choice()
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        for label, data in choices:
+            self.model_combo.addItem(label, data)
+        if not choices:
+            self.model_combo.addItem("No model found", None)
+        idx = next((i for i, (_, d) in enumerate(choices) if d == keep), 0)
+        self.model_combo.setCurrentIndex(idx)
+        self.model_combo.setEnabled(bool(choices))
+        self.model_combo.blockSignals(False)
+
+    def model_choice(self) -> tuple[str, str | None] | None:
+        data = self.model_combo.currentData()
+        return tuple(data) if data else None  # type: ignore[return-value]
+
+    def set_can_generate(self, on: bool) -> None:
+        self.generate_btn.setEnabled(on)
+        self.more_btn.setEnabled(on and bool(self.groups))
+
+    def set_busy(self, busy: bool) -> None:
+        self.progress_row.setVisible(busy)
+        if busy:
+            self.progress.setValue(0)
+            self.progress.setFormat("Starting…")
+
+    def set_progress(self, fraction: float, message: str) -> None:
+        self.progress.setValue(int(1000 * min(1.0, max(0.0, fraction))))
+        self.progress.setFormat(f"{message or 'Working'} — %p%")
+
+    def show_message(self, html: str | None) -> None:
+        """A banner above the thumbnails (no model, cancelled, failed); None hides it."""
+        self.banner.setVisible(bool(html))
+        self.banner.setText(html or "")
+
+    # --- content ---------------------------------------------------------------------------------
+    def clear(self) -> None:
+        for g in self.groups.values():
+            g.setParent(None)
+            g.deleteLater()
+        self.groups.clear()
+        self.selected = None
+        self.batches = 0
+        self.more_btn.setEnabled(False)
+
+    def samples(self) -> list[Sample]:
+        return [t.sample for g in self.groups.values() for t in g.thumbs]
+
+    def add_samples(self, method: str, samples: list[Sample]) -> None:
+        group = self.groups.get(method)
+        if group is None:
+            group = MethodGroup(method, self.body)
+            self.groups[method] = group
+            self.body_layout.insertWidget(self.body_layout.count() - 1, group)
+            group.set_columns(self._columns())
+        for s in samples:
+            t = Thumbnail(s)
+            t.clicked.connect(self._on_thumb_clicked)
+            if self._want is not None and s.ref == self._want:
+                t.set_selected(True)
+                self.selected = s
+            group.add(t)
+        self.more_btn.setEnabled(self.generate_btn.isEnabled())
+
+    def select(self, colorization: Colorization | None, ref: SampleRef | None = None) -> None:
+        """Highlight the thumbnail of the current base (after a pick, undo, redo or a reopened
+        project, whose regenerated sample is a different object with the same reference)."""
+        self._want = ref if colorization is not None else None
+        self.selected = None
+        for g in self.groups.values():
+            for t in g.thumbs:
+                on = colorization is not None and (
+                    t.sample.colorization is colorization or (ref is not None and t.sample.ref == ref)
+                )
+                t.set_selected(on)
+                if on:
+                    self.selected = t.sample
+
+    def find(self, ref: SampleRef) -> Sample | None:
+        return next((s for s in self.samples() if s.ref == ref), None)
+
+    def _on_thumb_clicked(self, sample: Sample, fx: float, fy: float, alt: bool) -> None:
+        if self.eyedropper or alt:
+            rgb = sample.colorization.rgb
+            h, w = rgb.shape[:2]
+            px = np.asarray(rgb[min(h - 1, int(fy * h)), min(w - 1, int(fx * w))], np.float32)
+            self.color_picked.emit(tuple(int(v) for v in np.clip(np.rint(px * 255), 0, 255)))
+        else:
+            self.sample_clicked.emit(sample)
+
+    def _columns(self) -> int:
+        avail = self.scroll.viewport().width() - 8
+        return max(1, avail // (THUMB + 10))
+
+    def resizeEvent(self, event) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        for g in self.groups.values():
+            g.set_columns(self._columns())

@@ -1,0 +1,147 @@
+"""The models dialog: which checkpoints divcolor can use, what they were trained on, and
+"Load model…" for a user's own ``.safetensors`` file.
+
+It reads ``Colorizer.available()`` (metadata only; listing happens on a worker thread in the
+window) and asks the window to load new files, so model loading runs off the event loop and its
+errors appear the same way as every other error.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QSplitter,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+import qtawesome as qta
+
+from engine.colorizer import METHOD_LABELS, ModelInfo
+
+# Metadata keys that are large arrays (training-set statistics): summarised, not printed.
+_BULKY = {"pca", "pca_mean", "pca_components", "histogram", "ab_hist", "hist", "stats"}
+
+
+def _summary(value: Any, depth: int = 0) -> Any:
+    """Metadata fit for reading: long lists and bulky statistics become a short note."""
+    if isinstance(value, dict):
+        return {k: (f"<{type(v).__name__}, omitted>" if k in _BULKY else _summary(v, depth + 1)) for k, v in value.items()}
+    if isinstance(value, list) and len(value) > 12:
+        return f"<list of {len(value)} values>"
+    return value
+
+
+def _steps_text(meta: dict[str, Any]) -> str:
+    steps = meta.get("steps", "")
+    if isinstance(steps, dict):
+        return " · ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in steps.items())
+    return str(steps)
+
+
+def _data_text(meta: dict[str, Any]) -> str:
+    d = meta.get("data")
+    if isinstance(d, dict):
+        name = Path(str(d.get("path", "?"))).name
+        n = d.get("images")
+        return f"{name} ({n:,} images)" if isinstance(n, int) else name
+    return str(d or "")
+
+
+def _metric_text(meta: dict[str, Any]) -> str:
+    m = meta.get("metrics") or {}
+    if not isinstance(m, dict) or not m:
+        return ""
+    parts = [f"{k} {v:.3g}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in list(m.items())[:3]]
+    return ", ".join(parts)
+
+
+class ModelsDialog(QDialog):
+    """Lists loaded checkpoints with their metadata; the window does the loading."""
+
+    load_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Models")
+        self.resize(820, 460)
+        self.tree = QTreeWidget()
+        self.tree.setHeaderLabels(["Model", "Method", "Family", "Trained on", "Steps", "Metrics", "Created"])
+        self.tree.setRootIsDecorated(False)
+        self.tree.setAlternatingRowColors(True)
+        self.tree.currentItemChanged.connect(self._show_details)
+        self.details = QPlainTextEdit()
+        self.details.setReadOnly(True)
+        self.details.setPlaceholderText("Select a model to see its configuration, data and metrics.")
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(self.tree)
+        split.addWidget(self.details)
+        split.setSizes([240, 200])
+
+        self.empty = QLabel(
+            "No models found. Shipped models live in resources/models; your own go in the divcolor "
+            "data folder, or load any .safetensors file with “Load model…”."
+        )
+        self.empty.setWordWrap(True)
+        self.empty.setObjectName("banner")
+
+        load = QPushButton(qta.icon("mdi6.file-upload-outline"), "Load model…")
+        load.setToolTip("Add a .safetensors model trained with divcolor-train (Ctrl+Shift+L)")
+        load.clicked.connect(self.load_requested.emit)
+        close = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        close.rejected.connect(self.reject)
+        buttons = QHBoxLayout()
+        buttons.addWidget(load)
+        buttons.addStretch(1)
+        buttons.addWidget(close)
+
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.empty)
+        lay.addWidget(split, 1)
+        lay.addLayout(buttons)
+        self.set_models([])
+
+    def set_models(self, infos: list[ModelInfo]) -> None:
+        self.tree.clear()
+        self.empty.setVisible(not infos)
+        for info in infos:
+            meta = info.meta or {}
+            created = str(meta.get("created", ""))[:19].replace("T", " ")
+            item = QTreeWidgetItem(
+                [
+                    info.name,
+                    METHOD_LABELS.get(info.method, info.method),
+                    info.family,
+                    _data_text(meta),
+                    _steps_text(meta),
+                    _metric_text(meta),
+                    created,
+                ]
+            )
+            item.setToolTip(0, str(info.path))
+            item.setData(0, Qt.ItemDataRole.UserRole, info)
+            self.tree.addTopLevelItem(item)
+        for c in range(self.tree.columnCount()):
+            self.tree.resizeColumnToContents(c)
+        if infos:
+            self.tree.setCurrentItem(self.tree.topLevelItem(0))
+
+    def _show_details(self, item: QTreeWidgetItem | None, _prev: QTreeWidgetItem | None = None) -> None:
+        if item is None:
+            self.details.clear()
+            return
+        info: ModelInfo = item.data(0, Qt.ItemDataRole.UserRole)
+        text = f"{info.label}\nfile: {info.path}\n\n" + json.dumps(_summary(info.meta or {}), indent=2, default=str)
+        self.details.setPlainText(text)

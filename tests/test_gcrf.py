@@ -1,0 +1,254 @@
+"""G-CRF: the solvers against numpy, the stroke field on hand-built embeddings, gradients
+against finite differences, and the training stages end to end on tiny data."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from engine.checkpoint import load_checkpoint
+from engine.errors import CheckpointError
+from engine.gcrf_solver import GCRFSolver, attention_row, gcrf_solve, similarity, solve_cg, system_matrix
+from engine.models.gcrf import GCRF, GCRFConfig, GCRFField, GCRFStrokeField, position_features
+from training.cli import main
+from training.stages.gcrf import gcrf_train_solution, reveal_fraction
+
+from conftest import TINY_VAE
+
+D64 = torch.float64
+
+
+def _random_system(p: int, seed: int, zero_some: bool = True):
+    g = torch.Generator().manual_seed(seed)
+    S = similarity(torch.randn(4, p, generator=g, dtype=D64))
+    w = torch.rand(p, generator=g, dtype=D64) * 2
+    if zero_some:
+        w[torch.rand(p, generator=g) < 0.7] = 0.0  # most pixels unrevealed, as in training
+        w[0] = 1.0
+    rhs = torch.randn(p, 2, generator=g, dtype=D64)
+    return S, w, rhs
+
+
+@pytest.mark.parametrize("p", [16, 49, 256])  # 256: the factorised matrix is padded (see _pad_amount)
+def test_direct_and_cg_solves_match_numpy(p):
+    S, w, rhs = _random_system(p, seed=p)
+    ref = np.linalg.solve(system_matrix(S, w).numpy(), rhs.numpy())
+    assert np.allclose(gcrf_solve(S, w, rhs).numpy(), ref, atol=1e-9)
+    S2, w2, rhs2 = _random_system(p, seed=p + 1)
+    batched = gcrf_solve(torch.stack([S, S2]), torch.stack([w, w2]), torch.stack([rhs, rhs2]))
+    assert np.allclose(batched[0].numpy(), ref, atol=1e-9)
+    assert np.allclose(solve_cg(S, w, rhs, tol=1e-12, max_iter=5000).numpy(), ref, atol=1e-7)
+    # rows of Ŝ are distributions without self-attention
+    assert torch.allclose(S.sum(1), torch.ones(p, dtype=D64)) and float(S.diagonal().abs().max()) == 0.0
+
+
+def test_incremental_woodbury_equals_from_scratch_after_strokes():
+    p, w0 = 64, 0.3
+    S, _, _ = _random_system(p, seed=3)
+    solver = GCRFSolver(S, w0, max_rank=12, refactor_every=2)  # small rank: rebases and a refactor happen
+    g = torch.Generator().manual_seed(4)
+    weights = torch.full((p,), w0, dtype=D64)
+    rhs = torch.zeros(p, 2, dtype=D64)
+    for k in range(10):  # a drag: each update strokes a few more pixels
+        idx = torch.randint(0, p, (3,), generator=g)
+        weights[idx] = w0 + 5 * torch.rand(3, generator=g, dtype=D64)
+        rhs[idx] = torch.randn(3, 2, generator=g, dtype=D64)
+        if k == 6:
+            weights[idx[0]] = 0.05  # weight below the base (d < 0): the non-SPD capacitance path
+        x = solver.solve(weights, rhs)
+        ref = np.linalg.solve(system_matrix(S, weights).numpy(), rhs.numpy())
+        assert np.allclose(x.numpy(), ref, atol=1e-9), k
+    assert solver.rebases >= 2
+
+
+def _two_regions(size: int = 16, region_gain: float = 3.0, pos_gain: float = 1.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hand-built embeddings: left/right halves one-hot (strong), plus position features."""
+    left = torch.zeros(size, size, dtype=D64)
+    left[:, : size // 2] = 1
+    region = torch.stack([left, 1 - left]) * region_gain
+    pos = position_features(size, dtype=D64) * pos_gain / math.sqrt(8)
+    return torch.cat([region, pos]), left
+
+
+def test_attention_sums_to_one_and_peaks_near_the_query():
+    A, left = _two_regions()
+    field = GCRFField.from_embeddings(A, base_weight=0.5, stroke_weight=5.0)
+    for x, y in [(3, 8), (12, 4), (0, 0)]:
+        att = field.attention(x, y)
+        assert att.shape == (16, 16) and abs(float(att.sum()) - 1) < 1e-9
+        yy, xx = divmod(int(att.argmax()), 16)
+        assert max(abs(xx - x), abs(yy - y)) <= 2
+        own = left if x < 8 else 1 - left
+        assert float((att * own).sum()) > 0.9  # the mass stays in the query's region
+    # the O(PD) row equals the matrix row
+    assert torch.allclose(attention_row(A.flatten(1), 37), similarity(A.flatten(1))[37])
+
+
+def test_stroke_recolours_its_region_not_the_other_one():
+    A, left = _two_regions()
+    field = GCRFField.from_embeddings(A, base_weight=0.5, stroke_weight=5.0)
+    base = torch.zeros(2, 16, 16, dtype=D64)
+    cov = torch.zeros(16, 16, dtype=D64)
+    cov[7:9, 2:4] = 1.0
+    cov[9, 2] = 0.5  # a partly covered cell
+    target = torch.zeros(2, 16, 16, dtype=D64)
+    target[0], target[1] = 0.5, -0.3
+    assert torch.equal(field.propagate(torch.zeros(16, 16), target, base), base)  # no stroke: unchanged
+    out = field.propagate(cov, target, base)
+    change = (out - base).norm(dim=0)
+    assert float(change[7:9, 2:4].mean()) > 0.3  # under the stroke: close to its colour
+    near = float(change[4:12, 0:6].mean())
+    far = float(change[:, 10:].mean())
+    assert near > 10 * far
+    # same result through the Woodbury solver as from a dense solve of the δ system
+    c = cov.flatten()
+    w = 0.5 + 5 * c
+    rhs = (5 * c)[:, None] * (target.reshape(2, -1).T - base.reshape(2, -1).T)
+    ref = np.linalg.solve(system_matrix(similarity(A.flatten(1)), w).numpy(), rhs.numpy())
+    assert np.allclose((out - base).reshape(2, -1).T.numpy(), ref, atol=1e-9)
+
+
+def test_training_solution_gradients_match_finite_differences():
+    g = torch.Generator().manual_seed(0)
+    for grid in (4, 8):  # pooled (coarse training grid) and at the working size
+        unary = (0.5 * torch.randn(1, 2, 8, 8, generator=g, dtype=D64)).requires_grad_()
+        A = torch.randn(1, 3, 8, 8, generator=g, dtype=D64).requires_grad_()
+        h = (torch.rand(1, grid * grid, generator=g) < 0.4).to(D64)
+        h[0, 0] = 1
+        target = torch.randn(1, 2, 8, 8, generator=g, dtype=D64)
+
+        def loss(u, a):
+            x = gcrf_train_solution(u, a, h, beta=1.0, grid=grid)
+            return ((x - target) ** 2).sum()
+
+        assert torch.autograd.gradcheck(loss, (unary, A), eps=1e-6, atol=1e-6)
+
+
+def test_padded_factorisation_gradient_matches_a_directional_difference():
+    """At P = 256 the factor is padded; check the analytic backward along random directions."""
+    g = torch.Generator().manual_seed(1)
+    A = torch.randn(1, 3, 16, 16, generator=g, dtype=D64)
+    unary = torch.randn(1, 2, 16, 16, generator=g, dtype=D64)
+    h = (torch.rand(1, 256, generator=g) < 0.2).to(D64)
+    target = torch.randn(1, 2, 16, 16, generator=g, dtype=D64)
+    f = lambda u, a: ((gcrf_train_solution(u, a, h, beta=1.0, grid=16) - target) ** 2).sum()
+    u_, a_ = unary.clone().requires_grad_(), A.clone().requires_grad_()
+    gu, ga = torch.autograd.grad(f(u_, a_), (u_, a_))
+    for _ in range(2):
+        du, da = torch.randn(unary.shape, generator=g, dtype=D64), torch.randn(A.shape, generator=g, dtype=D64)
+        eps = 1e-6
+        num = (f(unary + eps * du, A + eps * da) - f(unary - eps * du, A - eps * da)) / (2 * eps)
+        ana = (gu * du).sum() + (ga * da).sum()
+        assert abs(float(num - ana)) <= 1e-6 * max(1.0, abs(float(ana)))
+
+
+def test_reveal_schedule_follows_the_paper():
+    levels = [1.0, 0.75, 0.5, 0.25, 0.1]
+    fr = [reveal_fraction(s, 1500, levels) for s in (0, 199, 201, 401, 601, 801, 1499)]
+    assert fr == [1.0, 1.0, 0.75, 0.5, 0.25, 0.1, 0.1]
+
+
+def _tiny_gcrf(size: int = 16) -> GCRF:
+    torch.manual_seed(0)
+    cfg = GCRFConfig(size=size, width=4, latent_dim=4, mdn_hidden=8, embed_dim=4, embed_width=4)
+    return GCRF(cfg, with_color_encoder=False).eval()
+
+
+def test_automatic_colorization_is_the_gcrf_mean_of_the_decoded_unary():
+    model = _tiny_gcrf()
+    L = torch.rand(1, 1, 16, 16) * 100
+    x, unary = model.colorize(L, 3, generator=torch.Generator().manual_seed(1), mode="samples", return_unary=True)
+    S = model.similarity(L)[0].double()
+    beta = model.cfg.beta_test
+    rhs = beta * unary.double().reshape(6, -1).T
+    ref = gcrf_solve(S, torch.full((256,), beta, dtype=D64), rhs).T.reshape(3, 2, 16, 16)
+    assert torch.allclose(x.double(), ref.clamp(-1, 1), atol=1e-4)
+    att = model.attention(L, 5, 9)
+    assert att.shape == (16, 16) and abs(float(att.sum()) - 1) < 1e-5
+
+
+def test_stroke_field_on_a_full_resolution_photo():
+    from engine.colorizer import Colorization
+    from engine.io import photo_from_array
+    from engine.strokes import Stroke
+    from conftest import synthetic_images
+
+    model = _tiny_gcrf()
+    photo = photo_from_array(synthetic_images(1, size=40)[0][:30])  # 40x30, not the model's 16x16
+    field = GCRFStrokeField(model, photo)
+    stroke = Stroke((200, 30, 30), 3, ((5.0, 5.0), (12.0, 8.0)))
+    grey = field.propagate([stroke])
+    assert grey.rgb.shape == (30, 40, 3) and grey.ab_low.shape == (2, 16, 16) and grey.method == "gcrf"
+    red = grey.rgb[6, 8]
+    assert red[0] > red[1] + 0.1 and red[0] > red[2] + 0.1  # under the stroke: reddish
+    base = Colorization(photo.rgb, torch.zeros(2, 16, 16), "vae-mdn", "x", 0, 0)
+    assert np.allclose(field.propagate([], base).rgb, photo.rgb, atol=2e-3)  # no stroke: the base as is
+    att = field.attention(20.0, 15.0)
+    assert att.shape == (30, 40) and att.min() >= 0 and abs(att.max() - 1) < 1e-6
+
+
+def test_stages_resume_export_load_and_eval(tiny_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    common = ["--data", tiny_data, "--out", str(run)]
+    assert main(["gcrf-unary", *common, "--steps", "2", "--size", "32", *TINY_VAE]) == 0
+    assert main(["gcrf-mdn", *common, "--steps", "2", "--batch-size", "8", "--log-every", "1"]) == 0
+    hoc = ["gcrf-hoc", *common, "--batch-size", "4", "--embed-width", "4", "--embed-dim", "4", "--hoc-train-size", "16", "--log-every", "1"]
+    assert main([*hoc, "--steps", "3", "--stop-after", "2"]) == 0  # interrupted ...
+    st = load_checkpoint(run / "gcrf-hoc" / "state.safetensors")
+    assert st.meta["step"] == 2 and not st.meta["finished"]
+    assert main([*hoc, "--steps", "3"]) == 0  # ... and resumed by the same command
+    st = load_checkpoint(run / "gcrf-hoc" / "state.safetensors")
+    assert st.meta["step"] == 3 and st.meta["finished"]
+    logs = [json.loads(x) for x in (run / "gcrf-hoc" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logs] == [1, 2, 3] and {"hist", "mah", "reveal", "unary_hist"} <= set(logs[-1])
+    vae = load_checkpoint(run / "vae" / "state.safetensors")
+    frozen = [k for k in vae.tensors if k.startswith(("decoder.blocks.0.", "decoder.blocks.1.", "decoder.blocks.2."))]
+    assert frozen and all(torch.equal(st.tensors[k], vae.tensors[k]) for k in frozen)  # incl. BatchNorm statistics
+    assert not torch.equal(st.tensors["decoder.out.weight"], vae.tensors["decoder.out.weight"])  # top layer trained
+
+    assert main(["export", "--out", str(run)]) == 0
+    model = GCRF.from_checkpoint(run / "model.safetensors")
+    meta = load_checkpoint(run / "model.safetensors").meta
+    assert meta["method"] == "gcrf" and meta["stroke_tuning"]["best"] == model.cfg.stroke_base
+    assert model.cfg.size == 32 and model.cfg.embed_dim == 4 and model.color_encoder is None
+    assert torch.equal(model.embed.out.weight, st.tensors["embed.out.weight"])
+    L = torch.rand(1, 1, 32, 32) * 100
+    a = model.colorize(L, 3, generator=torch.Generator().manual_seed(7))
+    b = model.colorize(L, 3, generator=torch.Generator().manual_seed(7))
+    assert a.shape == (3, 2, 32, 32) and torch.equal(a, b) and float(a.abs().max()) <= 1
+    field = model.field(L)
+    cov = np.zeros((32, 32), np.float32)
+    cov[10:13, 10:13] = 1
+    out = field.propagate(cov, np.full((2, 32, 32), 0.4, np.float32), a[0])
+    before, after = (a[0] - 0.4).abs()[:, 10:13, 10:13], (out - 0.4).abs()[:, 10:13, 10:13]
+    assert out.shape == (2, 32, 32) and bool((after < before).all())  # the stroke pulls its pixels to its colour
+
+    assert main(["export", "--out", str(run), "--method", "vae-mdn", "--dest", str(tmp_path / "v.safetensors")]) == 0
+    with pytest.raises(CheckpointError, match="gcrf"):  # a VAE-MDN file is not a G-CRF
+        GCRF.from_checkpoint(tmp_path / "v.safetensors")
+
+    capsys.readouterr()
+    assert main(["eval", "--data", tiny_data, "--out", str(run), "--limit", "2", "--samples", "3", "--reveal-data", tiny_data]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    result = json.loads((run / "eval.json").read_text())
+    assert printed == result and result["method"] == "gcrf" and 0 < result["pairwise_ssim"] <= 1
+    table3 = result["psnr_vs_points"]
+    assert table3["points"] == [0, 1, 5, 10, 50, 100] and len(table3["gcrf"]) == 6
+    assert table3["gcrf"][-1] > table3["gcrf"][0]  # 100 true hints beat none
+    assert len(table3["levin"]) == 6 and table3["levin"][-1] > table3["levin"][1]
+
+    # a second run reuses the first one's phase-1 and MDN states instead of training them again
+    run2 = tmp_path / "run2"
+    assert main(["gcrf-unary", "--data", tiny_data, "--out", str(run2), "--init-from", str(run)]) == 0
+    for stage in ("vae", "mdn"):
+        a_, b_ = load_checkpoint(run / stage / "state.safetensors"), load_checkpoint(run2 / stage / "state.safetensors")
+        assert b_.meta["finished"] and all(torch.equal(a_.tensors[k], b_.tensors[k]) for k in a_.tensors)
+
+
+def test_hoc_before_unary_says_what_to_run(tiny_data, tmp_path):
+    with pytest.raises(SystemExit, match="gcrf-unary"):
+        main(["gcrf-hoc", "--data", tiny_data, "--out", str(tmp_path / "empty")])

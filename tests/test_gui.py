@@ -1,0 +1,444 @@
+"""The desktop app, driven through its real main window (offscreen, tiny model, no sleeps).
+
+Each test builds a MainWindow around the tiny ``colorizer`` fixture and a throwaway settings
+file, opens a generated photo and waits on signals (``ready``, ``exported``…) or on
+``MainWindow.is_idle`` — never on the clock.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QEvent, QMimeData, QPoint, QPointF, Qt, QUrl
+from PySide6.QtGui import QDropEvent, QKeySequence, QMouseEvent
+from PySide6.QtWidgets import QApplication, QMessageBox
+
+from engine.io import load_photo, save_image
+from engine.strokes import Stroke
+
+from divcolor_gui.canvas import Tool
+from divcolor_gui.document import read_project
+from divcolor_gui.jobs import LatestWins
+from divcolor_gui.main_window import MainWindow
+from divcolor_gui.settings import Settings
+
+W, H = 120, 80
+WAIT = 60_000  # ms; generous because the CPU is shared, never asserted as a duration
+
+
+def two_region_grey(w: int = W, h: int = H) -> np.ndarray:
+    """Dark left half, bright right half (a strong edge strokes must not cross), with texture."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    g = np.where(xx < w // 2, 0.25, 0.8) + 0.03 * np.sin(xx / 3.0) * np.cos(yy / 4.0)
+    return np.clip(g, 0, 1).astype(np.float32)
+
+
+@pytest.fixture
+def photo_path(tmp_path) -> Path:
+    p = tmp_path / "street.png"
+    save_image(p, two_region_grey())
+    return p
+
+
+@pytest.fixture
+def make_window(qtbot, tmp_path, colorizer):
+    """Factory: real main windows sharing one settings file; closed without prompts at the end."""
+    made: list[MainWindow] = []
+
+    def make(c=None) -> MainWindow:
+        win = MainWindow(colorizer=c if c is not None else colorizer, settings=Settings(tmp_path / "settings.ini"))
+        win.gallery.count.setValue(3)
+        win.show()  # not qtbot.addWidget: its teardown closes before ours and would hit the save prompt
+        qtbot.waitExposed(win)
+        made.append(win)
+        return win
+
+    yield make
+    for w in made:
+        w.force_close = True
+        w.close()
+        w.deleteLater()
+
+
+@pytest.fixture
+def win(make_window) -> MainWindow:
+    return make_window()
+
+
+def open_and_wait(qtbot, win: MainWindow, path: Path) -> None:
+    with qtbot.waitSignal(win.ready, timeout=WAIT):
+        win.open_path(path)
+    qtbot.waitUntil(win.is_idle, timeout=WAIT)
+
+
+def viewport_pos(win: MainWindow, x: float, y: float):
+    return win.canvas.mapFromScene(QPointF(x, y))
+
+
+def mouse(win: MainWindow, kind: QEvent.Type, x: float, y: float, button=Qt.MouseButton.LeftButton, mods=Qt.KeyboardModifier.NoModifier):
+    vp = win.canvas.viewport()
+    pos = QPointF(viewport_pos(win, x, y))
+    buttons = Qt.MouseButton.NoButton if kind == QEvent.Type.MouseButtonRelease else button
+    ev = QMouseEvent(kind, pos, QPointF(vp.mapToGlobal(pos.toPoint())), button if kind != QEvent.Type.MouseMove else Qt.MouseButton.NoButton, buttons, mods)
+    QApplication.sendEvent(vp, ev)
+
+
+def drag(win: MainWindow, points: list[tuple[float, float]]) -> None:
+    mouse(win, QEvent.Type.MouseButtonPress, *points[0])
+    for p in points[1:]:
+        mouse(win, QEvent.Type.MouseMove, *p)
+    mouse(win, QEvent.Type.MouseButtonRelease, *points[-1])
+
+
+def thumbs(win: MainWindow):
+    return [t for g in win.gallery.groups.values() for t in g.thumbs]
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def test_gallery_pick_and_undo(qtbot, win, photo_path):
+    open_and_wait(qtbot, win, photo_path)
+    assert list(win.gallery.groups) == win.colorizer.methods()
+    ts = thumbs(win)
+    assert len(ts) == 3
+    # the first sample is shown at once; clicking another puts exactly that one on the canvas
+    assert np.array_equal(win.canvas.current_rgb(), ts[0].sample.colorization.rgb)
+    qtbot.mouseClick(ts[2], Qt.MouseButton.LeftButton, pos=ts[2].rect().center())
+    assert np.array_equal(win.canvas.current_rgb(), ts[2].sample.colorization.rgb)
+    assert win.gallery.selected is ts[2].sample
+    assert win.brush.swatches, "the picked sample's palette is offered"
+    assert win.act["undo"].shortcut() == QKeySequence(QKeySequence.StandardKey.Undo)
+    win.act["undo"].trigger()
+    assert np.array_equal(win.canvas.current_rgb(), ts[0].sample.colorization.rgb)
+    win.act["redo"].trigger()
+    assert np.array_equal(win.canvas.current_rgb(), ts[2].sample.colorization.rgb)
+    # "more samples" appends a batch with the next seed
+    with qtbot.waitSignal(win.gallery_finished, timeout=WAIT):
+        win.act["more"].trigger()
+    assert len(thumbs(win)) == 6
+    assert thumbs(win)[3].sample.ref.seed == ts[0].sample.ref.seed + 1
+
+
+def test_stroke_recolours_near_not_far_and_undo(qtbot, win, photo_path):
+    open_and_wait(qtbot, win, photo_path)
+    before = np.array(win.canvas.current_rgb(), np.float32)
+    win.brush.set_color((40, 200, 40))
+    win.brush.set_radius(4)
+    drag(win, [(15, 40), (25, 40), (35, 42), (45, 40)])
+    qtbot.waitUntil(lambda: len(win.doc.strokes) == 1 and win.is_idle(), timeout=WAIT)
+    after = np.array(win.canvas.current_rgb(), np.float32)
+    s = win.doc.strokes[0]
+    assert s.color == (40, 200, 40) and s.radius == 4 and len(s.points) >= 2
+    assert abs(s.points[0][0] - 15) < 1.5 and abs(s.points[0][1] - 40) < 1.5  # image coordinates
+    near = np.abs(after[36:45, 18:42] - before[36:45, 18:42]).mean()
+    far = np.abs(after[:, 90:] - before[:, 90:]).mean()  # across the edge, far from the stroke
+    assert near > 0.05
+    assert far < near / 10
+    assert after[40, 30, 1] > after[40, 30, 0]  # it turned green where painted
+    qtbot.keyClick(win.canvas, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)  # the real shortcut
+    qtbot.waitUntil(win.is_idle, timeout=WAIT)
+    assert not win.doc.strokes
+    assert np.array_equal(win.canvas.current_rgb(), before)
+    qtbot.keyClick(win.canvas, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    qtbot.waitUntil(win.is_idle, timeout=WAIT)
+    assert len(win.doc.strokes) == 1 and np.array_equal(win.canvas.current_rgb(), after)
+    win.act["undo"].trigger()
+    qtbot.waitUntil(win.is_idle, timeout=WAIT)
+    # a click is a point hint
+    mouse(win, QEvent.Type.MouseButtonPress, 80, 20)
+    mouse(win, QEvent.Type.MouseButtonRelease, 80, 20)
+    assert len(win.doc.strokes) == 1 and len(win.doc.strokes[0].points) == 1
+    qtbot.waitUntil(win.is_idle, timeout=WAIT)
+
+
+def test_eraser_clear_and_eyedropper(qtbot, win, photo_path):
+    open_and_wait(qtbot, win, photo_path)
+    win.add_stroke(Stroke((200, 30, 30), 3.0, ((10, 10), (30, 10))))
+    win.add_stroke(Stroke((30, 30, 200), 3.0, ((90, 60), (110, 60))))
+    qtbot.keyClick(win.canvas, Qt.Key.Key_E)
+    assert win.canvas.tool == Tool.ERASER
+    drag(win, [(20, 8), (20, 12)])
+    assert [s.color for s in win.doc.strokes] == [(30, 30, 200)]
+    win.act["undo"].trigger()
+    assert len(win.doc.strokes) == 2
+    win.act["clear"].trigger()
+    assert not win.doc.strokes
+    win.act["undo"].trigger()
+    assert len(win.doc.strokes) == 2
+    qtbot.waitUntil(win.is_idle, timeout=WAIT)
+    # eyedropper from a gallery sample, then back to the previous tool
+    win.set_tool(Tool.EYEDROPPER)
+    t = thumbs(win)[1]
+    r = t._image_rect()
+    click = QPoint(int(r.left() + 0.25 * r.width()), int(r.top() + 0.5 * r.height()))
+    qtbot.mouseClick(t, Qt.MouseButton.LeftButton, pos=click)
+    fx, fy = (click.x() - r.left()) / r.width(), (click.y() - r.top()) / r.height()
+    rgb = t.sample.colorization.rgb
+    expected = tuple(int(v) for v in np.clip(np.rint(rgb[int(fy * H), int(fx * W)] * 255), 0, 255))
+    assert win.brush.color == expected
+    assert win.canvas.tool == Tool.ERASER
+    # eyedropper on the canvas (Alt+click with the brush)
+    win.set_tool(Tool.BRUSH)
+    mouse(win, QEvent.Type.MouseButtonPress, 100.5, 10.5, mods=Qt.KeyboardModifier.AltModifier)
+    shown = win.canvas.current_rgb()[10, 100]
+    assert win.brush.color == tuple(int(v) for v in np.clip(np.rint(np.asarray(shown) * 255), 0, 255))
+    assert len(win.doc.strokes) == 2  # picking painted nothing
+
+
+def test_export_full_size_keeps_depth_and_alpha(qtbot, win, tmp_path, monkeypatch):
+    src = tmp_path / "deep.png"
+    alpha = np.ones((H, W), np.float32)
+    alpha[:10, :10] = 0.0
+    save_image(src, two_region_grey(), alpha=alpha, bit_depth=16)
+    open_and_wait(qtbot, win, src)
+    out = tmp_path / "out" / "deep_colorized.tif"
+    out.parent.mkdir()
+    monkeypatch.setattr(
+        "divcolor_gui.main_window.QFileDialog.getSaveFileName", lambda *a, **k: (str(out), "TIFF image (*.tif *.tiff)")
+    )
+    with qtbot.waitSignal(win.exported, timeout=WAIT):
+        win.act["export"].trigger()
+    res = load_photo(out)
+    assert res.size == (W, H)
+    assert res.bit_depth == 16
+    assert res.alpha is not None and res.alpha[0, 0] == 0 and res.alpha[-1, -1] == 1
+    assert not res.is_grey
+
+
+def test_cancel_stops_running_job(qtbot, win, photo_path, monkeypatch):
+    open_and_wait(qtbot, win, photo_path)
+    started, release = threading.Event(), threading.Event()
+
+    def slow_sample(photo, method, n, seed, temperature, family="general", checkpoint=None, progress=None, cancel=None):
+        started.set()
+        while not cancel.cancelled:  # a job that checks its token, like the engine does
+            if release.wait(0.01):
+                break
+        cancel.check()
+        raise AssertionError("the job was not cancelled")
+
+    monkeypatch.setattr(win.colorizer, "sample", slow_sample)
+    try:
+        win.act["generate"].trigger()
+        qtbot.waitUntil(started.is_set, timeout=WAIT)
+        assert win.gallery.progress_row.isVisibleTo(win.gallery) and win.sampling.busy
+        with qtbot.waitSignal(win.gallery_finished, timeout=WAIT):
+            qtbot.mouseClick(win.gallery.cancel_btn, Qt.MouseButton.LeftButton)
+    finally:
+        release.set()
+    assert not win.sampling.busy
+    assert "cancelled" in win.gallery.banner.text().lower()
+    assert not win.gallery.progress_row.isVisibleTo(win.gallery)
+
+
+def test_latest_wins_drops_stale_requests(qtbot):
+    from PySide6.QtCore import QThreadPool
+
+    pool = QThreadPool()
+    lane = LatestWins(pool)
+    gate = threading.Event()
+    ran: list[int] = []
+
+    def job(i):
+        def fn(ctx):
+            if i == 0:
+                gate.wait(30)
+            return i
+        return fn
+
+    for i in range(6):
+        lane.submit("propagate", job(i), on_done=ran.append)
+    gate.set()
+    qtbot.waitUntil(lambda: not lane.busy, timeout=WAIT)
+    assert ran == [0, 5]  # the running one finishes, only the newest pending one runs
+    assert lane.dropped == 4
+    pool.waitForDone()
+
+
+def test_corrupt_file_shows_error_dialog(qtbot, win, tmp_path, monkeypatch):
+    bad = tmp_path / "broken_scan.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    calls = []
+    monkeypatch.setattr(QMessageBox, "critical", lambda parent, title, text, *a: calls.append((title, text)))
+    win.open_path(bad)
+    qtbot.waitUntil(lambda: bool(calls), timeout=WAIT)
+    assert "broken_scan.jpg" in calls[0][1]
+    assert win.doc.photo is None  # nothing half-opened
+
+
+def test_project_roundtrip_restores_strokes(qtbot, make_window, photo_path, tmp_path):
+    win = make_window()
+    open_and_wait(qtbot, win, photo_path)
+    t = thumbs(win)[1]
+    qtbot.mouseClick(t, Qt.MouseButton.LeftButton, pos=t.rect().center())
+    win.add_stroke(Stroke((220, 180, 20), 5.0, ((20, 20), (40, 30))))
+    win.add_stroke(Stroke((20, 90, 220), 2.5, ((100, 70),)))
+    qtbot.waitUntil(win.is_idle, timeout=WAIT)
+    assert win.isWindowModified()
+    proj = tmp_path / "work.divcolor"
+    assert win.save_project_to(proj)
+    assert not win.isWindowModified()
+    assert read_project(proj).sample == t.sample.ref
+
+    win2 = make_window()
+    assert str(proj.resolve()) in win2.settings.recent_files  # recent files persist
+    open_and_wait(qtbot, win2, proj)
+    assert win2.doc.strokes == win.doc.strokes
+    assert win2.doc.base_ref == t.sample.ref
+    assert win2.gallery.selected is not None and win2.gallery.selected.ref == t.sample.ref
+    np.testing.assert_allclose(win2.canvas.current_rgb(), win.canvas.current_rgb(), atol=1e-5)
+
+
+def test_close_asks_before_losing_strokes(qtbot, win, photo_path, monkeypatch):
+    open_and_wait(qtbot, win, photo_path)
+    win.add_stroke(Stroke((200, 30, 30), 3.0, ((10, 10), (30, 10))))
+    answers = [QMessageBox.StandardButton.Cancel, QMessageBox.StandardButton.Discard]
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: (asked.append(a[2]), answers.pop(0))[1])
+    assert not win.close()
+    assert win.isVisible() and len(asked) == 1
+    qtbot.waitUntil(win.is_idle, timeout=WAIT)
+    assert win.close()
+
+
+def test_no_model_colour_photo_strokes_attention_and_drop(qtbot, make_window, tmp_path):
+    from engine.colorizer import Colorizer
+
+    win = make_window(Colorizer(device="cpu", model_dirs=[]))
+    rgb = np.zeros((H, W, 3), np.float32)
+    rgb[..., 0] = 0.8
+    rgb[:, W // 2 :, 2] = 0.7
+    colour = tmp_path / "colour.png"
+    save_image(colour, rgb)
+    # drag and drop opens it
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(colour))])
+    ev = QDropEvent(QPointF(50, 50), Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier)
+    with qtbot.waitSignal(win.ready, timeout=WAIT):
+        win.dropEvent(ev)
+    qtbot.waitUntil(win.is_idle, timeout=WAIT)
+    shown = win.canvas.current_rgb()
+    assert np.allclose(shown[..., 0], shown[..., 2]) and np.allclose(shown[..., 0], shown[..., 1])  # greyed
+    assert "No colorization model" in win.gallery.banner.text()
+    assert not win.act["generate"].isEnabled()
+    # attention needs a G-CRF model: the toggle is off and says so
+    qtbot.waitUntil(lambda: "G-CRF" in win.act["attention"].toolTip(), timeout=WAIT)
+    assert not win.act["attention"].isEnabled()
+    # strokes still colour the photo
+    win.add_stroke(Stroke((30, 160, 40), 4.0, ((10, 40), (40, 40))))
+    qtbot.waitUntil(lambda: win.is_idle() and win.doc.result is not None, timeout=WAIT)
+    out = win.canvas.current_rgb()
+    assert out[40, 25, 1] > out[40, 25, 0] + 0.05
+
+
+def test_theme_toggle_and_settings(qtbot, win):
+    win.act["dark"].setChecked(False)
+    assert win.settings.theme == "light"
+    light = QApplication.palette().window().color().lightness()
+    win.act["dark"].setChecked(True)
+    assert QApplication.palette().window().color().lightness() < light
+    assert Settings(win.settings.path).theme == "dark"
+    win.brush.set_radius(13)
+    assert Settings(win.settings.path).brush_radius == 13
+
+
+def test_screenshot_mode_writes_png(qtbot, colorizer, photo_path, tmp_path):
+    from PySide6.QtGui import QImage
+
+    from divcolor_gui.app import SCREENSHOT_SIZE, run
+
+    out = tmp_path / "shots" / "gallery.png"
+    assert run(str(photo_path), str(out), colorizer=colorizer, settings=Settings(tmp_path / "s.ini")) == 0
+    img = QImage(str(out))
+    assert (img.width(), img.height()) == SCREENSHOT_SIZE
+
+
+def test_live_preview_while_dragging(qtbot, win, photo_path):
+    open_and_wait(qtbot, win, photo_path)
+    before = np.array(win.canvas.current_rgb(), np.float32)
+    win.brush.set_color((230, 30, 200))
+    win.brush.set_radius(5)
+    mouse(win, QEvent.Type.MouseButtonPress, 10, 20)
+    with qtbot.waitSignal(win.result_updated, timeout=WAIT):
+        for x in range(12, 40, 4):
+            mouse(win, QEvent.Type.MouseMove, x, 20)
+    assert win.canvas.painting and not win.doc.strokes  # a preview, not yet an edit
+    qtbot.waitUntil(lambda: not win.live.busy, timeout=WAIT)
+    assert np.abs(np.asarray(win.canvas.current_rgb())[16:24, 14:36] - before[16:24, 14:36]).mean() > 0.05
+    mouse(win, QEvent.Type.MouseButtonRelease, 38, 20)
+    assert len(win.doc.strokes) == 1
+    qtbot.waitUntil(win.is_idle, timeout=WAIT)
+
+
+def test_attention_overlay_follows_cursor(qtbot, win, photo_path, monkeypatch):
+    real_field = win.colorizer.field
+
+    class FieldWithAttention:
+        """A stroke field whose attention is a blob around the pixel (as a G-CRF one would be)."""
+
+        method = "gcrf"
+
+        def __init__(self, inner):
+            self.inner = inner
+
+        def propagate(self, *a, **k):
+            return self.inner.propagate(*a, **k)
+
+        def attention(self, x, y):
+            yy, xx = np.mgrid[0:16, 0:24]
+            return np.exp(-((xx - x / 5) ** 2 + (yy - y / 5) ** 2) / 8.0)
+
+    monkeypatch.setattr(win.colorizer, "field", lambda photo, method="auto": FieldWithAttention(real_field(photo, method)))
+    open_and_wait(qtbot, win, photo_path)
+    assert win.act["attention"].isEnabled()
+    assert "G-CRF" in win.method_label.text()
+    win.act["attention"].trigger()
+    with qtbot.waitSignal(win.overlay.shown, timeout=WAIT) as sig:
+        mouse(win, QEvent.Type.MouseMove, 50.5, 30.5, button=Qt.MouseButton.NoButton)
+    assert sig.args == [50, 30]
+    item = win.overlay.item
+    assert item.isVisible() and item.pixmap().width() == 24
+    assert item.sceneBoundingRect().width() == pytest.approx(W)
+    win.act["attention"].trigger()
+    assert not item.isVisible()
+
+
+def test_models_dialog_and_loading(qtbot, win, tiny_model, tmp_path, monkeypatch):
+    qtbot.waitUntil(lambda: bool(win.models), timeout=WAIT)
+    win.show_models()
+    dlg = win._models_dialog
+    assert dlg.tree.topLevelItemCount() == 1
+    assert "VAE-MDN" in dlg.tree.topLevelItem(0).text(1)
+    assert '"method"' in dlg.details.toPlainText()
+    calls = []
+    monkeypatch.setattr(QMessageBox, "critical", lambda parent, title, text, *a: calls.append(text))
+    bad = tmp_path / "mine.safetensors"
+    bad.write_bytes(b"not a model at all")
+    win.load_model(bad)
+    qtbot.waitUntil(lambda: bool(calls), timeout=WAIT)
+    assert "mine.safetensors" in calls[0]
+    with qtbot.waitSignal(win.models_changed, timeout=WAIT):
+        win.load_model(tiny_model)
+    dlg.close()
+
+
+def test_compare_split_hold_key_and_zoom(qtbot, win, photo_path):
+    open_and_wait(qtbot, win, photo_path)
+    item = win.canvas.image_item
+    win.canvas_panel.split.setValue(40)
+    assert item.split == pytest.approx(0.4)
+    qtbot.keyPress(win.canvas, Qt.Key.Key_Backslash)
+    assert item.show_original and win.act["original"].isChecked()
+    qtbot.keyRelease(win.canvas, Qt.Key.Key_Backslash)
+    assert not item.show_original and not win.act["original"].isChecked()
+    win.act["zoom_100"].trigger()
+    assert win.canvas.zoom == pytest.approx(1.0)
+    win.act["zoom_in"].trigger()
+    assert win.canvas.zoom == pytest.approx(1.25)
+    win.act["fit"].trigger()
+    assert win.canvas.zoom > 1.5  # the 120 x 80 photo is enlarged to fill the view
+    assert win.act["open"].toolTip().endswith(f"({QKeySequence(QKeySequence.StandardKey.Open).toString(QKeySequence.SequenceFormat.NativeText)})")
