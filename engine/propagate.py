@@ -58,13 +58,15 @@ STROKE_WEIGHT = 1e3
 """Unary weight of a fully covered cell toward its stroke colour. The smoothness term's diagonal
 is about 1, so 1e3 makes strokes practically hard constraints (within 0.1 %)."""
 
-BASE_REACH = 0.5
+BASE_REACH = 0.25
 """How far a stroke's edit reaches through a uniform region before fading, as a fraction of the
 solve grid's long side. It sets the weak pull toward the base colorization: the smoothness term
 behaves like (3/8)²(ΔU)², so against a unary λ an edit decays over ℓ = (9/64/λ)^(1/4) cells, and
 λ = (9/64)/ℓ⁴ makes the behaviour the same at every grid size. Farther reach recolours textured
 regions more completely but leaks more across edges; on synthetic two-region photos 0.5 recolours
-the stroked region at ~95 % while the other one changes by ~1 % (the tests check this)."""
+the stroked region at ~95 % while the other one changes by ~1 % (the tests check this), but on
+real photos (low-contrast backgrounds) 0.5 let a few strokes repaint most of the picture, so the
+default is 0.25: a stroke recolours its neighbourhood and the picked sample stays elsewhere."""
 
 _LN100 = math.log(100.0)
 _SIGMA_FLOOR = 2e-6  # floor on 2σ², in (L/100)^2: keeps flat regions' weights finite

@@ -20,7 +20,7 @@ from PySide6.QtCore import QEventLoop, QTimer
 from PySide6.QtWidgets import QApplication
 
 ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_IMAGE = Path("/work/shared/data/bw_demo/einstein_portrait.jpg")
+DEFAULT_IMAGE = ROOT.parent / "shared" / "data" / "bw_demo" / "einstein_portrait.jpg"
 
 
 def wait_until(pred: Callable[[], bool], timeout_s: float = 300.0) -> bool:
