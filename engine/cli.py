@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from .errors import DivcolorError
 
@@ -62,15 +63,25 @@ def colorize(args: argparse.Namespace) -> int:
     if not files:
         print("divcolor: no images given (folders contained no photos)", file=sys.stderr)
         return 1
+
+    def work(f: Path) -> str:
+        photo = load_photo(f)
+        results = colorizer.sample(photo, info.method, args.n, args.seed, args.temperature, args.model, args.checkpoint)
+        for r in results:
+            save_image(out / f"{photo.stem}_{info.method}_{r.index}.png", r.rgb, photo.alpha, photo.bit_depth)
+        return f"{len(results)} colorizations in {colorizer.last_seconds:.2f} s"
+
+    return _for_each_photo(files, work, args.quiet)
+
+
+def _for_each_photo(files: list[Path], work: Callable[[Path], str], quiet: bool) -> int:
+    """Run ``work`` on every photo; a failure is reported and skipped, and sets the exit code."""
     failed = 0
     for f in files:
         try:
-            photo = load_photo(f)
-            results = colorizer.sample(photo, info.method, args.n, args.seed, args.temperature, args.model, args.checkpoint)
-            for r in results:
-                save_image(out / f"{photo.stem}_{info.method}_{r.index}.png", r.rgb, photo.alpha, photo.bit_depth)
-            if not args.quiet:
-                print(f"{f}: {len(results)} colorizations in {colorizer.last_seconds:.2f} s")
+            done = work(f)
+            if not quiet:
+                print(f"{f}: {done}")
         except DivcolorError as e:
             failed += 1
             print(f"divcolor: skipped {f}: {e}", file=sys.stderr)
@@ -116,26 +127,17 @@ def colorize_strokes(args: argparse.Namespace) -> int:
     if not files:
         print("divcolor: no images given (folders contained no photos)", file=sys.stderr)
         return 1
-    failed = 0
-    for f in files:
-        try:
-            t0 = time.perf_counter()
-            photo = load_photo(f)
-            # The G-CRF edits one of its own colorizations (the seed's first); Levin starts from grey.
-            base = colorizer.sample(photo, method, 1, args.seed, args.temperature, args.model)[0] if method != "levin" else None
-            result = colorizer.field(photo, method).propagate(clip_strokes(strokes, photo.size), base)
-            save_image(out / f"{photo.stem}_{result.method}_0.png", result.rgb, photo.alpha, photo.bit_depth)
-            if not args.quiet:
-                print(f"{f}: {len(strokes)} strokes propagated ({result.method}) in {time.perf_counter() - t0:.2f} s")
-        except DivcolorError as e:
-            failed += 1
-            print(f"divcolor: skipped {f}: {e}", file=sys.stderr)
-        except OSError as e:
-            failed += 1
-            print(f"divcolor: could not write results for {f}: {e}", file=sys.stderr)
-    if failed:
-        print(f"divcolor: {failed} of {len(files)} photos failed", file=sys.stderr)
-    return 1 if failed else 0
+
+    def work(f: Path) -> str:
+        t0 = time.perf_counter()
+        photo = load_photo(f)
+        # The G-CRF edits one of its own colorizations (the seed's first); Levin starts from grey.
+        base = colorizer.sample(photo, method, 1, args.seed, args.temperature, args.model)[0] if method != "levin" else None
+        result = colorizer.field(photo, method).propagate(clip_strokes(strokes, photo.size), base)
+        save_image(out / f"{photo.stem}_{result.method}_0.png", result.rgb, photo.alpha, photo.bit_depth)
+        return f"{len(strokes)} strokes propagated ({result.method}) in {time.perf_counter() - t0:.2f} s"
+
+    return _for_each_photo(files, work, args.quiet)
 
 
 def gui(image: str | None, screenshot: str | None = None) -> int:

@@ -34,7 +34,6 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
@@ -42,9 +41,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..checkpoint import Checkpoint, check_state_dict, load_checkpoint
 from ..color import AB_SCALE, guided_upsample_ab, recombine, rgb_to_lab
-from ..errors import CheckpointError
 from ..gcrf_solver import GCRFSolver, attention_row, similarity, solve_cg
 from .vae_mdn import VAEMDN, VAEMDNConfig
 
@@ -133,31 +130,14 @@ class GCRF(VAEMDN):
     """The whole model; ``color_encoder`` is None in exported (inference-only) checkpoints."""
 
     INFERENCE_PARTS = ("grey_encoder", "decoder", "mdn", "embed")
+    METHOD = METHOD
+    CONFIG = GCRFConfig
+    LABEL = "G-CRF"
 
     def __init__(self, cfg: GCRFConfig, with_color_encoder: bool = True):
         super().__init__(cfg, with_color_encoder)
         self.cfg: GCRFConfig = cfg
         self.embed = EmbedNet(cfg)
-
-    # --- loading ------------------------------------------------------------------------------
-    @classmethod
-    def from_checkpoint(cls, path: str | Path) -> "GCRF":
-        """The only loader: rebuilds the exact network from the config stored in the file."""
-        return cls.from_loaded(load_checkpoint(path, METHOD), Path(path).name)
-
-    @classmethod
-    def from_loaded(cls, ck: Checkpoint, name: str) -> "GCRF":
-        if ck.method != METHOD:
-            raise CheckpointError(f"'{name}' is a '{ck.method or 'unknown'}' model, but a '{METHOD}' model was expected.")
-        try:
-            cfg = GCRFConfig.from_dict(ck.config)
-        except (TypeError, ValueError) as e:
-            raise CheckpointError(f"'{name}' has an invalid G-CRF config: {e}") from e
-        model = cls(cfg, with_color_encoder=False)
-        for part in cls.INFERENCE_PARTS:
-            check_state_dict(getattr(model, part), ck.subset(part), name, part)
-        model.meta = ck.meta
-        return model.eval()
 
     # --- the HOC term -------------------------------------------------------------------------
     def embeddings(self, L: torch.Tensor, feats: Sequence[torch.Tensor] | None = None, grey: torch.Tensor | None = None) -> torch.Tensor:

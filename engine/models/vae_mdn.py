@@ -188,17 +188,24 @@ class VAEMDN(nn.Module):
 
     INFERENCE_PARTS = ("grey_encoder", "decoder", "mdn")
 
+    METHOD = METHOD
+    CONFIG: type[VAEMDNConfig] = VAEMDNConfig
+    LABEL = "VAE-MDN"
+
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> "VAEMDN":
         """The only loader: rebuilds the exact network from the config stored in the file."""
-        return cls.from_loaded(load_checkpoint(path, METHOD), Path(path).name)
+        return cls.from_loaded(load_checkpoint(path, cls.METHOD), Path(path).name)
 
     @classmethod
     def from_loaded(cls, ck: Checkpoint, name: str) -> "VAEMDN":
+        """Build from an already read file (subclasses set METHOD, CONFIG and INFERENCE_PARTS)."""
+        if ck.method != cls.METHOD:
+            raise CheckpointError(f"'{name}' is a '{ck.method or 'unknown'}' model, but a '{cls.METHOD}' model was expected.")
         try:
-            cfg = VAEMDNConfig.from_dict(ck.config)
+            cfg = cls.CONFIG.from_dict(ck.config)
         except (TypeError, ValueError) as e:
-            raise CheckpointError(f"'{name}' has an invalid VAE-MDN config: {e}") from e
+            raise CheckpointError(f"'{name}' has an invalid {cls.LABEL} config: {e}") from e
         model = cls(cfg, with_color_encoder=False)
         for part in cls.INFERENCE_PARTS:
             check_state_dict(getattr(model, part), ck.subset(part), name, part)
