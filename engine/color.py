@@ -114,8 +114,8 @@ def _finv(f: torch.Tensor) -> torch.Tensor:
     return torch.where(dark, (116 * f - 16) / _KAPPA, f.pow(3))
 
 
-BLOCK_PIXELS = 65536
-"""Pixels (over all samples) converted per block in ``recombine``: ~20 elementwise passes over
+BLOCK_PIXELS = 262144
+"""Pixels (over all samples) converted per block in ``recombine`` (1 MiB per float tensor): ~20 passes over
 cache-sized blocks instead of over whole images, measured 2.4x faster on a 1024-px photo with 8
 samples (the full-image version is memory-bound)."""
 
