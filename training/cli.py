@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         ckpt = Path(args.checkpoint) if args.checkpoint else Path(args.out) / vae_mdn.MODEL_FILE
         if gcrf.checkpoint_method(ckpt) == gcrf.METHOD:
             result = gcrf.evaluate_gcrf(ckpt, args.data, args.split, args.samples, args.limit, sheet=args.sheet,
-                                        reveal_data=args.reveal_data, reveal_limit=args.limit or 100)
+                                        reveal_data=args.reveal_data, reveal_limit=min(args.limit or 100, 100))
         else:
             result = evaluate(ckpt, args.data, args.split, args.samples, args.limit, sheet=args.sheet)
         dest = args.json or (str(Path(args.out) / "eval.json") if args.out else None)
