@@ -104,9 +104,10 @@ def test_run_killed_mid_epoch_resumes(tiny_data, tmp_path):
            "--checkpoint-minutes", "0", *TINY_VAE, "--threads", "1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = run / "vae" / "state.safetensors"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not state.exists():
+    deadline = time.monotonic() + 900  # generous: a loaded machine can take long to reach step 1
+    while time.monotonic() < deadline and not state.exists() and proc.poll() is None:
         time.sleep(0.2)
+    assert state.exists(), "the training run never wrote its first checkpoint"
     time.sleep(0.5)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
