@@ -211,7 +211,7 @@ def _grey_png(path, W=90, H=60, alpha=False):
         Image.fromarray(g).save(path)
 
 
-def test_cli_levin_writes_full_size_result(tmp_path, capsys):
+def test_cli_levin_writes_full_size_result(tmp_path, capsys, monkeypatch):
     _grey_png(tmp_path / "a.png")
     _grey_png(tmp_path / "b.png", 50, 40, alpha=True)
     strokes = tmp_path / "s.json"
@@ -229,6 +229,10 @@ def test_cli_levin_writes_full_size_result(tmp_path, capsys):
     left = res.rgb[:, :40].mean(axis=(0, 1))
     assert left[0] > left[1] + 0.05  # reddish where the red stroke is
     # gcrf without a model: a note, and levin does the work.
+    import engine.colorizer as C
+
+    monkeypatch.setattr(C, "default_model_dir", lambda: tmp_path / "no-models")
+    monkeypatch.setattr(C, "user_model_dir", lambda: tmp_path / "no-user-models")
     rc = main(["colorize", str(tmp_path / "a.png"), "-o", str(out / "g"), "--method", "gcrf", "--strokes", str(strokes)])
     assert rc == 0 and "levin" in capsys.readouterr().err
     assert (out / "g" / "a_levin_0.png").exists()
