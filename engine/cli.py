@@ -60,9 +60,6 @@ def colorize(args: argparse.Namespace) -> int:
         return 2
     out = Path(args.out)
     files = _expand(args.images)
-    if not files:
-        print("divcolor: no images given (folders contained no photos)", file=sys.stderr)
-        return 1
 
     def work(f: Path) -> str:
         photo = load_photo(f)
@@ -76,6 +73,9 @@ def colorize(args: argparse.Namespace) -> int:
 
 def _for_each_photo(files: list[Path], work: Callable[[Path], str], quiet: bool) -> int:
     """Run ``work`` on every photo; a failure is reported and skipped, and sets the exit code."""
+    if not files:
+        print("divcolor: no images given (folders contained no photos)", file=sys.stderr)
+        return 1
     failed = 0
     for f in files:
         try:
@@ -124,9 +124,6 @@ def colorize_strokes(args: argparse.Namespace) -> int:
         print(f"divcolor: note: no {args.method} model is available; using {method} propagation instead", file=sys.stderr)
     out = Path(args.out)
     files = _expand(args.images)
-    if not files:
-        print("divcolor: no images given (folders contained no photos)", file=sys.stderr)
-        return 1
 
     def work(f: Path) -> str:
         t0 = time.perf_counter()
