@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("colorize", help="colorize photos headless, writing OUTDIR/<stem>_<method>_<k>.png")
     c.add_argument("images", nargs="+", metavar="IMAGE", help="photo files or folders of photos")
     c.add_argument("-o", "--out", required=True, metavar="OUTDIR")
-    c.add_argument("--method", default="vae-mdn", help="vae-mdn (default) or gcrf: diverse colorizations; levin or gcrf with --strokes: propagate strokes")
+    c.add_argument("--method", default="vae-mdn", help="vae-mdn (default), pic or gcrf: diverse colorizations; levin or gcrf with --strokes: propagate strokes")
     c.add_argument("-n", type=int, default=8, help="number of colorizations per photo (default 8; levin and gcrf make one)")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--temperature", type=float, default=1.0)

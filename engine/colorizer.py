@@ -24,6 +24,7 @@ from .color import AB_SCALE, guided_upsample_ab, recombine
 from .errors import Cancelled, CheckpointError, DivcolorError, OutOfMemory
 from .io import Photo
 from .models.gcrf import METHOD as GCRF_METHOD, GCRF, GCRFStrokeField
+from .models.pic import METHOD as PIC_METHOD, PIC
 from .models.vae_mdn import METHOD as VAE_MDN, VAEMDN
 
 if TYPE_CHECKING:
@@ -31,8 +32,12 @@ if TYPE_CHECKING:
 
 ProgressFn = Callable[[float, str], None]
 
-LOADERS: dict[str, Callable[[Any, str], torch.nn.Module]] = {VAE_MDN: VAEMDN.from_loaded, GCRF_METHOD: GCRF.from_loaded}
-METHOD_LABELS = {VAE_MDN: "VAE-MDN", GCRF_METHOD: "G-CRF"}
+LOADERS: dict[str, Callable[[Any, str], torch.nn.Module]] = {
+    VAE_MDN: VAEMDN.from_loaded,
+    PIC_METHOD: PIC.from_loaded,
+    GCRF_METHOD: GCRF.from_loaded,
+}
+METHOD_LABELS = {VAE_MDN: "VAE-MDN", PIC_METHOD: "PIC", GCRF_METHOD: "G-CRF"}
 FAMILIES = ("general", "faces")
 MAX_UPSAMPLE_PIXELS = 16_000_000  # per chunk of samples; bounds memory on huge photos
 FIELD_CACHE_PHOTOS = 4  # stroke fields (matrices, factorisations) are kept for this many photos
@@ -286,12 +291,15 @@ class Colorizer:
         model = self.model(info)
         if cancel:
             cancel.check()
+        # Share of the progress bar for prediction: sequential samplers (PIC) spend most of the
+        # time there, one-pass decoders (VAE-MDN, G-CRF) in the full-size upsampling.
+        share = 0.9 if getattr(model, "REPORTS_PROGRESS", False) else 0.3
         try:
-            ab_low = self._predict(model, photo, n, seed, temperature)
-            report(0.3, "upsampling")
+            ab_low = self._predict(model, photo, n, seed, temperature, lambda f, m: report(share * f, m), cancel)
+            report(share, "upsampling")
             if cancel:
                 cancel.check()
-            rgbs = self.upsample(photo, ab_low, report, cancel)
+            rgbs = self.upsample(photo, ab_low, lambda f, m: report(share + (1 - share) * f, m), cancel)
         except torch.cuda.OutOfMemoryError as e:
             torch.cuda.empty_cache()
             raise OutOfMemory(
@@ -305,12 +313,18 @@ class Colorizer:
         ]
 
     @torch.no_grad()
-    def _predict(self, model: torch.nn.Module, photo: Photo, n: int, seed: int, temperature: float) -> torch.Tensor:
+    def _predict(
+        self, model: torch.nn.Module, photo: Photo, n: int, seed: int, temperature: float,
+        report: ProgressFn, cancel: CancelToken | None,
+    ) -> torch.Tensor:
         size = model.cfg.size
         L = torch.from_numpy(photo.L)[None, None].to(self.device)
         L_small = F.interpolate(L, size=(size, size), mode="area")
         g = torch.Generator(device=self.device).manual_seed(int(seed))
-        return model.colorize(L_small, n, generator=g, temperature=temperature)
+        extra: dict[str, Any] = {}
+        if getattr(model, "REPORTS_PROGRESS", False):  # sequential samplers (PIC): most of the time
+            extra = {"progress": report, "cancel": cancel}
+        return model.colorize(L_small, n, generator=g, temperature=temperature, **extra)
 
     @torch.no_grad()
     def upsample(
@@ -328,5 +342,5 @@ class Colorizer:
             rgb = recombine(L, ab).permute(0, 2, 3, 1).float().cpu().numpy()
             out.extend(rgb)
             if report:
-                report(0.3 + 0.7 * min(n, i + chunk) / n, "upsampling")
+                report(min(n, i + chunk) / n, "upsampling")
         return out

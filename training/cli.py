@@ -1,6 +1,6 @@
 """``divcolor-train STAGE --data PATH --out RUN_DIR [--preset cpu|paper] …``.
 
-Stages: vae, mdn (VAE-MDN); gcrf-unary, gcrf-hoc, gcrf-mdn (G-CRF); eval; export. Rerunning a
+Stages: vae, mdn (VAE-MDN); gcrf-unary, gcrf-hoc, gcrf-mdn (G-CRF); pic (PIC); eval; export. Rerunning a
 stage's command resumes it. Every stage works under ``torchrun --nproc-per-node N``.
 """
 
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from .config import add_config_args, config_from_args
-from .stages import gcrf, vae_mdn
+from .stages import gcrf, pic, vae_mdn
 
 TRAIN_STAGES = {
     "vae": (vae_mdn.VAEStageConfig, vae_mdn.train_vae, "VAE-MDN step 1: VAE on ab fields (+ grey encoder)"),
@@ -20,6 +20,7 @@ TRAIN_STAGES = {
     "gcrf-unary": (gcrf.GCRFUnaryStageConfig, gcrf.train_unary, "G-CRF phase 1: the VAE (= vae stage; --init-from reuses a VAE-MDN run)"),
     "gcrf-hoc": (gcrf.GCRFHocStageConfig, gcrf.train_hoc, "G-CRF phase 2: HOC embedding net + decoder top layers"),
     "gcrf-mdn": (gcrf.GCRFMDNStageConfig, gcrf.train_gcrf_mdn, "G-CRF stage 2: MDN P(z | grey) (= mdn stage)"),
+    "pic": (pic.PICStageConfig, pic.train_pic, "PIC: conditional PixelCNN++ over chroma given L"),
 }
 
 
@@ -39,12 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", help="also write the result to this file")
     ev.add_argument("--sheet", help="also save a contact sheet PNG (grey | truth | samples) of the first images")
     ev.add_argument("--reveal-data", help="G-CRF: also PSNR vs revealed points (Table 3) on this data (natural128)")
+    ev.add_argument("--sample-limit", type=int, default=200, help="PIC: diversity metrics on the first N images (bpd uses all)")
     ex = sub.add_parser("export", help="write the checkpoint the app loads")
     ex.add_argument("--out", required=True, help="run directory with finished stages")
     ex.add_argument("--dest", help="where to write (default RUN_DIR/model.safetensors)")
     ex.add_argument("--half", action="store_true", help="store weights as float16 (halves the file)")
     ex.add_argument("--data", help="G-CRF: training data to tune the stroke weight on (default: gcrf-hoc's); else ignored")
-    ex.add_argument("--method", choices=["auto", "vae-mdn", "gcrf"], default="auto", help="auto: gcrf if RUN_DIR has gcrf-hoc")
+    ex.add_argument("--method", choices=["auto", "vae-mdn", "gcrf", "pic"], default="auto",
+                    help="auto: pic if RUN_DIR has a pic stage, gcrf if it has gcrf-hoc, else vae-mdn")
+    ex.add_argument("--unfinished", action="store_true", help="PIC: export the averaged weights of a stage that is not finished yet")
     return p
 
 
@@ -61,8 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage == "export":
         run = Path(args.out)
         metrics = json.loads((run / "eval.json").read_text()) if (run / "eval.json").exists() else None
-        method = args.method if args.method != "auto" else ("gcrf" if (run / gcrf.HOC_STAGE).is_dir() else "vae-mdn")
-        if method == "gcrf":
+        method = args.method
+        if method == "auto":
+            method = "pic" if (run / pic.STAGE).is_dir() else "gcrf" if (run / gcrf.HOC_STAGE).is_dir() else "vae-mdn"
+        if method == "pic":
+            pic.export(run, Path(args.dest) if args.dest else None, metrics, args.half, need_finished=not args.unfinished)
+        elif method == "gcrf":
             gcrf.export(run, Path(args.dest) if args.dest else None, metrics, args.half, data=args.data)
         else:
             vae_mdn.export(run, Path(args.dest) if args.dest else None, metrics, args.half)
@@ -74,7 +82,10 @@ def main(argv: list[str] | None = None) -> int:
             print("divcolor-train eval: give --checkpoint or --out", file=sys.stderr)
             return 2
         ckpt = Path(args.checkpoint) if args.checkpoint else Path(args.out) / vae_mdn.MODEL_FILE
-        if gcrf.checkpoint_method(ckpt) == gcrf.METHOD:
+        method = gcrf.checkpoint_method(ckpt)
+        if method == pic.METHOD:
+            result = pic.evaluate_pic(ckpt, args.data, args.split, args.samples, args.limit, args.sample_limit, sheet=args.sheet)
+        elif method == gcrf.METHOD:
             result = gcrf.evaluate_gcrf(ckpt, args.data, args.split, args.samples, args.limit, sheet=args.sheet,
                                         reveal_data=args.reveal_data, reveal_limit=min(args.limit or 100, 100))
         else:

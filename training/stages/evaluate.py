@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from engine import metrics as M
-from engine.color import AB_SCALE, recombine
+from engine.color import AB_SCALE, guided_upsample_ab, recombine
 from engine.colorizer import load_model
 
 from .. import data as D
@@ -32,9 +32,12 @@ def contact_sheet(rows: list[list[torch.Tensor]], path: str | Path, scale: int =
 @torch.no_grad()
 def evaluate(
     checkpoint: Path, data: str, split: str = "test", n_samples: int = 5, limit: int = 0, seed: int = 0,
-    sheet: str | Path | None = None, sheet_rows: int = 12,
+    sheet: str | Path | None = None, sheet_rows: int = 12, quiet: bool = False,
 ) -> dict:
-    """eob / variance / pairwise SSIM over ``n_samples`` per image, as in the papers' tables."""
+    """eob / variance / pairwise SSIM over ``n_samples`` per image, as in the papers' tables.
+
+    Methods that predict chroma below the working size (PIC) are upsampled to it with the
+    engine's guided upsampler, as the app does, and compared there."""
     model = load_model(checkpoint)
     size = model.cfg.size
     lab = D.load_lab(data, split, size, limit or None)
@@ -44,7 +47,9 @@ def evaluate(
     for i in range(len(lab)):
         L, ab = lab.L[i : i + 1], lab.ab[i]
         g = torch.Generator().manual_seed(seed + i)
-        samples = model.colorize(L, n_samples, generator=g, mode="means")
+        samples = model.colorize(L, n_samples, generator=g, mode="means").float()
+        if samples.shape[-1] != size:
+            samples = guided_upsample_ab(samples * AB_SCALE, L[0, 0]) / AB_SCALE
         eob.append(M.error_of_best(samples, ab))
         eob_l1.append(M.error_of_best_l1(samples, ab))
         var.append(M.variance(samples))
@@ -70,5 +75,6 @@ def evaluate(
     }
     if sheet:
         result["contact_sheet"] = str(contact_sheet(rows, sheet))
-    print(json.dumps(result, indent=2))
+    if not quiet:
+        print(json.dumps(result, indent=2))
     return result

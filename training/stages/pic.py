@@ -1,0 +1,175 @@
+"""Stage ``pic`` (Royer et al. §3.3): maximum likelihood of the quantised chroma given L, Adam
+(lr 1e-3, betas 0.95 / 0.9995) with a per-iteration multiplicative learning-rate decay, and
+Polyak (exponential moving) averaging of the weights; the averaged weights are exported.
+Also ``evaluate_pic``: bits per dimension plus the diversity metrics of the other methods.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from engine.checkpoint import load_checkpoint, save_checkpoint
+from engine.models.pic import METHOD, PIC, PICConfig, mixture_log_prob
+
+from .. import data as D
+from ..batches import BatchSampler
+from ..config import StageConfig
+from ..loop import LoopSpec, pick_device, read_state, run_loop, setup_distributed
+
+STAGE = "pic"
+MODEL_FILE = "model.safetensors"
+
+
+@dataclass
+class PICStageConfig(StageConfig):
+    steps: int = 3000
+    lr: float = 1e-3
+    batch_size: int = 32
+    lr_decay: float = 0.9995  # per iteration (paper: 0.99995 over 150 epochs)
+    polyak: float = 0.999  # decay of the weight average that is exported
+    size: int = 64
+    subsample: int = 2
+    embed_width: int = 16
+    embed_blocks: int = 1
+    embed_dim: int = 48
+    width: int = 48
+    n_blocks: int = 4
+    n_mix: int = 10
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        # ~55 min on 2 CPU cores: 64 px L, 32x32 chroma, a 48-channel decoder.
+        "cpu": {"steps": 3000, "batch_size": 32},
+        # The paper's ILSVRC model: 128 px L, x4 chroma subsampling, 4 blocks x 160 channels.
+        "paper": {"size": 128, "subsample": 4, "embed_width": 64, "embed_blocks": 2, "embed_dim": 160, "width": 160,
+                  "n_blocks": 4, "batch_size": 64, "steps": 100000, "lr_decay": 0.99995, "polyak": 0.9995},
+    }
+    HELP: ClassVar[dict[str, str]] = {
+        "subsample": "chroma resolution = size / subsample",
+        "width": "decoder channels (paper 160)",
+        "polyak": "decay of the exported weight average",
+    }
+
+    def model_config(self) -> PICConfig:
+        names = {f.name for f in fields(PICConfig)}
+        return PICConfig.from_dict({k: v for k, v in asdict(self).items() if k in names})
+
+
+def nats_per_dim(model: PIC, L: torch.Tensor, ab: torch.Tensor, autocast: bool = False) -> torch.Tensor:
+    """Mean negative log-likelihood per chroma dimension of each image, (B,).
+
+    The network may run in bf16; the mixture likelihood is always computed in float32."""
+    q = model.chroma_target(ab)
+    with torch.autocast(L.device.type, dtype=torch.bfloat16, enabled=autocast):
+        params = model.decoder(q, model.embedding(L))
+    lp = mixture_log_prob(q, params.float(), model.cfg.n_mix)
+    return -lp.flatten(1).mean(1) / 2.0  # two channels per pixel
+
+
+def train_pic(cfg: PICStageConfig) -> int:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    ddp = setup_distributed(device)
+    mcfg = cfg.model_config()
+    train = D.load_lab(cfg.data, "train", mcfg.size, cfg.limit or None)
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank and every rerun
+    model = PIC(mcfg).to(device)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.95, 0.9995))
+    sampler = BatchSampler(len(train), cfg.batch_size, cfg.seed, ddp)
+    on_cuda = device.type == "cuda"
+
+    def step(i: int):
+        idx = sampler(i)
+        L, ab = train.batch(idx, torch.rand(len(idx)) < 0.5)
+        loss = nats_per_dim(model, L.to(device), ab.to(device), autocast=on_cuda).mean()
+        return loss, {"bpd": loss.item() / math.log(2)}
+
+    @torch.no_grad()
+    def polyak(step: int) -> None:
+        # Warm-up so the average is not dominated by the random initial weights.
+        d = min(cfg.polyak, (1 + step) / (10 + step))
+        for pe, pm in zip(ema.parameters(), model.parameters()):
+            pe.lerp_(pm, 1 - d)
+
+    meta = {"method": METHOD, "config": mcfg.to_dict(), "stage_config": _public(cfg), "data": D.describe(cfg.data, "train", len(train))}
+    spec = LoopSpec(Path(cfg.out), STAGE, cfg.steps, cfg.seed, cfg.log_every, cfg.checkpoint_minutes, cfg.max_minutes,
+                    cfg.stop_after, grad_clip=1.0)
+    modules = {"embedding": model.embedding, "decoder": model.decoder, "ema": ema}
+    return run_loop(spec, modules, opt, step, meta, sched=lambda s: cfg.lr_decay**s, ddp=ddp, on_step=polyak)
+
+
+def export(run_dir: Path, dest: Path | None = None, metrics: dict | None = None, half: bool = False,
+           need_finished: bool = True) -> Path:
+    """Write the inference checkpoint the app loads: the Polyak-averaged weights."""
+    run_dir = Path(run_dir)
+    ck = read_state(run_dir, STAGE, need_finished)
+    model = PIC(PICConfig.from_dict(ck.config))
+    model.load_state_dict(ck.subset("ema"))
+    tensors = model.inference_tensors()
+    if half:
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+    meta = {
+        "method": METHOD,
+        "config": model.cfg.to_dict(),
+        "data": ck.meta.get("data"),
+        "steps": {STAGE: ck.meta.get("step")},
+        "training": {STAGE: ck.meta.get("stage_config")},
+        "metrics": metrics or {},
+    }
+    dest = Path(dest) if dest else run_dir / MODEL_FILE
+    save_checkpoint(dest, tensors, meta)
+    print(f"wrote {dest} ({dest.stat().st_size / 2**20:.2f} MiB)", file=sys.stderr)
+    return dest
+
+
+@torch.no_grad()
+def bits_per_dim(model: PIC, lab: D.LabSet, chunk: int = 64) -> float:
+    """Negative log-likelihood of the test chroma in bits per (quantised chroma) dimension."""
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(lab), chunk):
+        nll = nats_per_dim(model, lab.L[i : i + chunk], lab.ab[i : i + chunk])
+        total += float(nll.sum())
+        count += len(nll)
+    return total / count / math.log(2)
+
+
+def evaluate_pic(checkpoint: Path, data: str, split: str = "test", n_samples: int = 5, limit: int = 0,
+                 sample_limit: int = 200, sheet: str | None = None) -> dict:
+    """bpd on the whole split (or ``limit`` images) and eob / variance / pairwise SSIM over
+    ``n_samples`` true samples of the first ``sample_limit`` images (sampling is the slow part)."""
+    from .evaluate import evaluate
+
+    model = PIC.from_checkpoint(checkpoint).float()
+    t0 = time.time()
+    lab = D.load_lab(data, split, model.cfg.size, limit or None)
+    bpd = bits_per_dim(model, lab)
+    n_div = min(len(lab), sample_limit) if sample_limit else len(lab)
+    result = evaluate(checkpoint, data, split, n_samples, n_div, sheet=sheet, quiet=True)
+    result = {
+        **result,
+        "bits_per_dim": round(bpd, 4),
+        "bits_per_dim_images": len(lab),
+        "bits_per_dim_note": "NLL of the chroma (a, b quantised to 256 levels over ab in [-128, 128], at the model's "
+        "chroma resolution); our shards are JPEG q90 4:4:4, so compression has already smoothed the chroma",
+        "seconds": round(time.time() - t0, 1),
+    }
+    import json
+
+    print(json.dumps(result, indent=2))
+    return result
+
+
+def _public(cfg: StageConfig) -> dict:
+    d = asdict(cfg)
+    d.pop("out", None)
+    return d
