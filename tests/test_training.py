@@ -82,15 +82,19 @@ def test_presets_and_generated_help(capsys):
     assert "--latent-dim" in out and "--preset" in out and "cpu" in out and "paper" in out
 
 
-def test_torchrun_two_processes_on_cpu(tiny_data, tmp_path):
+TINY_PIC = ["--width", "8", "--embed-width", "4", "--embed-dim", "8", "--n-blocks", "1", "--log-every", "1"]
+
+
+@pytest.mark.parametrize("stage, flags, port", [("vae", TINY_VAE, 29517), ("pic", TINY_PIC, 29518)])
+def test_torchrun_two_processes_on_cpu(tiny_data, tmp_path, stage, flags, port):
     """DDP through torchrun with the gloo backend: both ranks agree, rank 0 writes the state."""
     run = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
-           "-m", "training.cli", "vae", "--data", tiny_data, "--out", str(run), "--steps", "2", *TINY_VAE, "--batch-size", "4"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
+           "-m", "training.cli", stage, "--data", tiny_data, "--out", str(run), "--steps", "2", *flags, "--batch-size", "4"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    st = _state(run, "vae")
+    st = _state(run, stage)
     assert st.meta["step"] == 2 and st.meta["finished"]
 
 
