@@ -6,6 +6,10 @@ user sees is what gets coloured) and enough about the source (alpha, bit depth) 
 write the result back faithfully. Every way a file can fail to load becomes
 :class:`~engine.errors.UnsupportedImage` with a message meant for the user.
 
+ICC colour management lives in :mod:`engine.icc` and the hand-written 16-bit PNG and TIFF
+encoders in :mod:`engine.image_writers`; this module decodes, orients, builds the Photo and
+writes files atomically.
+
 This module never imports Qt and never unpickles or executes anything from a file.
 """
 
@@ -22,7 +26,6 @@ import tempfile
 import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
-from io import BytesIO
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -32,6 +35,8 @@ from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from .color import grey_to_L, rgb_to_lab
 from .errors import UnsupportedImage
+from .icc import cmyk_to_rgb, srgb_profile, to_srgb
+from .image_writers import write_png16, write_tiff
 
 __all__ = [
     "MAX_PIXELS",
@@ -53,7 +58,6 @@ SUPPORTED_SAVE = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 _JPEG_QUALITY = 95
 _GREY_TOL = 1.0 / 255.0 + 1e-6  # R, G, B this close count as "no colour" (JPEG chroma noise)
 _STRIP_PIXELS = 1 << 22  # colour conversion works in strips of about this many pixels
-_IDAT_MAX = 1 << 23  # split the PNG stream into IDAT chunks of at most this many bytes
 # Formats whose Pillow plugin runs an external program (EPS runs Ghostscript).
 _EXCLUDED_FORMATS = frozenset({"EPS"})
 _TIFF_SUFFIXES = (".tif", ".tiff")
@@ -95,7 +99,7 @@ def load_photo(path: str | Path) -> Photo:
     _check_file(p)
     try:
         d = _decode(p)
-        colour = _to_srgb(d.colour, d.icc, p.name)
+        colour = to_srgb(d.colour, d.icc, p.name)
     except UnsupportedImage:
         raise
     except Image.DecompressionBombError as exc:
@@ -307,7 +311,7 @@ def _decode_pillow(im: Image.Image, name: str) -> _Decoded:
         return _Decoded(grey, alpha, 16, True, icc)
 
     if mode == "CMYK":
-        return _Decoded(_unit(np.asarray(_cmyk_to_rgb(im, icc, name)), 255), None, 8, False)
+        return _Decoded(_unit(np.asarray(cmyk_to_rgb(im, icc, name)), 255), None, 8, False)
 
     if mode not in ("RGB", "RGBA"):
         try:
@@ -316,7 +320,7 @@ def _decode_pillow(im: Image.Image, name: str) -> _Decoded:
             if mode != "LAB":
                 raise
             lab = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB"))
-            im = ImageCms.profileToProfile(im, lab, _srgb_profile(), outputMode="RGB")
+            im = ImageCms.profileToProfile(im, lab, srgb_profile(), outputMode="RGB")
         mode, icc = im.mode, None  # a profile described the original colour space, not this one
 
     arr = np.asarray(im)
@@ -492,192 +496,6 @@ def _unit(a: np.ndarray, scale: float) -> np.ndarray:
     return (np.asarray(a, dtype=np.float32) / np.float32(scale)).astype(np.float32, copy=False)
 
 
-# --- colour management ------------------------------------------------------------------------
-#
-# Matrix/TRC profiles (almost every RGB and grey profile: Adobe RGB, ProPhoto, Display P3,
-# camera and scanner profiles) are applied exactly, in float, from the profile's own curves and
-# primaries: Pillow's colour management only works at 8 bits and would throw away the extra
-# precision of 16-bit files (and round 8-bit ones). Table-based profiles and CMYK go through
-# lcms (PIL.ImageCms) at 8 bits. A profile that cannot be used is ignored and sRGB assumed:
-# slightly wrong colours beat refusing the photo.
-
-
-@lru_cache(maxsize=1)
-def _srgb_profile() -> ImageCms.ImageCmsProfile:
-    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
-
-
-@lru_cache(maxsize=1)
-def _srgb_to_xyz() -> np.ndarray:
-    """sRGB's D50-adapted primaries as lcms stores them, so float and lcms paths agree."""
-    tags = _icc_tags(_srgb_profile().tobytes())
-    return np.stack([_icc_xyz(tags[s]) for s in (b"rXYZ", b"gXYZ", b"bXYZ")], axis=1)
-
-
-def _profile(icc: bytes, name: str) -> ImageCms.ImageCmsProfile | None:
-    try:
-        return ImageCms.ImageCmsProfile(BytesIO(icc))
-    except Exception as exc:
-        log.warning("%s: ignoring unreadable ICC profile (%s); assuming sRGB", name, exc)
-        return None
-
-
-def _to_srgb(colour: np.ndarray, icc: bytes | None, name: str) -> np.ndarray:
-    """Convert decoded pixels from their embedded profile's colour space to sRGB."""
-    if not icc:
-        return colour
-    grey = colour.ndim == 2
-    space = bytes(icc[16:20])
-    if space != (b"GRAY" if grey else b"RGB "):
-        log.warning("%s: ICC profile is for %r data, not these pixels; assuming sRGB", name, space)
-        return colour
-    exact = _shaper(icc)
-    if exact is None:
-        return _lcms_8bit(colour, icc, name)
-    if grey:
-        probe = np.linspace(0, 1, 256, dtype=np.float32)
-    else:
-        v = np.linspace(0, 1, 7, dtype=np.float32)
-        probe = np.stack(np.meshgrid(v, v, v, indexing="ij"), -1).reshape(49, 7, 3)
-    try:
-        if np.abs(exact(probe) - probe).max() <= 1.0 / 255:  # sRGB or as good as: keep pixels
-            return colour
-        out = np.empty_like(colour, dtype=np.float32)
-        rows = max(1, _STRIP_PIXELS // max(colour.shape[1], 1))
-        with np.errstate(all="ignore"):
-            for y0 in range(0, colour.shape[0], rows):
-                out[y0 : y0 + rows] = np.nan_to_num(exact(colour[y0 : y0 + rows]))
-    except (ValueError, FloatingPointError, TypeError) as exc:
-        log.warning("%s: ICC conversion failed (%s); assuming sRGB", name, exc)
-        return colour
-    return out
-
-
-def _icc_tags(icc: bytes) -> dict[bytes, bytes]:
-    if len(icc) < 132 or icc[36:40] != b"acsp":
-        raise ValueError("not an ICC profile")
-    (count,) = struct.unpack_from(">I", icc, 128)
-    if count > 4096 or 132 + 12 * count > len(icc):
-        raise ValueError("bad ICC tag table")
-    tags = {}
-    for i in range(count):
-        sig, offset, size = struct.unpack_from(">4sII", icc, 132 + 12 * i)
-        if offset + size > len(icc):
-            raise ValueError("ICC tag outside the profile")
-        tags[sig] = bytes(icc[offset : offset + size])
-    return tags
-
-
-def _icc_xyz(data: bytes) -> np.ndarray:
-    if data[:4] != b"XYZ ":
-        raise ValueError("not an XYZ tag")
-    return np.array(struct.unpack_from(">3i", data, 8), dtype=np.float64) / 65536.0
-
-
-def _icc_curve(data: bytes) -> Callable[[np.ndarray], np.ndarray]:
-    """A tone curve (curv or para tag) as a vectorised function on [0, 1]."""
-    kind = data[:4]
-    if kind == b"curv":
-        (n,) = struct.unpack_from(">I", data, 8)
-        if n == 0:
-            return lambda x: x
-        if n == 1:
-            gamma = struct.unpack_from(">H", data, 12)[0] / 256.0
-            return lambda x: np.power(np.clip(x, 0, 1), gamma)
-        table = np.frombuffer(data, ">u2", count=n, offset=12).astype(np.float64) / 65535.0
-        grid = np.linspace(0.0, 1.0, n)
-        return lambda x: np.interp(x, grid, table)
-    if kind == b"para":
-        (ftype,) = struct.unpack_from(">H", data, 8)
-        count = {0: 1, 1: 3, 2: 4, 3: 5, 4: 7}[ftype]
-        p = list(np.frombuffer(data, ">i4", count=count, offset=12).astype(np.float64) / 65536.0)
-        # Every type is "(a x + b)^g + top when x >= d, else c x + bottom" with some terms fixed.
-        g, a, b = p[0], 1.0, 0.0
-        c, d, top, bottom = 0.0, -1.0, 0.0, 0.0
-        if ftype >= 1:
-            a, b = p[1], p[2]
-            d = -b / a if a else 0.0
-        if ftype == 2:
-            top = bottom = p[3]
-        if ftype >= 3:
-            c, d = p[3], p[4]
-        if ftype == 4:
-            top, bottom = p[5], p[6]
-
-        def para(x: np.ndarray) -> np.ndarray:
-            x = np.clip(x, 0, 1)
-            high = np.power(np.maximum(a * x + b, 0.0), g) + top
-            return np.clip(np.where(x >= d, high, c * x + bottom), 0, 1)
-
-        return para
-    raise ValueError(f"unsupported ICC curve type {kind!r}")
-
-
-def _shaper(icc: bytes) -> Callable[[np.ndarray], np.ndarray] | None:
-    """The exact float conversion to sRGB for a matrix/TRC or grey-TRC profile, else None."""
-    try:
-        if icc[20:24] != b"XYZ ":
-            return None
-        tags = _icc_tags(icc)
-        if any(s in tags for s in (b"A2B0", b"A2B1", b"A2B2", b"D2B0")):  # lcms uses these
-            return None
-        if icc[16:20] == b"GRAY":
-            curve = _icc_curve(tags[b"kTRC"])
-            # Grey Y maps to the PCS white point, which sRGB maps to R = G = B = Y.
-            return lambda g: _encode_srgb(curve(g))
-        curves = [_icc_curve(tags[s]) for s in (b"rTRC", b"gTRC", b"bTRC")]
-        primaries = np.stack([_icc_xyz(tags[s]) for s in (b"rXYZ", b"gXYZ", b"bXYZ")], axis=1)
-        to_srgb = np.linalg.solve(_srgb_to_xyz(), primaries).T.astype(np.float32)
-    except (KeyError, ValueError, struct.error, np.linalg.LinAlgError):
-        return None
-
-    def convert(rgb: np.ndarray) -> np.ndarray:
-        lin = np.stack([curves[i](rgb[..., i]) for i in range(3)], axis=-1).astype(np.float32)
-        return _encode_srgb(lin @ to_srgb)
-
-    return convert
-
-
-def _encode_srgb(lin: np.ndarray) -> np.ndarray:
-    lin = np.clip(lin, 0, 1)
-    out = np.where(lin > 0.0031308, 1.055 * np.power(lin, 1 / 2.4) - 0.055, 12.92 * lin)
-    return out.astype(np.float32)
-
-
-def _lcms_8bit(colour: np.ndarray, icc: bytes, name: str) -> np.ndarray:
-    """Table-based profiles: let lcms do it, at 8 bits (all Pillow's colour management offers)."""
-    profile = _profile(icc, name)
-    if profile is None:
-        return colour
-    grey = colour.ndim == 2
-    try:
-        xf = ImageCms.buildTransform(profile, _srgb_profile(), "L" if grey else "RGB", "RGB")
-        if grey:
-            ramp = Image.fromarray(np.arange(256, dtype=np.uint8).reshape(16, 16))
-            curve = np.asarray(ImageCms.applyTransform(ramp, xf)).reshape(256, 3).mean(axis=1)
-            return np.interp(colour, np.linspace(0, 1, 256), curve / 255.0).astype(np.float32)
-        q = _quantize(colour, 8)
-        out = np.asarray(ImageCms.applyTransform(Image.fromarray(q), xf))[..., :3]
-    except Exception as exc:
-        log.warning("%s: ICC conversion failed (%s); assuming sRGB", name, exc)
-        return colour
-    if np.abs(out.astype(np.int16) - q).max() <= 1:
-        return colour  # an sRGB profile: keep the pixels exactly as stored
-    return _unit(out, 255)
-
-
-def _cmyk_to_rgb(im: Image.Image, icc: bytes | None, name: str) -> Image.Image:
-    """CMYK through its embedded profile when there is one, else Pillow's naive formula."""
-    if icc and icc[16:20] == b"CMYK":
-        profile = _profile(icc, name)
-        if profile is not None:
-            try:
-                return ImageCms.profileToProfile(im, profile, _srgb_profile(), outputMode="RGB")
-            except Exception as exc:
-                log.warning("%s: CMYK conversion failed (%s); using a simple one", name, exc)
-    return im.convert("RGB")
-
-
 # --- building the Photo -----------------------------------------------------------------------
 
 
@@ -772,12 +590,12 @@ def save_image(
     if ext == ".png" and bit_depth == 16:
 
         def write(fh: BinaryIO) -> None:
-            _write_png16(fh, pixels)
+            write_png16(fh, pixels)
 
     elif ext in (".tif", ".tiff"):
 
         def write(fh: BinaryIO) -> None:
-            _write_tiff(fh, pixels)
+            write_tiff(fh, pixels)
 
     else:
 
@@ -810,62 +628,6 @@ def _quantize(a: np.ndarray, bit_depth: int) -> np.ndarray:
     top = 65535 if bit_depth == 16 else 255
     out = np.rint(np.clip(a, 0, 1) * np.float32(top))
     return out.astype(np.uint16 if bit_depth == 16 else np.uint8)
-
-
-def _write_tiff(fh: BinaryIO, pixels: np.ndarray) -> None:
-    """8- or 16-bit TIFF with unassociated alpha, deflate-compressed, via tifffile."""
-    import tifffile
-
-    c = pixels.shape[2]
-    kwargs = {}
-    if c in (2, 4):
-        kwargs["extrasamples"] = ("unassalpha",)
-    data = pixels[..., 0] if c == 1 else pixels
-    tifffile.imwrite(
-        fh,
-        data,
-        photometric="rgb" if c >= 3 else "minisblack",
-        planarconfig="contig" if c > 1 else None,
-        compression="zlib",
-        **kwargs,
-    )
-
-
-def _png_chunk(fh: BinaryIO, tag: bytes, data: bytes) -> None:
-    fh.write(struct.pack(">I", len(data)))
-    fh.write(tag)
-    fh.write(data)
-    fh.write(struct.pack(">I", zlib.crc32(data, zlib.crc32(tag)) & 0xFFFFFFFF))
-
-
-def _write_png16(fh: BinaryIO, pixels: np.ndarray) -> None:
-    """A minimal 16-bit PNG encoder, because Pillow cannot write 16-bit colour PNGs.
-
-    Non-interlaced, filter type 0 on every row, big-endian samples; colour type 0 (grey),
-    4 (grey+alpha), 2 (RGB) or 6 (RGBA). Rows are compressed in blocks and the stream is split
-    over several IDAT chunks, so memory stays bounded for large images.
-    """
-    h, w, c = pixels.shape
-    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[c]
-    fh.write(b"\x89PNG\r\n\x1a\n")
-    _png_chunk(fh, b"IHDR", struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0))
-    comp = zlib.compressobj(6)
-    pending = bytearray()
-    row_bytes = w * c * 2
-    rows = max(1, (1 << 20) // (row_bytes + 1))
-    for y0 in range(0, h, rows):
-        block = np.ascontiguousarray(pixels[y0 : y0 + rows], dtype=">u2")
-        n = block.shape[0]
-        lines = np.zeros((n, row_bytes + 1), np.uint8)  # column 0: filter type 0 (None)
-        lines[:, 1:] = block.reshape(n, -1).view(np.uint8)
-        pending += comp.compress(lines.tobytes())
-        while len(pending) >= _IDAT_MAX:
-            _png_chunk(fh, b"IDAT", bytes(pending[:_IDAT_MAX]))
-            del pending[:_IDAT_MAX]
-    pending += comp.flush()
-    for start in range(0, len(pending), _IDAT_MAX):
-        _png_chunk(fh, b"IDAT", bytes(pending[start : start + _IDAT_MAX]))
-    _png_chunk(fh, b"IEND", b"")
 
 
 def _new_file_mode(dest: Path) -> int:

@@ -14,6 +14,8 @@ import tifffile
 from PIL import Image, ImageCms, ImageOps
 from skimage.color import rgb2lab
 
+from engine import icc as icc_mod
+from engine import image_writers
 from engine import io as eio
 from engine.errors import UnsupportedImage
 
@@ -153,7 +155,8 @@ def test_16bit_rgba_tiff_without_tifffile_decoder(tmp_path: Path, monkeypatch) -
 
 @pytest.mark.parametrize("with_alpha", [False, True])
 def test_handwritten_16bit_rgb_png(tmp_path: Path, monkeypatch, with_alpha: bool) -> None:
-    monkeypatch.setattr(eio, "_IDAT_MAX", 97)  # exercise a stream split over many IDAT chunks
+    # exercise a stream split over many IDAT chunks
+    monkeypatch.setattr(image_writers, "IDAT_MAX", 97)
     u16 = _rand_u16(11, 9, 4 if with_alpha else 3)
     alpha = u16[..., 3] / 65535.0 if with_alpha else None
     p = eio.save_image(tmp_path / "c16.png", u16[..., :3] / 65535.0, alpha, bit_depth=16)
@@ -372,7 +375,7 @@ def test_table_based_profiles_go_through_lcms(tmp_path: Path, monkeypatch) -> No
     u8 = _rand_u8(8, 8)
     icc = _adobe_like("gamma")
     (tmp_path / "w.png").write_bytes(_png_bytes(u8, icc_profile=icc))
-    monkeypatch.setattr(eio, "_shaper", lambda icc: None)  # as for a profile with A2B0 tables
+    monkeypatch.setattr(icc_mod, "shaper", lambda icc: None)  # as for a profile with A2B0 tables
     ph = eio.load_photo(tmp_path / "w.png")
     assert np.array_equal(_q8(ph.rgb), _lcms_to_srgb(u8, icc))
 
@@ -501,8 +504,8 @@ def test_save_creates_folders_and_is_atomic(tmp_path: Path, monkeypatch) -> None
         fh.write(b"\x89PNG half written")
         raise RuntimeError("disk unplugged")
 
-    monkeypatch.setattr(eio, "_write_png16", crash)
-    with pytest.raises(RuntimeError):
+    monkeypatch.setattr(eio, "write_png16", crash)  # the name save_image calls
+    with pytest.raises(RuntimeError, match="disk unplugged"):
         eio.save_image(target, np.full((4, 4, 3), 0.75), bit_depth=16)
     assert target.read_bytes() == before  # old file intact
     assert os.listdir(target.parent) == ["out.png"]  # no temporary left behind
