@@ -14,6 +14,8 @@ from PIL import Image
 
 torch.set_num_threads(1)
 
+TINY_PIC = ["--size", "32", "--subsample", "2", "--embed-width", "4", "--embed-dim", "8", "--width", "8",
+            "--n-blocks", "2", "--n-mix", "3", "--batch-size", "8", "--log-every", "1"]
 TINY_VAE = ["--width", "4", "--latent-dim", "8", "--mdn-hidden", "16", "--batch-size", "8", "--log-every", "1"]
 
 
@@ -61,6 +63,17 @@ def tiny_model(tiny_data, tmp_path_factory):
     assert main(["mdn", "--data", tiny_data, "--out", str(run), "--steps", "3", "--batch-size", "8", "--log-every", "1"]) == 0
     assert main(["export", "--out", str(run)]) == 0
     return run / "model.safetensors"
+
+
+@pytest.fixture(scope="session")
+def tiny_pic(tiny_data, tmp_path_factory):
+    """A PIC run trained for a few steps by the real stage and exported (RUN_DIR/model.safetensors)."""
+    from training.cli import main
+
+    run = tmp_path_factory.mktemp("pic")
+    assert main(["pic", "--data", tiny_data, "--out", str(run), "--steps", "3", *TINY_PIC]) == 0
+    assert main(["export", "--out", str(run)]) == 0
+    return run
 
 
 @pytest.fixture

@@ -123,6 +123,28 @@ def test_gallery_pick_and_undo(qtbot, win, photo_path):
     assert thumbs(win)[3].sample.ref.seed == ts[0].sample.ref.seed + 1
 
 
+def test_gallery_groups_every_method_and_pic_reports_rows(qtbot, make_window, tiny_model, tiny_pic, photo_path, tmp_path):
+    """Shipped-style VAE-MDN and PIC models: a gallery group each, PIC's progress row by row."""
+    import shutil
+
+    from engine.colorizer import Colorizer
+
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(tiny_model, models / "vae_mdn_general.safetensors")
+    shutil.copy(tiny_pic / "model.safetensors", models / "pic_general.safetensors")
+    win = make_window(Colorizer(device="cpu", model_dirs=[models]))
+    seen: list[str] = []
+    win.sampling.progress.connect(lambda f, msg: seen.append(msg))
+    open_and_wait(qtbot, win, photo_path)
+    assert list(win.gallery.groups) == ["vae-mdn", "pic"]
+    assert [len(g.thumbs) for g in win.gallery.groups.values()] == [3, 3]
+    assert any(m.startswith("PIC: sampling row") for m in seen)
+    pic = win.gallery.groups["pic"].thumbs[1]
+    qtbot.mouseClick(pic, Qt.MouseButton.LeftButton, pos=pic.rect().center())
+    assert np.array_equal(win.canvas.current_rgb(), pic.sample.colorization.rgb)
+
+
 def test_stroke_recolours_near_not_far_and_undo(qtbot, win, photo_path):
     open_and_wait(qtbot, win, photo_path)
     before = np.array(win.canvas.current_rgb(), np.float32)

@@ -15,11 +15,9 @@ from engine.io import photo_from_array
 from engine.models.pic import LEVELS, PIC, Noise, PICConfig, mixture_log_prob, quantize
 from training.cli import main
 
-from conftest import synthetic_images
+from conftest import TINY_PIC, synthetic_images
 
 TINY = PICConfig(size=16, subsample=2, embed_width=4, embed_blocks=1, embed_dim=8, width=8, n_blocks=2, n_mix=3)
-TINY_PIC = ["--size", "32", "--subsample", "2", "--embed-width", "4", "--embed-dim", "8", "--width", "8",
-            "--n-blocks", "2", "--n-mix", "3", "--batch-size", "8", "--log-every", "1"]
 
 
 def _random_model(cfg: PICConfig = TINY, seed: int = 0) -> PIC:
@@ -113,14 +111,6 @@ def test_same_seed_same_samples_and_progress_per_row():
 
 def _pic(data, run, steps, *extra):
     return main(["pic", "--data", data, "--out", str(run), "--steps", str(steps), *TINY_PIC, *extra])
-
-
-@pytest.fixture(scope="module")
-def tiny_pic(tiny_data, tmp_path_factory):
-    run = tmp_path_factory.mktemp("pic")
-    assert _pic(tiny_data, run, 3) == 0
-    assert main(["export", "--out", str(run)]) == 0
-    return run
 
 
 def test_training_resumes_to_the_same_state(tiny_data, tmp_path):
