@@ -7,7 +7,7 @@ import torch
 from engine.checkpoint import FORMAT_VERSION, check_state_dict, load_checkpoint, save_checkpoint
 from engine.colorizer import load_model
 from engine.errors import CheckpointError
-from engine.models.vae_mdn import VAEMDN, VAEMDNConfig
+from engine.models.vae_mdn import VAEMDN
 
 
 def test_round_trip(tmp_path):
@@ -68,9 +68,12 @@ def test_refuses_newer_format_and_wrong_method(tmp_path, tiny_model):
     newer = _rewrite_meta(tiny_model, tmp_path / "newer.safetensors", format_version=FORMAT_VERSION + 1)
     with pytest.raises(CheckpointError, match="newer divcolor"):
         load_model(newer)
-    other = _rewrite_meta(tiny_model, tmp_path / "other.safetensors", method="pic")
-    with pytest.raises(CheckpointError, match="'pic'"):
+    other = _rewrite_meta(tiny_model, tmp_path / "other.safetensors", method="style-transfer")
+    with pytest.raises(CheckpointError, match="'style-transfer' model, which this divcolor cannot run"):
         load_model(other)
+    disguised = _rewrite_meta(tiny_model, tmp_path / "disguised.safetensors", method="pic")  # VAE weights, PIC label
+    with pytest.raises(CheckpointError, match="invalid PIC config"):
+        load_model(disguised)
     with pytest.raises(CheckpointError, match="expected"):
         load_checkpoint(tiny_model, method="gcrf")
 

@@ -1,12 +1,8 @@
-import io as _io
 
 import numpy as np
-import pytest
-import torch
 from PIL import Image
 
 from engine.cli import main
-from engine.color import rgb_to_lab
 from engine.io import load_photo
 
 

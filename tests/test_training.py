@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from engine.checkpoint import load_checkpoint
 from training.cli import main

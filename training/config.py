@@ -7,7 +7,7 @@ are named dicts of overrides over the same fields, never copies of code.
 from __future__ import annotations
 
 import argparse
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any, ClassVar
 
 
@@ -29,6 +29,12 @@ class StageConfig:
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
     HELP: ClassVar[dict[str, str]] = {}
+
+    def public(self) -> dict[str, Any]:
+        """The settings recorded in a checkpoint (the run directory is the user's business)."""
+        d = asdict(self)
+        d.pop("out", None)
+        return d
 
 
 def add_config_args(parser: argparse.ArgumentParser, cls: type[StageConfig]) -> None:

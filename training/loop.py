@@ -56,6 +56,19 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def prepare(threads: int, device: str) -> tuple[torch.device, Dist]:
+    """What every stage does first: CPU threads, the device, and the torchrun group if any."""
+    if threads:
+        torch.set_num_threads(threads)
+    dev = pick_device(device)
+    return dev, setup_distributed(dev)
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA (paper-size runs); full precision on the CPU."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
 # --- optimizer state <-> flat tensors (safetensors cannot hold nested dicts) -----------------
 
 def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -66,13 +66,7 @@ class GCRFConfig(VAEMDNConfig):
     stroke_base: float = 0.1  # weak unary toward the picked colorization, as a fraction of beta_test
     exclude_self: bool = True  # mask Ŝ's diagonal (see engine.gcrf_solver.similarity)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "GCRFConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown G-CRF config fields: {sorted(unknown)}")
-        return cls(**d)
+    LABEL: ClassVar[str] = "G-CRF"
 
     def vae_config(self) -> VAEMDNConfig:
         names = {f.name for f in fields(VAEMDNConfig)}

@@ -10,7 +10,6 @@ Deviations from the paper, and why:
   (x4): the same chroma grid at a quarter of g(L)'s cost; ``--preset paper`` restores x4.
 - Plain convolutions, no weight normalisation: at our sizes Adam trains them as well and the
   exported file stays a plain state dict.
-- Besides the per-block bias from g(L) (the paper's conditioning), nothing else is added.
 
 Sampling is sequential over the chroma pixels in raster order. ``sample_naive`` reruns the
 whole decoder per pixel (the reference); ``sample_cached`` keeps every layer's activations and,
@@ -23,16 +22,14 @@ seed they produce identical samples.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..checkpoint import Checkpoint, check_state_dict, load_checkpoint
-from ..errors import CheckpointError
+from .base import LoadableModel, ModelConfig
 
 METHOD = "pic"
 LEVELS = 256  # chroma values are quantised to 256 levels over [-1, 1] (ab / 128)
@@ -40,7 +37,7 @@ N_PARAMS = 6  # per mixture component: logit, mean a, mean b, log-scale a, log-s
 
 
 @dataclass
-class PICConfig:
+class PICConfig(ModelConfig):
     size: int = 64  # working size (square) of L
     subsample: int = 2  # chroma is modelled at size // subsample (paper: 2 at 32 px, 4 at 128 px)
     embed_width: int = 16  # g(L) base width (paper: 32 for CIFAR-10, 64 for ILSVRC)
@@ -50,19 +47,11 @@ class PICConfig:
     n_blocks: int = 4  # gated residual blocks per decoder stream (paper: 4)
     n_mix: int = 10  # logistic mixture components (paper: 10)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "PICConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown PIC config fields: {sorted(unknown)}")
-        cfg = cls(**d)
-        if cfg.subsample not in (1, 2, 4, 8) or cfg.size % cfg.subsample:
-            raise ValueError(f"subsample {cfg.subsample} does not divide size {cfg.size}")
-        return cfg
+    LABEL: ClassVar[str] = "PIC"
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def validate(self) -> None:
+        if self.subsample not in (1, 2, 4, 8) or self.size % self.subsample:
+            raise ValueError(f"subsample {self.subsample} must be 1, 2, 4 or 8 and divide size {self.size}")
 
     @property
     def chroma_size(self) -> int:
@@ -249,9 +238,9 @@ def sample_pixel(params: torch.Tensor, gumbel: torch.Tensor, uniform: torch.Tens
 ProgressFn = Callable[[float, str], None]
 
 
-class PIC(nn.Module):
+class PIC(LoadableModel):
     METHOD = METHOD
-    CONFIG: type[PICConfig] = PICConfig
+    CONFIG = PICConfig
     LABEL = "PIC"
     INFERENCE_PARTS = ("embedding", "decoder")
     REPORTS_PROGRESS = True  # colorize() takes progress and cancel: sampling is sequential
@@ -262,28 +251,6 @@ class PIC(nn.Module):
         self.embedding = Embedding(cfg)
         self.decoder = Decoder(cfg)
         self.meta: dict[str, Any] = {}
-
-    @classmethod
-    def from_checkpoint(cls, path: str | Path) -> "PIC":
-        """The only loader: rebuilds the exact network from the config stored in the file."""
-        return cls.from_loaded(load_checkpoint(path, METHOD), Path(path).name)
-
-    @classmethod
-    def from_loaded(cls, ck: Checkpoint, name: str) -> "PIC":
-        if ck.method != METHOD:
-            raise CheckpointError(f"'{name}' is a '{ck.method or 'unknown'}' model, but a '{METHOD}' model was expected.")
-        try:
-            cfg = PICConfig.from_dict(ck.config)
-        except (TypeError, ValueError) as e:
-            raise CheckpointError(f"'{name}' has an invalid PIC config: {e}") from e
-        model = cls(cfg)
-        for part in cls.INFERENCE_PARTS:
-            check_state_dict(getattr(model, part), ck.subset(part), name, part)
-        model.meta = ck.meta
-        return model.eval()
-
-    def inference_tensors(self) -> dict[str, torch.Tensor]:
-        return {f"{p}.{k}": v for p in self.INFERENCE_PARTS for k, v in getattr(self, p).state_dict().items()}
 
     def chroma_target(self, ab: torch.Tensor) -> torch.Tensor:
         """Full-size ab / 128 (B, 2, S, S) -> the quantised, subsampled chroma the model predicts."""
@@ -403,13 +370,13 @@ class _CachedSampler:
         u = self._row(dec.u0, self.x, i - 1) if i >= 1 else torch.zeros_like(self.u_raw[0][:, :, 0])
         self.u_raw[0][:, :, i] = u
         for k, blk in enumerate(dec.u_blocks):
-            self._set(self.u_in[k], i, slice(None), concat_elu(u[:, :, None])[:, :, 0])
+            self._set(self.u_in[k], i, slice(None), concat_elu(u))
             h = self._row(blk.conv1, self.u_in[k], i) + self.u_bias[k][:, :, i]
-            self._set(self.u_mid[k], i, slice(None), concat_elu(h[:, :, None])[:, :, 0])
+            self._set(self.u_mid[k], i, slice(None), concat_elu(h))
             a, b = self._row(blk.conv2, self.u_mid[k], i).chunk(2, dim=1)
             u = u + a * torch.sigmoid(b)
             self.u_raw[k + 1][:, :, i] = u
-            self.u_aux[k][:, :, i] = concat_elu(u[:, :, None])[:, :, 0]
+            self.u_aux[k][:, :, i] = concat_elu(u)
 
     def _horizontal_pixel(self, i: int, j: int) -> torch.Tensor:
         """The down-right stream at (i, j) -> mixture parameters (n, 6M)."""

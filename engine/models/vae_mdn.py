@@ -18,22 +18,20 @@ Deviations from the paper, and why:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..checkpoint import Checkpoint, check_state_dict, load_checkpoint
-from ..errors import CheckpointError
+from .base import LoadableModel, ModelConfig
 
 METHOD = "vae-mdn"
 
 
 @dataclass
-class VAEMDNConfig:
+class VAEMDNConfig(ModelConfig):
     size: int = 64  # working resolution (square) of the ab field
     latent_dim: int = 64  # d: 64 for natural photos, 32 for faces
     width: int = 32  # base channel count; the paper's network is width=128
@@ -43,16 +41,7 @@ class VAEMDNConfig:
     mdn_hidden: int = 512  # MDN fully connected width
     dropout: float = 0.1  # on fully connected layers, as in the paper
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "VAEMDNConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown VAE-MDN config fields: {sorted(unknown)}")
-        return cls(**d)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    LABEL: ClassVar[str] = "VAE-MDN"
 
 
 def _conv_bn(cin: int, cout: int, k: int, stride: int) -> nn.Sequential:
@@ -174,8 +163,13 @@ class MDN(nn.Module):
         return log_pi, mu
 
 
-class VAEMDN(nn.Module):
+class VAEMDN(LoadableModel):
     """The whole model. ``color_encoder`` is None in exported (inference-only) checkpoints."""
+
+    METHOD = METHOD
+    CONFIG = VAEMDNConfig
+    LABEL = "VAE-MDN"
+    INFERENCE_PARTS = ("grey_encoder", "decoder", "mdn")
 
     def __init__(self, cfg: VAEMDNConfig, with_color_encoder: bool = True):
         super().__init__()
@@ -186,35 +180,9 @@ class VAEMDN(nn.Module):
         self.color_encoder = ColorEncoder(cfg) if with_color_encoder else None
         self.meta: dict[str, Any] = {}
 
-    INFERENCE_PARTS = ("grey_encoder", "decoder", "mdn")
-
-    METHOD = METHOD
-    CONFIG: type[VAEMDNConfig] = VAEMDNConfig
-    LABEL = "VAE-MDN"
-
     @classmethod
-    def from_checkpoint(cls, path: str | Path) -> "VAEMDN":
-        """The only loader: rebuilds the exact network from the config stored in the file."""
-        return cls.from_loaded(load_checkpoint(path, cls.METHOD), Path(path).name)
-
-    @classmethod
-    def from_loaded(cls, ck: Checkpoint, name: str) -> "VAEMDN":
-        """Build from an already read file (subclasses set METHOD, CONFIG and INFERENCE_PARTS)."""
-        if ck.method != cls.METHOD:
-            raise CheckpointError(f"'{name}' is a '{ck.method or 'unknown'}' model, but a '{cls.METHOD}' model was expected.")
-        try:
-            cfg = cls.CONFIG.from_dict(ck.config)
-        except (TypeError, ValueError) as e:
-            raise CheckpointError(f"'{name}' has an invalid {cls.LABEL} config: {e}") from e
-        model = cls(cfg, with_color_encoder=False)
-        for part in cls.INFERENCE_PARTS:
-            check_state_dict(getattr(model, part), ck.subset(part), name, part)
-        model.meta = ck.meta
-        return model.eval()
-
-    def inference_tensors(self) -> dict[str, torch.Tensor]:
-        """What an exported checkpoint holds: everything but the training-only colour encoder."""
-        return {f"{p}.{k}": v for p in self.INFERENCE_PARTS for k, v in getattr(self, p).state_dict().items()}
+    def for_inference(cls, cfg: VAEMDNConfig) -> "VAEMDN":
+        return cls(cfg, with_color_encoder=False)  # the colour encoder is needed only to train
 
     def grey_features(self, L: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         grey = _grey_input(L)

@@ -58,9 +58,9 @@ from engine.models.gcrf import GCRF, METHOD, GCRFConfig, GCRFField
 from .. import data as D
 from ..batches import BatchSampler
 from ..config import StageConfig
-from ..loop import STATE_FILE, LoopSpec, cosine, read_state, run_loop
+from ..loop import STATE_FILE, LoopSpec, autocast, cosine, prepare, read_state, run_loop
 from ..losses import ColorStats, grad_loss, hist_loss, mah_loss
-from .vae_mdn import MDNStageConfig, VAEStageConfig, _autocast, _prepare, _public, load_vae, train_mdn, train_vae
+from .vae_mdn import MDNStageConfig, VAEStageConfig, load_vae, train_mdn, train_vae
 
 MODEL_FILE = "model.safetensors"
 HOC_STAGE = "gcrf-hoc"
@@ -266,7 +266,7 @@ def build_from_vae(run_dir: Path, cfg: GCRFHocStageConfig, device: torch.device)
 
 
 def train_hoc(cfg: GCRFHocStageConfig) -> int:
-    device, ddp = _prepare(cfg)
+    device, ddp = prepare(cfg.threads, cfg.device)
     run_dir = Path(cfg.out)
     model, stats, vmeta = build_from_vae(run_dir, cfg, device)
     mcfg = model.cfg
@@ -296,7 +296,7 @@ def train_hoc(cfg: GCRFHocStageConfig) -> int:
             feats, grey = model.grey_features(L)
             mu, logvar = model.color_encoder(ab)
             z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
-        with _autocast(device):
+        with autocast(device):
             unary = model.decoder(z, feats, grey)
             A = model.embed(grey, feats)
         frac = reveal_fraction(i, cfg.steps, levels)
@@ -308,7 +308,7 @@ def train_hoc(cfg: GCRFHocStageConfig) -> int:
         return loss, logs
 
     meta = {
-        "method": METHOD, "config": mcfg.to_dict(), "stage_config": _public(cfg),
+        "method": METHOD, "config": mcfg.to_dict(), "stage_config": cfg.public(),
         "data": vmeta.get("data"), "vae_steps": vmeta.get("step"),
     }
     spec = LoopSpec(run_dir, HOC_STAGE, cfg.steps, cfg.seed, cfg.log_every, cfg.checkpoint_minutes, cfg.max_minutes, cfg.stop_after)

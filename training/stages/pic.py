@@ -6,6 +6,7 @@ Also ``evaluate_pic``: bits per dimension plus the diversity metrics of the othe
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import sys
@@ -16,13 +17,13 @@ from typing import Any, ClassVar
 
 import torch
 
-from engine.checkpoint import load_checkpoint, save_checkpoint
+from engine.checkpoint import save_checkpoint
 from engine.models.pic import METHOD, PIC, PICConfig, mixture_log_prob
 
 from .. import data as D
 from ..batches import BatchSampler
 from ..config import StageConfig
-from ..loop import LoopSpec, pick_device, read_state, run_loop, setup_distributed
+from ..loop import LoopSpec, autocast, prepare, read_state, run_loop
 
 STAGE = "pic"
 MODEL_FILE = "model.safetensors"
@@ -62,22 +63,19 @@ class PICStageConfig(StageConfig):
         return PICConfig.from_dict({k: v for k, v in asdict(self).items() if k in names})
 
 
-def nats_per_dim(model: PIC, L: torch.Tensor, ab: torch.Tensor, autocast: bool = False) -> torch.Tensor:
+def nats_per_dim(model: PIC, L: torch.Tensor, ab: torch.Tensor, use_autocast: bool = False) -> torch.Tensor:
     """Mean negative log-likelihood per chroma dimension of each image, (B,).
 
     The network may run in bf16; the mixture likelihood is always computed in float32."""
     q = model.chroma_target(ab)
-    with torch.autocast(L.device.type, dtype=torch.bfloat16, enabled=autocast):
+    with autocast(L.device) if use_autocast else contextlib.nullcontext():
         params = model.decoder(q, model.embedding(L))
     lp = mixture_log_prob(q, params.float(), model.cfg.n_mix)
     return -lp.flatten(1).mean(1) / 2.0  # two channels per pixel
 
 
 def train_pic(cfg: PICStageConfig) -> int:
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = pick_device(cfg.device)
-    ddp = setup_distributed(device)
+    device, ddp = prepare(cfg.threads, cfg.device)
     mcfg = cfg.model_config()
     train = D.load_lab(cfg.data, "train", mcfg.size, cfg.limit or None)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank and every rerun
@@ -85,12 +83,11 @@ def train_pic(cfg: PICStageConfig) -> int:
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.95, 0.9995))
     sampler = BatchSampler(len(train), cfg.batch_size, cfg.seed, ddp)
-    on_cuda = device.type == "cuda"
 
     def step(i: int):
         idx = sampler(i)
         L, ab = train.batch(idx, torch.rand(len(idx)) < 0.5)
-        loss = nats_per_dim(model, L.to(device), ab.to(device), autocast=on_cuda).mean()
+        loss = nats_per_dim(model, L.to(device), ab.to(device), use_autocast=True).mean()
         return loss, {"bpd": loss.item() / math.log(2)}
 
     @torch.no_grad()
@@ -100,7 +97,7 @@ def train_pic(cfg: PICStageConfig) -> int:
         for pe, pm in zip(ema.parameters(), model.parameters()):
             pe.lerp_(pm, 1 - d)
 
-    meta = {"method": METHOD, "config": mcfg.to_dict(), "stage_config": _public(cfg), "data": D.describe(cfg.data, "train", len(train))}
+    meta = {"method": METHOD, "config": mcfg.to_dict(), "stage_config": cfg.public(), "data": D.describe(cfg.data, "train", len(train))}
     spec = LoopSpec(Path(cfg.out), STAGE, cfg.steps, cfg.seed, cfg.log_every, cfg.checkpoint_minutes, cfg.max_minutes,
                     cfg.stop_after, grad_clip=1.0)
     modules = {"embedding": model.embedding, "decoder": model.decoder, "ema": ema}
@@ -167,9 +164,3 @@ def evaluate_pic(checkpoint: Path, data: str, split: str = "test", n_samples: in
 
     print(json.dumps(result, indent=2))
     return result
-
-
-def _public(cfg: StageConfig) -> dict:
-    d = asdict(cfg)
-    d.pop("out", None)
-    return d

@@ -20,7 +20,7 @@ from engine.models.vae_mdn import METHOD, VAEMDN, VAEMDNConfig
 from .. import data as D
 from ..batches import BatchSampler
 from ..config import StageConfig
-from ..loop import STATE_FILE, LoopSpec, cosine, pick_device, read_state, run_loop, setup_distributed
+from ..loop import STATE_FILE, LoopSpec, autocast, cosine, prepare, read_state, run_loop
 from ..losses import ColorStats, compute_stats, mdn_loss, vae_loss
 
 MODEL_FILE = "model.safetensors"
@@ -59,19 +59,8 @@ class MDNStageConfig(StageConfig):
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"cpu": {"steps": 1500}, "paper": {"steps": 20000}}
 
 
-def _prepare(cfg: StageConfig) -> tuple[torch.device, Any]:
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = pick_device(cfg.device)
-    return device, setup_distributed(device)
-
-
-def _autocast(device: torch.device):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
 def train_vae(cfg: VAEStageConfig) -> int:
-    device, ddp = _prepare(cfg)
+    device, ddp = prepare(cfg.threads, cfg.device)
     mcfg = cfg.model_config()
     run_dir = Path(cfg.out)
     train = D.load_lab(cfg.data, "train", mcfg.size, cfg.limit or None)
@@ -92,13 +81,13 @@ def train_vae(cfg: VAEStageConfig) -> int:
         idx = sampler(i)
         L, ab = train.batch(idx, torch.rand(len(idx)) < 0.5)
         L, ab = L.to(device), ab.to(device)
-        with _autocast(device):
+        with autocast(device):
             mu, logvar = model.color_encoder(ab)
             z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
             pred = model.decode(z, L)
         return vae_loss(pred.float(), ab, mu.float(), logvar.float(), stats)
 
-    meta = {"method": METHOD, "config": mcfg.to_dict(), "stage_config": _public(cfg), "data": D.describe(cfg.data, "train", len(train))}
+    meta = {"method": METHOD, "config": mcfg.to_dict(), "stage_config": cfg.public(), "data": D.describe(cfg.data, "train", len(train))}
     spec = LoopSpec(run_dir, "vae", cfg.steps, cfg.seed, cfg.log_every, cfg.checkpoint_minutes, cfg.max_minutes, cfg.stop_after)
     return run_loop(spec, parts, opt, step, meta, {k: v.cpu() for k, v in stats.tensors().items()}, cosine(cfg.steps), ddp)
 
@@ -126,7 +115,7 @@ def encode_dataset(model: VAEMDN, lab: D.LabSet, device: torch.device, chunk: in
 
 
 def train_mdn(cfg: MDNStageConfig) -> int:
-    device, ddp = _prepare(cfg)
+    device, ddp = prepare(cfg.threads, cfg.device)
     run_dir = Path(cfg.out)
     model, _, vmeta = load_vae(run_dir, device)
     mcfg = model.cfg
@@ -143,12 +132,12 @@ def train_mdn(cfg: MDNStageConfig) -> int:
     def step(i: int):
         idx = sampler(i) + n * (torch.rand(cfg.batch_size) < 0.5).long()
         feats = [None, None, f8[idx].to(device), f16[idx].to(device)]
-        with _autocast(device):
+        with autocast(device):
             log_pi, mu = model.mdn(feats)
         loss = mdn_loss(log_pi.float(), mu.float(), z[idx].to(device), mcfg.mdn_sigma)
         return loss, {}
 
-    meta = {"method": METHOD, "config": mcfg.to_dict(), "stage_config": _public(cfg), "data": vmeta.get("data"), "vae_steps": vmeta.get("step")}
+    meta = {"method": METHOD, "config": mcfg.to_dict(), "stage_config": cfg.public(), "data": vmeta.get("data"), "vae_steps": vmeta.get("step")}
     spec = LoopSpec(run_dir, "mdn", cfg.steps, cfg.seed, cfg.log_every, cfg.checkpoint_minutes, cfg.max_minutes, cfg.stop_after)
     return run_loop(spec, {"mdn": model.mdn}, opt, step, meta, sched=cosine(cfg.steps, warmup=50), ddp=ddp)
 
@@ -176,9 +165,3 @@ def export(run_dir: Path, dest: Path | None = None, metrics: dict | None = None,
     save_checkpoint(dest, tensors, meta)
     print(f"wrote {dest} ({dest.stat().st_size / 2**20:.2f} MiB)", file=sys.stderr)
     return dest
-
-
-def _public(cfg: StageConfig) -> dict:
-    d = asdict(cfg)
-    d.pop("out", None)
-    return d
