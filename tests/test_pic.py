@@ -185,3 +185,18 @@ def test_a_pic_file_with_a_broken_config_is_refused(tiny_pic, tmp_path):
     save_checkpoint(tmp_path / "bad2.safetensors", ck.tensors, dict(ck.meta, config={**ck.config, "subsample": 3}))
     with pytest.raises(CheckpointError, match="invalid PIC config"):
         PIC.from_checkpoint(tmp_path / "bad2.safetensors")
+
+
+def test_the_calibrated_temperature_scales_the_users(tiny_pic):
+    model = PIC.from_checkpoint(tiny_pic / "model.safetensors")
+    sampling = model.meta["sampling"]
+    table = {float(t): c for t, c in sampling["sample_chroma"].items()}
+    # the calibration picked the temperature whose samples are as colourful as the photos
+    assert sampling["temperature"] == min(table, key=lambda t: abs(table[t] - sampling["photo_chroma"]))
+    model.meta = {**model.meta, "sampling": {"temperature": 0.5}}
+    L = torch.rand(1, 1, model.cfg.size, model.cfg.size) * 100
+    s = model.cfg.chroma_size
+    got = model.colorize(L, 2, torch.Generator().manual_seed(3), temperature=0.8)
+    cond = model.embedding(L).expand(2, -1, -1, -1)
+    noise = Noise.draw(2, s, s, model.cfg.n_mix, torch.Generator().manual_seed(3), "cpu", cond.dtype)
+    assert torch.equal(got, model.sample_cached(cond, noise, 0.4))

@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True, help="run directory with finished stages")
     ex.add_argument("--dest", help="where to write (default RUN_DIR/model.safetensors)")
     ex.add_argument("--half", action="store_true", help="store weights as float16 (halves the file)")
-    ex.add_argument("--data", help="G-CRF: training data to tune the stroke weight on (default: gcrf-hoc's); else ignored")
+    ex.add_argument("--data", help="G-CRF / PIC: training data to tune the stroke weight / sampling temperature on "
+                    "(default: the training stage's); VAE-MDN ignores it")
     ex.add_argument("--method", choices=["auto", "vae-mdn", "gcrf", "pic"], default="auto",
                     help="auto: pic if RUN_DIR has a pic stage, gcrf if it has gcrf-hoc, else vae-mdn")
     ex.add_argument("--unfinished", action="store_true", help="PIC: export the averaged weights of a stage that is not finished yet")
@@ -69,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         if method == "auto":
             method = "pic" if (run / pic.STAGE).is_dir() else "gcrf" if (run / gcrf.HOC_STAGE).is_dir() else "vae-mdn"
         if method == "pic":
-            pic.export(run, Path(args.dest) if args.dest else None, metrics, args.half, need_finished=not args.unfinished)
+            pic.export(run, Path(args.dest) if args.dest else None, metrics, args.half, need_finished=not args.unfinished,
+                       data=args.data)
         elif method == "gcrf":
             gcrf.export(run, Path(args.dest) if args.dest else None, metrics, args.half, data=args.data)
         else:

@@ -252,6 +252,12 @@ class PIC(LoadableModel):
         self.decoder = Decoder(cfg)
         self.meta: dict[str, Any] = {}
 
+    @property
+    def sampling_temperature(self) -> float:
+        """The temperature the file was calibrated to (``divcolor-train export``); the user's
+        temperature multiplies it, so 1.0 means "as colourful as the training photos"."""
+        return float(self.meta.get("sampling", {}).get("temperature", 1.0))
+
     def chroma_target(self, ab: torch.Tensor) -> torch.Tensor:
         """Full-size ab / 128 (B, 2, S, S) -> the quantised, subsampled chroma the model predicts."""
         s = self.cfg.chroma_size
@@ -278,12 +284,13 @@ class PIC(LoadableModel):
     ) -> torch.Tensor:
         """L (1, 1, S, S) in [0, 100] -> n samples of ab / 128, (n, 2, S/sub, S/sub), in one batch.
 
+        ``temperature`` is relative to the file's calibrated one (``sampling_temperature``).
         ``mode`` is accepted for the common interface; PIC only draws samples (its pixelwise
         means are greyish, paper §4.4)."""
         cond = self.embedding(L).expand(n, -1, -1, -1)
         s = self.cfg.chroma_size
         noise = Noise.draw(n, s, s, self.cfg.n_mix, generator, L.device, cond.dtype)
-        return self.sample_cached(cond, noise, temperature, progress, cancel)
+        return self.sample_cached(cond, noise, temperature * self.sampling_temperature, progress, cancel)
 
     @torch.no_grad()
     def sample_naive(self, cond: torch.Tensor, noise: Noise, temperature: float = 1.0) -> torch.Tensor:
