@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from safetensors import safe_open
 
 from .errors import CheckpointError
+from .files import current_umask
 
 FORMAT_VERSION = 1
 _META_KEY = "divcolor"
@@ -62,6 +63,7 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: di
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata={_META_KEY: json.dumps(meta)})
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; a model file is as shareable as any other
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -35,6 +35,7 @@ from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from .color import grey_to_L, rgb_to_lab
 from .errors import UnsupportedImage
+from .files import current_umask
 from .icc import cmyk_to_rgb, srgb_profile, to_srgb
 from .image_writers import write_png16, write_tiff
 
@@ -634,16 +635,10 @@ def _new_file_mode(dest: Path) -> int:
     """Permissions for the finished file: the old file's, else what open() would have given."""
     with contextlib.suppress(OSError):
         return stat.S_IMODE(dest.stat().st_mode)
-    return 0o666 & ~_umask()
+    return 0o666 & ~current_umask()
 
 
 @lru_cache(maxsize=1)
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def _atomic_write(dest: Path, write: Callable[[BinaryIO], None]) -> None:
     """Write to a temporary file in dest's folder, then rename it over dest in one step."""
     mode = _new_file_mode(dest)

@@ -101,3 +101,15 @@ def test_check_state_dict_names_the_problem():
     m = torch.nn.Linear(2, 3)
     with pytest.raises(CheckpointError, match="shape mismatch for weight"):
         check_state_dict(m, {"weight": torch.zeros(3, 3), "bias": torch.zeros(3)}, "f", "test")
+
+
+def test_saved_model_files_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        p = save_checkpoint(tmp_path / "m.safetensors", {"w": torch.zeros(2)}, {"method": "x"})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o644
