@@ -8,9 +8,6 @@ Deviations from the paper, and why:
   ``embed_blocks`` blocks per stage, so a small build trains on a CPU.
 - The CPU build models 32x32 chroma under a 64-px L (x2) rather than the paper's 128-px L
   (x4): the same chroma grid at a quarter of g(L)'s cost; ``--preset paper`` restores x4.
-- ``direct_cond``: g(L) also biases the output mixture parameters through a 1x1 convolution.
-  A briefly trained PixelCNN otherwise leans on its neighbours (we measured a 0.2 bit/dim gain
-  from L) and its samples take a random global cast; the direct path makes L matter at once.
 - Plain convolutions, no weight normalisation: at our sizes Adam trains them as well and the
   exported file stays a plain state dict.
 
@@ -49,7 +46,6 @@ class PICConfig(ModelConfig):
     width: int = 48  # decoder channels (paper: 160)
     n_blocks: int = 4  # gated residual blocks per decoder stream (paper: 4)
     n_mix: int = 10  # logistic mixture components (paper: 10)
-    direct_cond: bool = False  # g(L) also biases the mixture parameters directly (see docstring)
 
     LABEL: ClassVar[str] = "PIC"
 
@@ -160,24 +156,16 @@ class Decoder(nn.Module):
         self.u_blocks = nn.ModuleList([CausalGatedBlock(c, e, 2, 1, 1, aux=False) for _ in range(cfg.n_blocks)])
         self.ul_blocks = nn.ModuleList([CausalGatedBlock(c, e, 2, 1, 0, aux=True) for _ in range(cfg.n_blocks)])
         self.out = nn.Conv2d(c, N_PARAMS * cfg.n_mix, 1)
-        self.out_cond = nn.Conv2d(e, N_PARAMS * cfg.n_mix, 1, bias=False) if cfg.direct_cond else None
 
-    def forward(self, ab: torch.Tensor, cond: torch.Tensor, visible: torch.Tensor | None = None) -> torch.Tensor:
-        """ab (B, 2, h, w) in [-1, 1], cond = g(L) (B, E, h, w) -> mixture parameters per pixel.
-
-        ``visible`` (B,) False hides an image's chroma from the decoder (input and ones channel
-        zero, as if every pixel were padding): training with some hidden images makes the
-        network predict colour from g(L) alone. Sampling always shows everything."""
+    def forward(self, ab: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """ab (B, 2, h, w) in [-1, 1], cond = g(L) (B, E, h, w) -> mixture parameters per pixel."""
         x = torch.cat([ab, torch.ones_like(ab[:, :1])], dim=1)
-        if visible is not None:
-            x = x * visible.to(x.dtype)[:, None, None, None]
         u = down_shift(self.u0(x))
         ul = down_shift(self.ul0_up(x)) + right_shift(self.ul0_left(x))
         for ub, ulb in zip(self.u_blocks, self.ul_blocks):
             u = ub(u, cond)
             ul = ulb(ul, cond, u)
-        out = self.out(F.elu(ul))
-        return out if self.out_cond is None else out + self.out_cond(cond)
+        return self.out(F.elu(ul))
 
 
 # --- the discretised logistic mixture -----------------------------------------------------
@@ -354,7 +342,7 @@ class _CachedSampler:
         self.u_aux = [torch.zeros(n, 2 * c, h, w, **kw) for _ in range(nb)]  # concat_elu(u_k out)
         self.u_bias = [b.cond(cond) for b in dec.u_blocks]
         self.ul_bias = [b.cond(cond) for b in dec.ul_blocks]
-        self.head_bias = dec.out_cond(cond) if dec.out_cond is not None else None
+        self.ul_aux = [b.aux for b in dec.ul_blocks]
         # Weights flattened once for per-pixel matrix products.
         self.flat: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -413,8 +401,7 @@ class _CachedSampler:
             self._set(self.ul_mid[k], i, j, concat_elu(h))
             a, b = self._pixel(blk.conv2, self.ul_mid[k], i, j).chunk(2, dim=1)
             x = x + a * torch.sigmoid(b)
-        params = F.linear(F.elu(x), dec.out.weight[:, :, 0, 0], dec.out.bias)
-        return params if self.head_bias is None else params + self.head_bias[:, :, i, j]
+        return F.linear(F.elu(x), dec.out.weight[:, :, 0, 0], dec.out.bias)
 
     def run(self, noise: Noise, temperature: float, progress: ProgressFn | None, cancel: Any) -> torch.Tensor:
         out = torch.zeros(self.n, 2, self.h, self.w, device=self.x.device, dtype=self.x.dtype)
