@@ -57,9 +57,10 @@ def main() -> None:
     c = Colorizer(device="cpu")
     try:
         info = c.resolve("pic", "general", args.checkpoint)
-        model, name = c.model(info), info.name
     except CheckpointError:  # no trained PIC yet: the cpu-preset architecture, untrained
         info, model, name = None, PIC(PICConfig()).eval(), "untrained cpu-preset PIC"
+    else:
+        model, name = c.model(info), info.name  # a broken file is an error, not a fallback
     n, s = 8, model.cfg.chroma_size
     photo, what = photo_1024()
     L = torch.nn.functional.interpolate(torch.from_numpy(photo.L)[None, None], size=(model.cfg.size,) * 2, mode="area")

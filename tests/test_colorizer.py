@@ -67,3 +67,4 @@ def test_shipped_defaults_load():
     for f in shipped:
         assert f.stem in names
         assert f.stat().st_size <= 16 * 2**20
+        c.model(next(m for m in c.available() if m.name == f.stem))  # loads with this code's configs
