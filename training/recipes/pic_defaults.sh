@@ -8,5 +8,5 @@ run=runs/general-pic
 train=${TRAIN:-.venv/bin/divcolor-train}
 "$train" pic --data "$DATA/natural64" --out "$run" --preset cpu --threads 2 "$@"
 "$train" export --out "$run" --half
-"$train" eval --data "$DATA/natural64" --out "$run" --sample-limit 200 --sheet "$run/contact_sheet.png"
+"$train" eval --data "$DATA/natural64" --out "$run" --sample-limit 0 --sheet "$run/contact_sheet.png"
 "$train" export --out "$run" --half --dest resources/models/pic_general.safetensors
