@@ -52,6 +52,7 @@ class LoadableModel(torch.nn.Module):
     CONFIG: ClassVar[type]
     LABEL: ClassVar[str]
     INFERENCE_PARTS: ClassVar[tuple[str, ...]]
+    REPORTS_PROGRESS: ClassVar[bool] = False  # colorize() takes progress= and cancel= (slow samplers)
     meta: dict[str, Any]
 
     @classmethod
