@@ -186,7 +186,10 @@ class GalleryPanel(QWidget):
         self.temperature.setSingleStep(0.1)
         self.temperature.setDecimals(2)
         self.temperature.setValue(1.0)
-        self.temperature.setToolTip("Lower: safer, more typical colours · higher: more varied")
+        self.temperature.setToolTip(
+            "Lower: safer, more typical colours · higher: more varied.\n"
+            "1.0 is each model's own setting (PIC: as colourful as real photos)."
+        )
 
         self.generate_btn = QPushButton("Generate")
         self.generate_btn.setToolTip("Replace the gallery with a fresh batch (F5)")
