@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--method", default="vae-mdn", help="vae-mdn (default), pic or gcrf: diverse colorizations; levin or gcrf with --strokes: propagate strokes")
     c.add_argument("-n", type=int, default=8, help="number of colorizations per photo (default 8; levin and gcrf make one)")
     c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--temperature", type=float, default=1.0)
+    c.add_argument("--temperature", type=float, default=1.0,
+                   help="lower: safer colours, higher: more varied; 1.0 is the model's own setting (PIC: calibrated to real photos)")
     c.add_argument("--model", choices=["faces", "general"], default="general", help="which shipped model (default general)")
     c.add_argument("--checkpoint", metavar="PATH", help="a .safetensors model file instead of a shipped one")
     c.add_argument("--strokes", metavar="FILE.json", help="colour strokes to propagate (with --method levin or gcrf)")
