@@ -84,10 +84,19 @@ def test_presets_and_generated_help(capsys):
 TINY_PIC = ["--width", "8", "--embed-width", "4", "--embed-dim", "8", "--n-blocks", "1", "--log-every", "1"]
 
 
-@pytest.mark.parametrize("stage, flags, port", [("vae", TINY_VAE, 29517), ("pic", TINY_PIC, 29518)])
-def test_torchrun_two_processes_on_cpu(tiny_data, tmp_path, stage, flags, port):
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("stage, flags", [("vae", TINY_VAE), ("pic", TINY_PIC)])
+def test_torchrun_two_processes_on_cpu(tiny_data, tmp_path, stage, flags):
     """DDP through torchrun with the gloo backend: both ranks agree, rank 0 writes the state."""
     run = tmp_path / "ddp"
+    port = _free_port()  # a fixed port can still be held by another run on the machine
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
            "-m", "training.cli", stage, "--data", tiny_data, "--out", str(run), "--steps", "2", *flags, "--batch-size", "4"]
