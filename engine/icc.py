@@ -23,6 +23,8 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageCms
 
+from .pixels import quantize, to_unit
+
 __all__ = ["cmyk_to_rgb", "shaper", "srgb_profile", "to_srgb"]
 
 log = logging.getLogger(__name__)
@@ -185,14 +187,14 @@ def _lcms_8bit(colour: np.ndarray, icc: bytes, name: str) -> np.ndarray:
             ramp = Image.fromarray(np.arange(256, dtype=np.uint8).reshape(16, 16))
             curve = np.asarray(ImageCms.applyTransform(ramp, xf)).reshape(256, 3).mean(axis=1)
             return np.interp(colour, np.linspace(0, 1, 256), curve / 255.0).astype(np.float32)
-        q = _to_u8(colour)
+        q = quantize(colour, 8)
         out = np.asarray(ImageCms.applyTransform(Image.fromarray(q), xf))[..., :3]
     except Exception as exc:
         log.warning("%s: ICC conversion failed (%s); assuming sRGB", name, exc)
         return colour
     if np.abs(out.astype(np.int16) - q).max() <= 1:
         return colour  # an sRGB profile: keep the pixels exactly as stored
-    return _from_u8(out)
+    return to_unit(out, 255)
 
 
 def cmyk_to_rgb(im: Image.Image, icc: bytes | None, name: str) -> Image.Image:
@@ -205,12 +207,3 @@ def cmyk_to_rgb(im: Image.Image, icc: bytes | None, name: str) -> Image.Image:
             except Exception as exc:
                 log.warning("%s: CMYK conversion failed (%s); using a simple one", name, exc)
     return im.convert("RGB")
-
-
-def _to_u8(colour: np.ndarray) -> np.ndarray:
-    """Float [0, 1] to uint8, rounding to nearest (what lcms is fed)."""
-    return np.rint(np.clip(colour, 0, 1) * np.float32(255)).astype(np.uint8)
-
-
-def _from_u8(a: np.ndarray) -> np.ndarray:
-    return (np.asarray(a, dtype=np.float32) / np.float32(255)).astype(np.float32, copy=False)

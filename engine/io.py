@@ -37,6 +37,7 @@ from .color import grey_to_L, rgb_to_lab
 from .errors import UnsupportedImage
 from .files import current_umask
 from .icc import cmyk_to_rgb, srgb_profile, to_srgb
+from .pixels import quantize, to_unit
 from .image_writers import write_png16, write_tiff
 
 __all__ = [
@@ -295,8 +296,8 @@ def _decode_pillow(im: Image.Image, name: str) -> _Decoded:
     if mode in ("L", "LA"):
         arr = np.asarray(im)
         grey = arr[..., 0] if arr.ndim == 3 else arr
-        alpha = _unit(arr[..., 1], 255) if mode == "LA" else _key_alpha(grey, transparency)
-        return _Decoded(_unit(grey, 255), alpha, 8, True, icc)
+        alpha = to_unit(arr[..., 1], 255) if mode == "LA" else _key_alpha(grey, transparency)
+        return _Decoded(to_unit(grey, 255), alpha, 8, True, icc)
 
     if mode.startswith("I;16") or mode in ("I", "F"):
         raw = np.asarray(im)
@@ -308,11 +309,11 @@ def _decode_pillow(im: Image.Image, name: str) -> _Decoded:
                 grey = grey / np.float32(255.0 if peak <= 255.0 else 65535.0)
             grey = np.clip(grey, 0, 1).astype(np.float32)
         else:
-            grey = _unit(np.clip(raw, 0, 65535), 65535)
+            grey = to_unit(np.clip(raw, 0, 65535), 65535)
         return _Decoded(grey, alpha, 16, True, icc)
 
     if mode == "CMYK":
-        return _Decoded(_unit(np.asarray(cmyk_to_rgb(im, icc, name)), 255), None, 8, False)
+        return _Decoded(to_unit(np.asarray(cmyk_to_rgb(im, icc, name)), 255), None, 8, False)
 
     if mode not in ("RGB", "RGBA"):
         try:
@@ -325,8 +326,8 @@ def _decode_pillow(im: Image.Image, name: str) -> _Decoded:
         mode, icc = im.mode, None  # a profile described the original colour space, not this one
 
     arr = np.asarray(im)
-    alpha = _unit(arr[..., 3], 255) if mode == "RGBA" else _key_alpha(arr, transparency)
-    return _Decoded(_unit(arr[..., :3], 255), alpha, 8, False, icc)
+    alpha = to_unit(arr[..., 3], 255) if mode == "RGBA" else _key_alpha(arr, transparency)
+    return _Decoded(to_unit(arr[..., :3], 255), alpha, 8, False, icc)
 
 
 def _wide_passes(im: Image.Image) -> tuple[str, ...] | None:
@@ -373,7 +374,7 @@ def _decode_two_pass(p: Path, fmt: str, passes: tuple[str, ...]) -> _Decoded:
     else:
         arr = planes[0] << 8 | planes[1]
     arr = _orient(arr, orientation)
-    f = _unit(arr, 65535)
+    f = to_unit(arr, 65535)
     if f.shape[2] == 2:
         grey, alpha = np.ascontiguousarray(f[..., 0]), np.ascontiguousarray(f[..., 1])
         return _Decoded(grey, alpha, 16, True, icc)
@@ -419,15 +420,15 @@ def _decode_tifffile(p: Path) -> _Decoded:
     if arr.ndim != 3 or arr.shape[2] > 4:
         raise UnidentifiedImageError(f"unsupported TIFF layout {axes} {arr.shape}")
     if arr.dtype == np.uint16:
-        depth, f = 16, _unit(arr, 65535)
+        depth, f = 16, to_unit(arr, 65535)
     elif arr.dtype == np.uint8:
-        depth, f = 8, _unit(arr, 255)
+        depth, f = 8, to_unit(arr, 255)
     elif arr.dtype == np.bool_:
         depth, f = 8, arr.astype(np.float32)
     elif np.issubdtype(arr.dtype, np.floating):
         depth, f = 16, np.clip(np.nan_to_num(arr.astype(np.float32)), 0, 1)
     elif np.issubdtype(arr.dtype, np.unsignedinteger):
-        depth, f = 16, _unit(arr, np.iinfo(arr.dtype).max)
+        depth, f = 16, to_unit(arr, np.iinfo(arr.dtype).max)
     else:
         raise UnidentifiedImageError(f"unsupported TIFF sample type {arr.dtype}")
     f = _orient(f, orientation)
@@ -491,10 +492,6 @@ def _key_alpha(arr: np.ndarray, key) -> np.ndarray | None:
     except (TypeError, ValueError, OverflowError):
         return None
     return np.where(hit, 0.0, 1.0).astype(np.float32) if hit.any() else None
-
-
-def _unit(a: np.ndarray, scale: float) -> np.ndarray:
-    return (np.asarray(a, dtype=np.float32) / np.float32(scale)).astype(np.float32, copy=False)
 
 
 # --- building the Photo -----------------------------------------------------------------------
@@ -586,7 +583,7 @@ def save_image(
     planes = [colour[..., None] if colour.ndim == 2 else colour]
     if a is not None:
         planes.append(a[..., None])
-    pixels = _quantize(np.concatenate(planes, axis=2), bit_depth)  # (H, W, C), C in 1..4
+    pixels = quantize(np.concatenate(planes, axis=2), bit_depth)  # (H, W, C), C in 1..4
 
     if ext == ".png" and bit_depth == 16:
 
@@ -615,20 +612,14 @@ def save_image(
 def _unit_float(a: np.ndarray, what: str) -> np.ndarray:
     """Accept float [0, 1], uint8 or uint16 pixels; return float32 clipped to [0, 1]."""
     if a.dtype == np.uint8:
-        return _unit(a, 255)
+        return to_unit(a, 255)
     if a.dtype == np.uint16:
-        return _unit(a, 65535)
+        return to_unit(a, 65535)
     if a.dtype == np.bool_:
         return a.astype(np.float32)
     if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
         raise ValueError(f"{what} must be a float, uint8 or uint16 array, got {a.dtype}")
     return np.clip(np.nan_to_num(a.astype(np.float32)), 0, 1)
-
-
-def _quantize(a: np.ndarray, bit_depth: int) -> np.ndarray:
-    top = 65535 if bit_depth == 16 else 255
-    out = np.rint(np.clip(a, 0, 1) * np.float32(top))
-    return out.astype(np.uint16 if bit_depth == 16 else np.uint8)
 
 
 def _new_file_mode(dest: Path) -> int:
