@@ -15,7 +15,6 @@ grid (every naive step costs the same: one full forward); 0 (the default) runs i
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -24,25 +23,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.bench_vae_mdn import photo_1024  # noqa: E402
+from benchmarks.bench_vae_mdn import photo_1024, timed  # noqa: E402
 from engine.colorizer import Colorizer  # noqa: E402
 from engine.errors import CheckpointError  # noqa: E402
 from engine.models.pic import PIC, Noise, PICConfig  # noqa: E402
-
-
-def _naive_rows(model: PIC, cond: torch.Tensor, noise: Noise, rows: int) -> torch.Tensor:
-    """The naive sampler restricted to the first ``rows`` rows (same per-pixel work)."""
-    n, _, h, w = cond.shape
-    sliced = Noise(noise.gumbel[:, :rows], noise.uniform[:, :rows])
-    ab = torch.zeros(n, 2, h, w, dtype=cond.dtype)
-    from engine.models.pic import sample_pixel
-
-    with torch.no_grad():
-        for i in range(rows):
-            for j in range(w):
-                p = model.decoder(ab, cond)[:, :, i, j]
-                ab[:, :, i, j] = sample_pixel(p, sliced.gumbel[:, i, j], sliced.uniform[:, i, j], model.cfg.n_mix, 1.0)
-    return ab
 
 
 def main() -> None:
@@ -68,27 +52,18 @@ def main() -> None:
         cond = model.embedding(L).expand(n, -1, -1, -1)
     noise = Noise.draw(n, s, s, model.cfg.n_mix, torch.Generator().manual_seed(0), "cpu", cond.dtype)
 
-    ts = []
-    for _ in range(args.repeats):
-        t = time.perf_counter()
-        cached = model.sample_cached(cond, noise)
-        ts.append(time.perf_counter() - t)
-    t_cached = statistics.median(ts)
+    t_cached = timed(lambda: model.sample_cached(cond, noise), args.repeats)
+    cached = model.sample_cached(cond, noise)
 
     rows = args.naive_rows or s
     t = time.perf_counter()
-    naive = _naive_rows(model, cond, noise, rows)
+    naive = model.sample_naive(cond, noise, rows=rows)
     t_naive = (time.perf_counter() - t) * s / rows
     same = torch.equal(naive[:, :, :rows], cached[:, :, :rows])
 
     t_e2e = float("nan")
     if info is not None:
-        ts = []
-        for k in range(args.repeats):
-            t = time.perf_counter()
-            c.sample(photo, "pic", n=n, seed=k, checkpoint=args.checkpoint)
-            ts.append(time.perf_counter() - t)
-        t_e2e = statistics.median(ts)
+        t_e2e = timed(lambda: c.sample(photo, "pic", n=n, checkpoint=args.checkpoint), args.repeats)
 
     print(f"model: {name}; chroma {s}x{s}, {n} samples; photo: {what}; torch threads: {torch.get_num_threads()}")
     print(f"{'case':60s} {'seconds':>9s} {'ratio':>8s}")

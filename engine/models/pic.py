@@ -293,11 +293,13 @@ class PIC(LoadableModel):
         return self.sample_cached(cond, noise, temperature * self.sampling_temperature, progress, cancel)
 
     @torch.no_grad()
-    def sample_naive(self, cond: torch.Tensor, noise: Noise, temperature: float = 1.0) -> torch.Tensor:
-        """Reference sampler: the whole decoder once per pixel (slow; for tests and benchmarks)."""
+    def sample_naive(self, cond: torch.Tensor, noise: Noise, temperature: float = 1.0, rows: int | None = None) -> torch.Tensor:
+        """Reference sampler: the whole decoder once per pixel (slow; for tests and benchmarks).
+        ``rows`` stops after that many rows (the rest stays zero): every step costs the same, so
+        a benchmark can time a few rows and scale."""
         n, _, h, w = cond.shape
         ab = torch.zeros(n, 2, h, w, device=cond.device, dtype=cond.dtype)
-        for i in range(h):
+        for i in range(h if rows is None else min(rows, h)):
             for j in range(w):
                 params = self.decoder(ab, cond)[:, :, i, j]
                 ab[:, :, i, j] = sample_pixel(params, noise.gumbel[:, i, j], noise.uniform[:, i, j], self.cfg.n_mix, temperature)
