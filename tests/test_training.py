@@ -10,7 +10,7 @@ from engine.checkpoint import load_checkpoint
 from training.cli import main
 from training.data import load_lab, shard_paths
 
-from conftest import TINY_VAE, synthetic_images
+from conftest import TINY_PIC, TINY_VAE, synthetic_images
 
 
 def _vae(data, run, steps, *extra):
@@ -79,9 +79,6 @@ def test_presets_and_generated_help(capsys):
         main(["vae", "--help"])
     out = capsys.readouterr().out
     assert "--latent-dim" in out and "--preset" in out and "cpu" in out and "paper" in out
-
-
-TINY_PIC = ["--width", "8", "--embed-width", "4", "--embed-dim", "8", "--n-blocks", "1", "--log-every", "1"]
 
 
 def _free_port() -> int:
