@@ -240,6 +240,11 @@ def test_stages_resume_export_load_and_eval(tiny_data, tmp_path, capsys):
     assert table3["points"] == [0, 1, 5, 10, 50, 100] and len(table3["gcrf"]) == 6
     assert table3["gcrf"][-1] > table3["gcrf"][0]  # 100 true hints beat none
     assert len(table3["levin"]) == 6 and table3["levin"][-1] > table3["levin"][1]
+    tuned = table3["points_only_tuning"]  # hints-only weights picked on the *train* split ...
+    assert "train" in tuned["data"] and "test" in table3["protocol"]
+    means = {k: np.mean(v) for k, v in tuned["psnr"].items()}
+    assert means[f"base {tuned['base_weight']} hint {tuned['hint_weight']}"] == max(means.values())
+    assert table3["points_only_weights"] == {"base": tuned["base_weight"], "hint": tuned["hint_weight"], "unit": "x beta_test"}
 
     # a second run reuses the first one's phase-1 and MDN states instead of training them again
     run2 = tmp_path / "run2"

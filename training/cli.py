@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             result = pic.evaluate_pic(ckpt, args.data, args.split, args.samples, args.limit, args.sample_limit, sheet=args.sheet)
         elif method == gcrf.METHOD:
             result = gcrf.evaluate_gcrf(ckpt, args.data, args.split, args.samples, args.limit, sheet=args.sheet,
-                                        reveal_data=args.reveal_data, reveal_limit=min(args.limit or 100, 100))
+                                        reveal_data=args.reveal_data, reveal_limit=min(args.limit or 100, 100),
+                                        tune_limit=min(args.limit or 30, 30))
         else:
             result = evaluate(ckpt, args.data, args.split, args.samples, args.limit, sheet=args.sheet)
         dest = args.json or (str(Path(args.out) / "eval.json") if args.out else None)

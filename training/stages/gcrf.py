@@ -67,6 +67,8 @@ HOC_STAGE = "gcrf-hoc"
 TUNE_FILE = "tune.json"
 PAPER_BOUNDARIES = (2 / 15, 4 / 15, 6 / 15, 8 / 15)  # reveal-level changes: epochs 2, 4, 6, 8 of 15
 STROKE_BASE_CANDIDATES = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2)  # x beta_test; one inverse each per image
+POINTS_ONLY_CANDIDATES = (0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.01)  # x beta_test, hints-only weak unary
+HINT_WEIGHT_CANDIDATES = (1.0, 20.0)  # x beta_test, hints-only hint weight
 
 
 # --------------------------------------------------------------------------------------------
@@ -391,23 +393,31 @@ class ImageHintSolver:
 
     (I-Ŝ)ᵀ(I-Ŝ) is formed once per image (~1.2 s at 64x64 on one core); each weak-unary weight
     gets one Cholesky inverse (~0.6 s); each hint set is then a Woodbury solve (milliseconds,
-    no rebasing). Conjugate gradients would need ~100 memory-bound iterations (~3 s) per solve
-    at these weak weights. Call with one weight at a time: only the last inverse is kept.
+    no rebasing), whatever its hint weight. Conjugate gradients would need ~100 memory-bound
+    iterations (~3 s) per solve at these weak weights. Call with one weak-unary weight at a
+    time: only the last inverse is kept.
     """
 
     def __init__(self, S_hat: torch.Tensor, stroke_weight: float):
         self.S_hat, self.stroke_weight = S_hat.float(), float(stroke_weight)
         self.KtK = normal_matrix(self.S_hat)
-        self._field: GCRFField | None = None
+        self._solver: GCRFSolver | None = None
+        self._base_weight = 0.0
 
-    def __call__(self, coverage: torch.Tensor, target: torch.Tensor, base: torch.Tensor, base_weight: float) -> torch.Tensor:
-        """coverage (S, S), target and base (2, S, S) in ab/128 -> (2, S, S)."""
-        if self._field is None or self._field.base_weight != float(base_weight):
-            self._field = None  # free the previous inverse first
+    def __call__(
+        self, coverage: torch.Tensor, target: torch.Tensor, base: torch.Tensor, base_weight: float,
+        stroke_weight: float | None = None,
+    ) -> torch.Tensor:
+        """coverage (S, S), target and base (2, S, S) in ab/128 -> (2, S, S); ``stroke_weight``
+        overrides the hint weight given at construction."""
+        if self._solver is None or self._base_weight != float(base_weight):
+            self._solver = None  # free the previous inverse first
             p = self.KtK.shape[0]
-            solver = GCRFSolver(None, float(base_weight), max_rank=p, KtK=self.KtK)
-            self._field = GCRFField(self.S_hat, base_weight, self.stroke_weight, solver=solver)
-        return self._field.propagate(coverage, target, base)
+            self._solver = GCRFSolver(None, float(base_weight), max_rank=p, KtK=self.KtK)
+            self._base_weight = float(base_weight)
+        sw = self.stroke_weight if stroke_weight is None else float(stroke_weight)
+        field = GCRFField(self.S_hat, float(base_weight), sw, solver=self._solver)
+        return field.propagate(coverage, target, base)
 
 
 def random_squares(rng: np.random.Generator, n: int, size: int, patch: int) -> list[tuple[int, int]]:
@@ -503,62 +513,112 @@ class LevinBaseline:
         return U
 
 
+def _evenly_spaced(lab: D.LabSet, limit: int) -> D.LabSet:
+    """``limit`` evenly spaced images: shards are in source order (grouped by class), so a
+    limited run still covers every class."""
+    if not limit or limit >= len(lab):
+        return lab
+    idx = torch.linspace(0, len(lab) - 1, limit).round().long()
+    return D.LabSet(lab.L[idx], lab.ab[idx])
+
+
+class _RevealImage:
+    """One Table 3 image: its hint sets (nested: the first N of the drawn squares, so curves
+    are monotone in information), its Ŝ and automatic colorization at the model grid, and
+    PSNR of a grid-sized ab field guided-upsampled to the image."""
+
+    def __init__(self, model: GCRF, L: torch.Tensor, ab: torch.Tensor, points: tuple[int, ...], patch: int, seed: int):
+        size, g = L.shape[-1], model.cfg.size
+        self.L, self.ab, self.g = L, ab, g
+        Lg = F.interpolate(L, size=(g, g), mode="area")
+        self.base = model.colorize(Lg, 1, mode="means")[0].float()
+        self.solve = ImageHintSolver(model.similarity(Lg)[0], model.cfg.beta_test)
+        self.truth = recombine(L[0, 0], ab[None] * AB_SCALE)
+        corners = random_squares(np.random.default_rng(seed), max(points), size, patch)
+        self.hints = [reveal_squares(ab, corners[:n], patch) for n in points]
+
+    def psnr(self, x: torch.Tensor) -> float:
+        full = x[None] * AB_SCALE if x.shape[-1] == self.L.shape[-1] else guided_upsample_ab(x[None] * AB_SCALE, self.L[0, 0])
+        return M.psnr(recombine(self.L[0, 0], full), self.truth)
+
+    def gcrf_curve(self, base: torch.Tensor, base_weight: float, hint_weight: float | None = None) -> list[float]:
+        return [self.psnr(self.solve(*to_grid(c, t, self.g), base, base_weight, hint_weight)) for c, t in self.hints]
+
+    def levin_curve(self) -> list[float]:
+        levin = LevinBaseline(self.L[0, 0], self.ab)
+        return [self.psnr(levin(c, t)) for c, t in self.hints]
+
+
+@torch.no_grad()
+def tune_points_only(
+    model: GCRF, data: str, split: str = "train", limit: int = 30, points: tuple[int, ...] = (1, 5, 10, 50, 100),
+    weights: tuple[float, ...] = POINTS_ONLY_CANDIDATES, hint_weights: tuple[float, ...] = HINT_WEIGHT_CANDIDATES,
+    size: int = 128, patch: int = 7, seed: int = 10_000,
+) -> dict[str, Any]:
+    """Pick the hints-only G-CRF's weak unary toward grey (x beta_test) and hint weight (x
+    beta_test) on *training* images, by mean Table 3 PSNR over ``points``.
+
+    The weak unary sets how far a hint's colour travels through Ŝ before fading to grey: too
+    strong and 10 points leave most of the photo grey, too weak and the system nears singular.
+    Tuned here, never on the split that is reported.
+    """
+    model.eval()
+    lab = _evenly_spaced(D.load_lab(data, split, size), limit)
+    beta = model.cfg.beta_test
+    grid = [(w, h) for w in weights for h in hint_weights]
+    scores: dict[tuple[float, float], list[list[float]]] = {k: [] for k in grid}
+    t0 = time.time()
+    for i in range(len(lab)):
+        img = _RevealImage(model, lab.L[i : i + 1], lab.ab[i], points, patch, seed + i)
+        zero = torch.zeros_like(img.base)
+        for w, h in grid:
+            scores[(w, h)].append(img.gcrf_curve(zero, w * beta, h * beta))
+    curves = {k: np.mean(np.array(v), axis=0) for k, v in scores.items()}
+    best = max(grid, key=lambda k: float(curves[k].mean()))
+    return {
+        "base_weight": best[0], "hint_weight": best[1], "data": f"{Path(data).name} {split} ({len(lab)} images)",
+        "points": list(points),
+        "psnr": {f"base {w} hint {h}": [round(float(x), 2) for x in curves[(w, h)]] for w, h in grid},
+        "seconds": round(time.time() - t0, 1),
+    }
+
+
 @torch.no_grad()
 def psnr_vs_points(
     model: GCRF, data: str, split: str = "test", limit: int = 100, points: tuple[int, ...] = (0, 1, 5, 10, 50, 100),
-    size: int = 128, patch: int = 7, seed: int = 0, points_only_weight: float = 0.01,
+    size: int = 128, patch: int = 7, seed: int = 0, points_only_weight: float = 0.01, hint_weight: float = 1.0,
 ) -> dict[str, Any]:
     """Table 3: mean RGB PSNR (dB) vs the number N of revealed 7x7 squares.
 
     On ``size`` x ``size`` test images (natural128): N random squares reveal their mean
-    ground-truth ab (nested: the first N of 100 draws, so curves are monotone in information).
+    ground-truth ab.
     - ``gcrf``: the automatic colorization (top MDN mode) corrected by the hints as strokes,
-      solved at the model grid (hints area-pooled onto it), guided-upsampled to ``size``.
-    - ``gcrf_points_only``: the same propagation from a grey base with a very weak unary
-      (``points_only_weight`` x β): pure hint propagation, as Levin's method does.
+      solved at the model grid (hints area-pooled onto it), guided-upsampled to ``size``; the
+      app's weights (``stroke_base`` and ``beta_test``).
+    - ``gcrf_points_only``: the same propagation from a grey base with a weak unary
+      (``points_only_weight`` x β) and hint weight ``hint_weight`` x β: pure hint propagation,
+      the same information Levin's method gets (weights from :func:`tune_points_only`).
     - ``levin``: Levin et al. on the same hints at full resolution (:class:`LevinBaseline`).
     """
     model.eval()
-    lab = D.load_lab(data, split, size)
-    if limit and limit < len(lab):
-        # Test shards are in source order (grouped by class): take evenly spaced images so a
-        # limited run still covers every class.
-        idx = torch.linspace(0, len(lab) - 1, limit).round().long()
-        lab = D.LabSet(lab.L[idx], lab.ab[idx])
-    g, beta = model.cfg.size, model.cfg.beta_test
-    w0 = model.cfg.stroke_base * beta
+    lab = _evenly_spaced(D.load_lab(data, split, size), limit)
+    beta = model.cfg.beta_test
     res: dict[str, list[list[float]]] = {"gcrf": [], "gcrf_points_only": [], "levin": []}
     t0 = time.time()
     for i in range(len(lab)):
-        L, ab = lab.L[i : i + 1], lab.ab[i]
-        Lg = F.interpolate(L, size=(g, g), mode="area")
-        base = model.colorize(Lg, 1, mode="means")[0].float()
-        S_hat = model.similarity(Lg)[0]
-        truth = recombine(L[0, 0], ab[None] * AB_SCALE)
-        rng = np.random.default_rng(seed + i)
-        corners = random_squares(rng, max(points), size, patch)
-        rows = {k: [] for k in res}
-        hints = [reveal_squares(ab, corners[:n], patch) for n in points]
-        solve = ImageHintSolver(S_hat, beta)
-        for key, b, w in (("gcrf", base, w0), ("gcrf_points_only", torch.zeros_like(base), points_only_weight * beta)):
-            for cov, tgt in hints:
-                x = solve(*to_grid(cov, tgt, g), b, w)
-                full = guided_upsample_ab(x[None] * AB_SCALE, L[0, 0])
-                rows[key].append(M.psnr(recombine(L[0, 0], full), truth))
-        del solve
-        levin = LevinBaseline(L[0, 0], ab)
-        for cov, tgt in hints:
-            rows["levin"].append(M.psnr(recombine(L[0, 0], levin(cov, tgt)[None] * AB_SCALE), truth))
-        for k in res:
-            if rows[k]:
-                res[k].append(rows[k])
+        img = _RevealImage(model, lab.L[i : i + 1], lab.ab[i], points, patch, seed + i)
+        res["gcrf"].append(img.gcrf_curve(img.base, model.cfg.stroke_base * beta))
+        res["gcrf_points_only"].append(img.gcrf_curve(torch.zeros_like(img.base), points_only_weight * beta, hint_weight * beta))
+        del img.solve
+        res["levin"].append(img.levin_curve())
     out: dict[str, Any] = {
         "protocol": f"{len(lab)} {Path(data).name} {split} images at {size}x{size}; N random {patch}x{patch} squares reveal their mean true ab; RGB PSNR (dB)",
         "points": list(points),
+        "points_only_weights": {"base": points_only_weight, "hint": hint_weight, "unit": "x beta_test"},
         "seconds": round(time.time() - t0, 1),
     }
     for k, v in res.items():
-        out[k] = [round(float(x), 2) for x in np.mean(np.array(v), axis=0)] if v else None
+        out[k] = [round(float(x), 2) for x in np.mean(np.array(v), axis=0)]
     return out
 
 
@@ -576,10 +636,11 @@ def register_loader() -> None:
 
 def evaluate_gcrf(
     checkpoint: Path, data: str, split: str = "test", n_samples: int = 5, limit: int = 0, seed: int = 0,
-    sheet: str | Path | None = None, reveal_data: str | None = None, reveal_limit: int = 100,
+    sheet: str | Path | None = None, reveal_data: str | None = None, reveal_limit: int = 100, tune_limit: int = 30,
 ) -> dict[str, Any]:
     """Table 2 metrics on ``data`` (eob, variance, pairwise SSIM over ``n_samples``), plus
-    Table 3 (PSNR vs revealed points) on ``reveal_data`` (natural128) when given."""
+    Table 3 (PSNR vs revealed points) on ``reveal_data`` (natural128) when given, with the
+    hints-only weights tuned on ``tune_limit`` images of its train split first."""
     from .evaluate import evaluate
 
     register_loader()
@@ -587,7 +648,12 @@ def evaluate_gcrf(
         result = evaluate(checkpoint, data, split, n_samples, limit, seed, sheet=sheet)
     if reveal_data:
         model = GCRF.from_checkpoint(checkpoint)
-        result["psnr_vs_points"] = psnr_vs_points(model, reveal_data, split, reveal_limit, seed=seed)
+        tuned = tune_points_only(model, reveal_data, "train", tune_limit)
+        result["psnr_vs_points"] = psnr_vs_points(
+            model, reveal_data, split, reveal_limit, seed=seed,
+            points_only_weight=tuned["base_weight"], hint_weight=tuned["hint_weight"],
+        )
+        result["psnr_vs_points"]["points_only_tuning"] = tuned
     print(json.dumps(result, indent=2))
     return result
 
