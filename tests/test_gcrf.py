@@ -232,7 +232,9 @@ def test_stages_resume_export_load_and_eval(tiny_data, tmp_path, capsys):
         GCRF.from_checkpoint(tmp_path / "v.safetensors")
 
     capsys.readouterr()
-    assert main(["eval", "--data", tiny_data, "--out", str(run), "--limit", "2", "--samples", "3", "--reveal-data", tiny_data]) == 0
+    sheet = tmp_path / "sheet.png"
+    assert main(["eval", "--data", tiny_data, "--out", str(run), "--limit", "2", "--samples", "3", "--reveal-data", tiny_data,
+                 "--sheet", str(sheet)]) == 0
     printed = json.loads(capsys.readouterr().out)
     result = json.loads((run / "eval.json").read_text())
     assert printed == result and result["method"] == "gcrf" and 0 < result["pairwise_ssim"] <= 1
@@ -245,6 +247,10 @@ def test_stages_resume_export_load_and_eval(tiny_data, tmp_path, capsys):
     means = {k: np.mean(v) for k, v in tuned["psnr"].items()}
     assert means[f"base {tuned['base_weight']} hint {tuned['hint_weight']}"] == max(means.values())
     assert table3["points_only_weights"] == {"base": tuned["base_weight"], "hint": tuned["hint_weight"], "unit": "x beta_test"}
+    from PIL import Image
+
+    with Image.open(table3["contact_sheet"]) as im:  # 2 images x (hints | Levin | 2 G-CRF | truth) at 128 px, x2
+        assert im.size == (5 * 128 * 2, 2 * 128 * 2)
 
     # a second run reuses the first one's phase-1 and MDN states instead of training them again
     run2 = tmp_path / "run2"

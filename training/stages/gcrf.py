@@ -537,16 +537,28 @@ class _RevealImage:
         corners = random_squares(np.random.default_rng(seed), max(points), size, patch)
         self.hints = [reveal_squares(ab, corners[:n], patch) for n in points]
 
-    def psnr(self, x: torch.Tensor) -> float:
+    def rgb(self, x: torch.Tensor) -> torch.Tensor:
+        """ab (2, s, s) at the grid or the image size -> RGB (1, 3, H, W) with the image's L."""
         full = x[None] * AB_SCALE if x.shape[-1] == self.L.shape[-1] else guided_upsample_ab(x[None] * AB_SCALE, self.L[0, 0])
-        return M.psnr(recombine(self.L[0, 0], full), self.truth)
+        return recombine(self.L[0, 0], full)
+
+    def gcrf_fields(self, base: torch.Tensor, base_weight: float, hint_weight: float | None = None) -> list[torch.Tensor]:
+        return [self.solve(*to_grid(c, t, self.g), base, base_weight, hint_weight) for c, t in self.hints]
+
+    def levin_fields(self) -> list[torch.Tensor]:
+        levin = LevinBaseline(self.L[0, 0], self.ab)
+        return [levin(c, t) for c, t in self.hints]
+
+    def curve(self, fields: list[torch.Tensor]) -> list[float]:
+        return [M.psnr(self.rgb(x), self.truth) for x in fields]
 
     def gcrf_curve(self, base: torch.Tensor, base_weight: float, hint_weight: float | None = None) -> list[float]:
-        return [self.psnr(self.solve(*to_grid(c, t, self.g), base, base_weight, hint_weight)) for c, t in self.hints]
+        return self.curve(self.gcrf_fields(base, base_weight, hint_weight))
 
-    def levin_curve(self) -> list[float]:
-        levin = LevinBaseline(self.L[0, 0], self.ab)
-        return [self.psnr(levin(c, t)) for c, t in self.hints]
+    def hint_overlay(self, k: int) -> torch.Tensor:
+        """The grey image with hint set k's squares painted in their colours, (3, H, W)."""
+        cov, tgt = self.hints[k]
+        return recombine(self.L[0, 0], (tgt * cov)[None] * AB_SCALE)[0]
 
 
 @torch.no_grad()
@@ -587,6 +599,7 @@ def tune_points_only(
 def psnr_vs_points(
     model: GCRF, data: str, split: str = "test", limit: int = 100, points: tuple[int, ...] = (0, 1, 5, 10, 50, 100),
     size: int = 128, patch: int = 7, seed: int = 0, points_only_weight: float = 0.01, hint_weight: float = 1.0,
+    sheet: str | Path | None = None, sheet_rows: int = 8, sheet_points: int = 10,
 ) -> dict[str, Any]:
     """Table 3: mean RGB PSNR (dB) vs the number N of revealed 7x7 squares.
 
@@ -599,18 +612,30 @@ def psnr_vs_points(
       (``points_only_weight`` x β) and hint weight ``hint_weight`` x β: pure hint propagation,
       the same information Levin's method gets (weights from :func:`tune_points_only`).
     - ``levin``: Levin et al. on the same hints at full resolution (:class:`LevinBaseline`).
+
+    ``sheet``: also save the first ``sheet_rows`` images at ``sheet_points`` hints as a PNG.
     """
     model.eval()
     lab = _evenly_spaced(D.load_lab(data, split, size), limit)
     beta = model.cfg.beta_test
     res: dict[str, list[list[float]]] = {"gcrf": [], "gcrf_points_only": [], "levin": []}
+    k_sheet = points.index(sheet_points) if sheet_points in points else len(points) // 2
+    rows: list[list[torch.Tensor]] = []
     t0 = time.time()
     for i in range(len(lab)):
         img = _RevealImage(model, lab.L[i : i + 1], lab.ab[i], points, patch, seed + i)
-        res["gcrf"].append(img.gcrf_curve(img.base, model.cfg.stroke_base * beta))
-        res["gcrf_points_only"].append(img.gcrf_curve(torch.zeros_like(img.base), points_only_weight * beta, hint_weight * beta))
+        fields = {
+            "gcrf": img.gcrf_fields(img.base, model.cfg.stroke_base * beta),
+            "gcrf_points_only": img.gcrf_fields(torch.zeros_like(img.base), points_only_weight * beta, hint_weight * beta),
+        }
         del img.solve
-        res["levin"].append(img.levin_curve())
+        fields["levin"] = img.levin_fields()
+        for k, v in fields.items():
+            res[k].append(img.curve(v))
+        if sheet and len(rows) < sheet_rows:
+            # grey with the hints | Levin | G-CRF hints only | G-CRF hints on its colorization | truth
+            pick = [fields[k][k_sheet] for k in ("levin", "gcrf_points_only", "gcrf")]
+            rows.append([img.hint_overlay(k_sheet), *(img.rgb(x)[0] for x in pick), img.truth[0]])
     out: dict[str, Any] = {
         "protocol": f"{len(lab)} {Path(data).name} {split} images at {size}x{size}; N random {patch}x{patch} squares reveal their mean true ab; RGB PSNR (dB)",
         "points": list(points),
@@ -619,6 +644,11 @@ def psnr_vs_points(
     }
     for k, v in res.items():
         out[k] = [round(float(x), 2) for x in np.mean(np.array(v), axis=0)]
+    if sheet:
+        from .evaluate import contact_sheet
+
+        out["contact_sheet"] = str(contact_sheet(rows, sheet))
+        out["contact_sheet_columns"] = f"grey with the {points[k_sheet]} hints | Levin | G-CRF hints only | G-CRF hints on its colorization | truth"
     return out
 
 
@@ -652,6 +682,7 @@ def evaluate_gcrf(
         result["psnr_vs_points"] = psnr_vs_points(
             model, reveal_data, split, reveal_limit, seed=seed,
             points_only_weight=tuned["base_weight"], hint_weight=tuned["hint_weight"],
+            sheet=Path(sheet).with_name(Path(sheet).stem + "_points.png") if sheet else None,
         )
         result["psnr_vs_points"]["points_only_tuning"] = tuned
     print(json.dumps(result, indent=2))
