@@ -15,9 +15,9 @@ from engine.errors import CheckpointError
 from engine.gcrf_solver import GCRFSolver, attention_row, gcrf_solve, similarity, solve_cg, system_matrix
 from engine.models.gcrf import GCRF, GCRFConfig, GCRFField, GCRFStrokeField, position_features
 from training.cli import main
-from training.stages.gcrf import gcrf_train_solution, reveal_fraction
+from training.stages.gcrf import POINTS_ONLY_WEIGHT, evaluate_gcrf, gcrf_train_solution, reveal_fraction
 
-from conftest import TINY_VAE
+from conftest import TINY_VAE, synthetic_images, write_shard
 
 D64 = torch.float64
 
@@ -251,6 +251,13 @@ def test_stages_resume_export_load_and_eval(tiny_data, tmp_path, capsys):
 
     with Image.open(table3["contact_sheet"]) as im:  # 2 images x (hints | Levin | 2 G-CRF | truth) at 128 px, x2
         assert im.size == (5 * 128 * 2, 2 * 128 * 2)
+    # reveal data without a train split: the weights are not tuned on test, the defaults are used
+    write_shard(tmp_path / "only_test_00.npz", synthetic_images(1, seed=3))
+    capsys.readouterr()
+    table3 = evaluate_gcrf(run / "model.safetensors", tiny_data, limit=1, n_samples=2, reveal_data=str(tmp_path / "only"),
+                           reveal_limit=1)["psnr_vs_points"]
+    assert "train" in table3["points_only_tuning"]["skipped"] and len(table3["levin"]) == 6
+    assert table3["points_only_weights"]["base"] == POINTS_ONLY_WEIGHT
 
     # a second run reuses the first one's phase-1 and MDN states instead of training them again
     run2 = tmp_path / "run2"
