@@ -38,12 +38,17 @@ class VAEStageConfig(StageConfig):
     mdn_sigma: float = 0.1
     mdn_hidden: int = 512
     dropout: float = 0.1
+    kl_weight: float = 1e-2
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "cpu": {"width": 24, "steps": 2000, "batch_size": 64},
         "paper": {"width": 128, "steps": 20000, "batch_size": 64},
     }
-    HELP: ClassVar[dict[str, str]] = {"latent_dim": "d: 64 for natural photos, 32 for faces", "width": "base channels; 128 is the paper's net"}
+    HELP: ClassVar[dict[str, str]] = {
+        "latent_dim": "d: 64 for natural photos, 32 for faces",
+        "width": "base channels; 128 is the paper's net",
+        "kl_weight": "weight of the KL term (paper: 1e-2); larger keeps codes closer to N(0, I), easier for the MDN",
+    }
 
     def model_config(self) -> VAEMDNConfig:
         names = {f.name for f in fields(VAEMDNConfig)}
@@ -85,7 +90,7 @@ def train_vae(cfg: VAEStageConfig) -> int:
             mu, logvar = model.color_encoder(ab)
             z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
             pred = model.decode(z, L)
-        return vae_loss(pred.float(), ab, mu.float(), logvar.float(), stats)
+        return vae_loss(pred.float(), ab, mu.float(), logvar.float(), stats, w_kl=cfg.kl_weight)
 
     meta = {"method": METHOD, "config": mcfg.to_dict(), "stage_config": cfg.public(), "data": D.describe(cfg.data, "train", len(train))}
     spec = LoopSpec(run_dir, "vae", cfg.steps, cfg.seed, cfg.log_every, cfg.checkpoint_minutes, cfg.max_minutes, cfg.stop_after)
