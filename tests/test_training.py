@@ -74,6 +74,17 @@ def test_mdn_before_vae_says_what_to_run(tiny_data, tmp_path):
         main(["mdn", "--data", tiny_data, "--out", str(tmp_path / "empty")])
 
 
+def test_kl_weight_enters_the_loss(tiny_data, tmp_path):
+    """The first step's forward is the same for both runs (same seed), so the logged totals
+    differ by exactly the KL term's weight change."""
+    assert _vae(tiny_data, tmp_path / "a", 1, "--kl-weight", "0") == 0
+    assert _vae(tiny_data, tmp_path / "b", 1, "--kl-weight", "10") == 0
+    a, b = (json.loads((tmp_path / r / "vae" / "log.jsonl").read_text().splitlines()[0]) for r in "ab")
+    assert a["kl"] == pytest.approx(b["kl"]) and b["kl"] > 0
+    assert b["loss"] - a["loss"] == pytest.approx(10 * b["kl"], rel=1e-3)
+    assert _state(tmp_path / "b", "vae").meta["stage_config"]["kl_weight"] == 10
+
+
 def test_presets_and_generated_help(capsys):
     with pytest.raises(SystemExit):
         main(["vae", "--help"])
