@@ -60,11 +60,23 @@ def _data_text(meta: dict[str, Any]) -> str:
     return str(d or "")
 
 
+_METRIC_LABELS = (("error_of_best", "eob"), ("variance", "var"), ("pairwise_ssim", "SSIM"), ("bits_per_dim", "bits/dim"))
+
+
 def _metric_text(meta: dict[str, Any]) -> str:
+    """The eval's quality figures (the eval JSON also holds its method, file and data names,
+    which the other columns already show), plus G-CRF's PSNR at 10 revealed points."""
     m = meta.get("metrics") or {}
     if not isinstance(m, dict) or not m:
         return ""
-    parts = [f"{k} {v:.3g}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in list(m.items())[:3]]
+    parts = [f"{label} {m[k]:.3g}" for k, label in _METRIC_LABELS if isinstance(m.get(k), (int, float))]
+    table3 = m.get("psnr_vs_points")
+    if isinstance(table3, dict) and 10 in (table3.get("points") or []):
+        k = table3["points"].index(10)
+        for key, label in (("gcrf_points_only", "G-CRF"), ("levin", "Levin")):
+            curve = table3.get(key)
+            if isinstance(curve, list) and len(curve) > k:
+                parts.append(f"{label} {curve[k]:.1f} dB @10 pts")
     return ", ".join(parts)
 
 

@@ -448,6 +448,18 @@ def test_models_dialog_and_loading(qtbot, win, tiny_model, tmp_path, monkeypatch
     dlg.close()
 
 
+def test_models_dialog_metric_column_shows_quality_figures():
+    from divcolor_gui.models_dialog import _metric_text
+
+    meta = {"metrics": {"method": "gcrf", "checkpoint": "m.safetensors", "data": "natural64 test", "error_of_best": 0.11424,
+                        "variance": 0.010468, "pairwise_ssim": 0.9105,
+                        "psnr_vs_points": {"points": [0, 1, 10], "gcrf_points_only": [23.4, 24.6, 27.16], "levin": [23.4, 23.7, 25.84]}}}
+    text = _metric_text(meta)
+    assert text == "eob 0.114, var 0.0105, SSIM 0.91, G-CRF 27.2 dB @10 pts, Levin 25.8 dB @10 pts"
+    assert _metric_text({"metrics": {"bits_per_dim": 2.672}}) == "bits/dim 2.67"
+    assert _metric_text({"metrics": {}}) == _metric_text({"metrics": "junk"}) == ""
+
+
 def test_compare_split_hold_key_and_zoom(qtbot, win, photo_path):
     open_and_wait(qtbot, win, photo_path)
     item = win.canvas.image_item
