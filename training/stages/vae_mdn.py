@@ -47,7 +47,7 @@ class VAEStageConfig(StageConfig):
     HELP: ClassVar[dict[str, str]] = {
         "latent_dim": "d: 64 for natural photos, 32 for faces",
         "width": "base channels; 128 is the paper's net",
-        "kl_weight": "weight of the KL term (paper: 1e-2); larger keeps codes closer to N(0, I), easier for the MDN",
+        "kl_weight": "weight of the KL term (paper: 1e-2); larger keeps the codes closer to N(0, I)",
     }
 
     def model_config(self) -> VAEMDNConfig:
