@@ -629,7 +629,6 @@ def _new_file_mode(dest: Path) -> int:
     return 0o666 & ~current_umask()
 
 
-@lru_cache(maxsize=1)
 def _atomic_write(dest: Path, write: Callable[[BinaryIO], None]) -> None:
     """Write to a temporary file in dest's folder, then rename it over dest in one step."""
     mode = _new_file_mode(dest)

@@ -509,3 +509,24 @@ def test_save_creates_folders_and_is_atomic(tmp_path: Path, monkeypatch) -> None
         eio.save_image(target, np.full((4, 4, 3), 0.75), bit_depth=16)
     assert target.read_bytes() == before  # old file intact
     assert os.listdir(target.parent) == ["out.png"]  # no temporary left behind
+
+
+def test_every_atomic_write_writes_and_keeps_nothing_alive(tmp_path: Path) -> None:
+    """The writer is called on every save (nothing memoised): the same destination and writer
+    twice must give the second content, and the writer (which holds the pixels) is not kept."""
+    import gc
+    import weakref
+
+    target, calls = tmp_path / "out.bin", []
+
+    def write(fh) -> None:
+        calls.append(1)
+        fh.write(bytes([len(calls)]))
+
+    eio._atomic_write(target, write)
+    eio._atomic_write(target, write)
+    assert target.read_bytes() == b"\x02" and len(calls) == 2
+    ref = weakref.ref(write)
+    del write
+    gc.collect()
+    assert ref() is None
