@@ -35,6 +35,7 @@ Deviations from the paper, and why:
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import os
@@ -531,12 +532,21 @@ class _RevealImage:
     def __init__(self, model: GCRF, L: torch.Tensor, ab: torch.Tensor, points: tuple[int, ...], patch: int, seed: int):
         size, g = L.shape[-1], model.cfg.size
         self.L, self.ab, self.g = L, ab, g
-        Lg = F.interpolate(L, size=(g, g), mode="area")
-        self.base = model.colorize(Lg, 1, mode="means")[0].float()
-        self.solve = ImageHintSolver(model.similarity(Lg)[0], model.cfg.beta_test)
+        self.model, self.Lg = model, F.interpolate(L, size=(g, g), mode="area")
+        self.solve = ImageHintSolver(model.similarity(self.Lg)[0], model.cfg.beta_test)
         self.truth = recombine(L[0, 0], ab[None] * AB_SCALE)
         corners = random_squares(np.random.default_rng(seed), max(points), size, patch)
         self.hints = [reveal_squares(ab, corners[:n], patch) for n in points]
+
+    @functools.cached_property
+    def base(self) -> torch.Tensor:
+        """The automatic colorization (top MDN mode) at the grid; only the "over its colorization"
+        curve needs it, so hints-only tuning never decodes it."""
+        return self.model.colorize(self.Lg, 1, mode="means")[0].float()
+
+    @property
+    def grey(self) -> torch.Tensor:
+        return torch.zeros(2, self.g, self.g)
 
     def rgb(self, x: torch.Tensor) -> torch.Tensor:
         """ab (2, s, s) at the grid or the image size -> RGB (1, 3, H, W) with the image's L."""
@@ -583,9 +593,8 @@ def tune_points_only(
     t0 = time.time()
     for i in range(len(lab)):
         img = _RevealImage(model, lab.L[i : i + 1], lab.ab[i], points, patch, seed + i)
-        zero = torch.zeros_like(img.base)
         for w, h in grid:
-            scores[(w, h)].append(img.gcrf_curve(zero, w * beta, h * beta))
+            scores[(w, h)].append(img.gcrf_curve(img.grey, w * beta, h * beta))
     curves = {k: np.mean(np.array(v), axis=0) for k, v in scores.items()}
     best = max(grid, key=lambda k: float(curves[k].mean()))
     return {
@@ -628,7 +637,7 @@ def psnr_vs_points(
         img = _RevealImage(model, lab.L[i : i + 1], lab.ab[i], points, patch, seed + i)
         fields = {
             "gcrf": img.gcrf_fields(img.base, model.cfg.stroke_base * beta),
-            "gcrf_points_only": img.gcrf_fields(torch.zeros_like(img.base), points_only_weight * beta, hint_weight * beta),
+            "gcrf_points_only": img.gcrf_fields(img.grey, points_only_weight * beta, hint_weight * beta),
         }
         del img.solve
         fields["levin"] = img.levin_fields()
