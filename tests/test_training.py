@@ -92,6 +92,21 @@ def test_presets_and_generated_help(capsys):
     assert "--latent-dim" in out and "--preset" in out and "cpu" in out and "paper" in out
 
 
+def test_teardown_leaves_the_process_group(tmp_path):
+    """A stage must leave its torchrun group before exit, or gloo's threads can abort the rank
+    at interpreter shutdown (seen as a flaky torchrun run)."""
+    import torch
+    import torch.distributed as dist
+
+    from training.loop import teardown_distributed
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    dist.all_reduce(torch.ones(3))
+    teardown_distributed(finished=True)
+    assert not dist.is_initialized()
+    teardown_distributed(finished=True)  # outside torchrun: a no-op
+
+
 def _free_port() -> int:
     import socket
 

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from .config import add_config_args, config_from_args
+from .loop import teardown_distributed
 from .stages import gcrf, pic, vae_mdn
 
 TRAIN_STAGES = {
@@ -61,7 +62,12 @@ def main(argv: list[str] | None = None) -> int:
         if not cfg.data or not cfg.out:
             print("divcolor-train: --data and --out are required", file=sys.stderr)
             return 2
-        fn(cfg)
+        try:
+            fn(cfg)
+        except BaseException:
+            teardown_distributed(finished=False)
+            raise
+        teardown_distributed(finished=True)
         return 0
     if args.stage == "export":
         run = Path(args.out)
