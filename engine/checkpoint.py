@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from safetensors import safe_open
 
 from .errors import CheckpointError
-from .files import current_umask
+from .files import atomic_path
 
 FORMAT_VERSION = 1
 _META_KEY = "divcolor"
@@ -59,27 +58,80 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: di
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format_version": FORMAT_VERSION, "created": now_iso(), **meta}
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:  # engine.files: whole or not at all, no litter
         save_file(tensors, tmp, metadata={_META_KEY: json.dumps(meta)})
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; a model file is as shareable as any other
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
+_REMEDY = "pick another model file, or export it again with `divcolor-train export`"
+# Top-level metadata keys whose JSON type the engine relies on; other keys are informational.
+_META_TYPES: dict[str, tuple[type, ...]] = {
+    "method": (str,),
+    "config": (dict,),
+    "statistics": (dict,),
+    "sampling": (dict,),
+    "metrics": (dict, type(None)),
+    "optimizer": (dict,),
+    "step": (int,),
+    "finished": (bool,),
+}
+_JSON_NAMES = {dict: "an object", list: "a list", str: "a string", int: "an integer", float: "a number",
+               bool: "true/false", type(None): "null"}
+
+
+def json_type(value: Any) -> str:
+    """How a JSON value's type reads in a message ("a list", "a string", …)."""
+    return _JSON_NAMES.get(type(value), type(value).__name__)
+
+
+def _check_meta(meta: Any, name: str) -> dict[str, Any]:
+    """The metadata's shape, checked before any code trusts it (a list where an object belongs
+    used to surface as an AttributeError deep in the loader)."""
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"'{name}' has damaged metadata ({json_type(meta)} instead of an object); {_REMEDY}.")
+    for key, types in _META_TYPES.items():
+        if key in meta and (not isinstance(meta[key], types) or (bool not in types and isinstance(meta[key], bool))):
+            raise CheckpointError(
+                f"'{name}' has damaged metadata: '{key}' is {json_type(meta[key])}, which divcolor never writes; {_REMEDY}."
+            )
+    if isinstance(meta.get("step"), int) and meta["step"] < 0:
+        raise CheckpointError(f"'{name}' has damaged metadata: step {meta['step']} is negative; {_REMEDY}.")
+    temperature = meta.get("sampling", {}).get("temperature", 1.0)
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < 1e3:
+        raise CheckpointError(
+            f"'{name}' has damaged metadata: sampling temperature {temperature!r} is not a positive number; {_REMEDY}."
+        )
+    return meta
+
+
+def _check_finite(tensors: dict[str, torch.Tensor], name: str) -> None:
+    """NaN or infinite weights would load fine and colour every photo grey or black: refuse them."""
+    for key, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise CheckpointError(
+                f"'{name}' holds {bad} non-finite values (NaN or infinity) in '{key}': the training run that wrote "
+                f"it diverged or the file is damaged; {_REMEDY}."
+            )
+
+
 def load_checkpoint(path: str | Path, method: str | None = None) -> Checkpoint:
-    """Read and validate a model file; ``method`` (e.g. "vae-mdn") is checked when given."""
+    """Read and validate a model file; ``method`` (e.g. "vae-mdn") is checked when given.
+
+    Only the safetensors format is read (a header of JSON and raw tensor bytes), so nothing in
+    the file is ever executed. Every failure is a CheckpointError whose message says what is
+    wrong and what to do about it.
+    """
     path = Path(path)
     name = path.name
     if not path.is_file():
         raise CheckpointError(f"Model file '{path}' does not exist.")
-    with open(path, "rb") as f:
-        head = f.read(9)
-    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+        size = path.stat().st_size
+    except OSError as e:
+        raise CheckpointError(f"Model file '{path}' cannot be read ({e.strerror or e}); check its permissions.") from e
     looks_safetensors = len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < size
     if not looks_safetensors and (path.suffix in {".pt", ".pth", ".ckpt", ".pkl"} or head.startswith(_PICKLE_MAGIC)):
         raise CheckpointError(
@@ -91,16 +143,19 @@ def load_checkpoint(path: str | Path, method: str | None = None) -> Checkpoint:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
         tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"'{name}' is not a valid .safetensors file (corrupt or truncated?): {e}") from e
+    except (SafetensorError, OSError, ValueError, RuntimeError, OverflowError, MemoryError) as e:
+        raise CheckpointError(
+            f"'{name}' is not a valid .safetensors file (corrupt or truncated?): {e}; download or export it again."
+        ) from e
     if _META_KEY not in header:
         raise CheckpointError(f"'{name}' is a safetensors file but not a divcolor model (no divcolor metadata).")
     try:
         meta = json.loads(header[_META_KEY])
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"'{name}' has corrupt metadata: {e}") from e
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, 400-digit numbers, nesting too deep
+        raise CheckpointError(f"'{name}' has corrupt metadata ({type(e).__name__}: {str(e)[:120]}); {_REMEDY}.") from e
+    meta = _check_meta(meta, name)
     version = meta.get("format_version")
-    if not isinstance(version, int):
+    if isinstance(version, bool) or not isinstance(version, int):
         raise CheckpointError(f"'{name}' has no format version; it was not written by divcolor.")
     if version > FORMAT_VERSION:
         raise CheckpointError(
@@ -111,23 +166,34 @@ def load_checkpoint(path: str | Path, method: str | None = None) -> Checkpoint:
         raise CheckpointError(
             f"'{name}' is a '{meta.get('method', 'unknown')}' model, but a '{method}' model was expected."
         )
+    _check_finite(tensors, name)
     return Checkpoint(tensors, meta)
+
+
+def state_dict_mismatch(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> str:
+    """What differs between a module's expected tensors and a file's ("" when they match).
+
+    Works on shapes alone, so ``expected`` may come from a module built on the meta device
+    (nothing allocated) before the real one is built.
+    """
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    parts = []
+    if missing:
+        parts.append(f"missing {len(missing)} tensors (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected tensors (e.g. {unexpected[0]})")
+    if wrong:
+        k = wrong[0]
+        parts.append(f"shape mismatch for {k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}")
+    return "; ".join(parts)
 
 
 def check_state_dict(module: torch.nn.Module, state: dict[str, torch.Tensor], name: str, what: str) -> None:
     """Load ``state`` into ``module`` strictly, turning mismatches into a CheckpointError."""
     expected = module.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} tensors (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected tensors (e.g. {unexpected[0]})")
-        if wrong:
-            k = wrong[0]
-            parts.append(f"shape mismatch for {k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}")
-        raise CheckpointError(f"'{name}': the {what} weights do not match its config: " + "; ".join(parts) + ".")
+    problem = state_dict_mismatch(expected, state)
+    if problem:
+        raise CheckpointError(f"'{name}': the {what} weights do not match its config: {problem}; {_REMEDY}.")
     module.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 import struct
 
 import pytest
@@ -113,3 +114,143 @@ def test_saved_model_files_get_the_usual_permissions(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(p.stat().st_mode) == 0o644
+
+
+# --- damaged metadata and weights: every one is a CheckpointError that says what to do -------
+
+def _with_config(tiny_model, tmp_path, **changes):
+    cfg = load_checkpoint(tiny_model).config
+    return _rewrite_meta(tiny_model, tmp_path / "bad.safetensors", config={**cfg, **changes})
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"width": 10**7}, "'width' is 10000000, but must be between 1 and 65536"),
+    ({"width": 40000, "latent_dim": 40000}, r"network of [\d,]+ weights .* more than divcolor loads"),
+    ({"width": "32"}, r"'width' is '32' \(a string\), but must be a whole number"),
+    ({"width": 4.5}, "'width' is 4.5 .*whole number"),
+    ({"width": True}, "'width' is True .*whole number"),
+    ({"size": -64}, "'size' is -64, but must be between 1 and 65536"),
+    ({"latent_dim": None}, "'latent_dim' is None"),
+    ({"grey_skip": "yes"}, "'grey_skip' is 'yes' .*true or false"),
+    ({"mdn_sigma": [0.1]}, "'mdn_sigma' is \\[0.1\\] \\(a list\\), but must be a number"),
+    ({"mdn_sigma": -1.0}, "'mdn_sigma' is -1.0, but must be at least 0"),
+    ({"dropout": 3.0}, "describes no network"),  # the constructor's own check, met on the meta device
+])
+def test_refuses_bad_config_values_before_building(tmp_path, tiny_model, changes, message):
+    bad = _with_config(tiny_model, tmp_path, **changes)
+    with pytest.raises(CheckpointError, match=message) as e:
+        load_model(bad)
+    assert "divcolor-train export" in str(e.value)  # and what to do
+
+
+def test_huge_width_is_refused_without_allocating(tmp_path, tiny_model, monkeypatch):
+    """A width within the per-field range but a network of billions of weights is refused from
+    the meta-device build: the real constructor is never reached."""
+    import engine.models.vae_mdn as vm
+
+    real_init = vm.VAEMDN.__init__
+    built_for_real = []
+
+    def spy(self, *a, **k):
+        if torch.empty(0).device.type != "meta":
+            built_for_real.append(True)
+        real_init(self, *a, **k)
+
+    monkeypatch.setattr(vm.VAEMDN, "__init__", spy)
+    bad = _with_config(tiny_model, tmp_path, width=60000)
+    with pytest.raises(CheckpointError, match="more than divcolor loads"):
+        load_model(bad)
+    assert not built_for_real
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"config": [1, 2, 3]}, r"'config' is a list"),
+    ({"config": "width=4"}, r"'config' is a string"),
+    ({"method": ["vae-mdn"]}, r"'method' is a list"),
+    ({"statistics": 7}, r"'statistics' is an integer"),
+    ({"sampling": {"temperature": "hot"}}, r"sampling temperature 'hot'"),
+    ({"sampling": {"temperature": -1}}, r"sampling temperature -1"),
+    ({"step": -5}, r"step -5 is negative"),
+    ({"format_version": "1"}, r"no format version"),
+])
+def test_refuses_metadata_of_the_wrong_json_type(tmp_path, tiny_model, changes, message):
+    bad = _rewrite_meta(tiny_model, tmp_path / "bad.safetensors", **changes)
+    with pytest.raises(CheckpointError, match=message):
+        load_model(bad)
+
+
+def _rewrite_header(src, dst, edit):
+    raw = src.read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    h = edit(raw[8 : 8 + n])
+    h += b" " * (-len(h) % 8)
+    dst.write_bytes(struct.pack("<Q", len(h)) + h + raw[8 + n :])
+    return dst
+
+
+def test_refuses_metadata_that_is_not_an_object_or_nests_too_deep(tmp_path, tiny_model):
+    def set_meta(text):
+        def edit(h):
+            header = json.loads(h)
+            header["__metadata__"]["divcolor"] = text
+            return json.dumps(header).encode()
+        return edit
+
+    listed = _rewrite_header(tiny_model, tmp_path / "a.safetensors", set_meta("[1, 2]"))
+    with pytest.raises(CheckpointError, match="a list instead of an object"):
+        load_model(listed)
+    deep = _rewrite_header(tiny_model, tmp_path / "b.safetensors", set_meta("[" * 100_000 + "]" * 100_000))
+    with pytest.raises(CheckpointError, match="corrupt metadata"):
+        load_model(deep)
+
+
+def test_refuses_non_finite_weights(tmp_path, tiny_model):
+    ck = load_checkpoint(tiny_model)
+    for bad_value in (float("nan"), float("inf")):
+        tensors = dict(ck.tensors)
+        key = next(k for k, v in tensors.items() if v.is_floating_point() and v.numel() > 1)
+        t = tensors[key].clone()
+        t.view(-1)[1] = bad_value
+        tensors[key] = t
+        p = save_checkpoint(tmp_path / "nan.safetensors", tensors, ck.meta)
+        with pytest.raises(CheckpointError, match=f"non-finite values .*'{key}'.*diverged or the file is damaged"):
+            load_model(p)
+
+
+def test_refuses_missing_and_extra_tensors(tmp_path, tiny_model):
+    ck = load_checkpoint(tiny_model)
+    some = sorted(ck.tensors)[0]
+    fewer = save_checkpoint(tmp_path / "fewer.safetensors", {k: v for k, v in ck.tensors.items() if k != some}, ck.meta)
+    with pytest.raises(CheckpointError, match="missing 1 tensors"):
+        load_model(fewer)
+    prefix = some.split(".")[0]
+    more = save_checkpoint(tmp_path / "more.safetensors", {**ck.tensors, f"{prefix}.extra": torch.zeros(2)}, ck.meta)
+    with pytest.raises(CheckpointError, match="1 unexpected tensors"):
+        load_model(more)
+
+
+def test_truncated_anywhere_is_a_checkpoint_error(tmp_path, tiny_model):
+    data = tiny_model.read_bytes()
+    p = tmp_path / "t.safetensors"
+    for cut in (0, 4, 8, 9, 100, len(data) - 1):
+        p.write_bytes(data[:cut])
+        with pytest.raises(CheckpointError):
+            load_model(p)
+
+
+def test_a_header_claiming_a_huge_length_is_refused(tmp_path, tiny_model):
+    data = bytearray(tiny_model.read_bytes())
+    data[:8] = struct.pack("<Q", 2**62)
+    p = tmp_path / "h.safetensors"
+    p.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError):
+        load_model(p)
+
+
+def test_every_shipped_model_builds_on_the_meta_device_and_loads():
+    """The pre-build check must accept every real file (its meta build is how sizes are known)."""
+    from importlib import resources
+
+    for f in sorted(resources.files("resources.models").iterdir()):
+        if f.name.endswith(".safetensors"):
+            load_model(Path(str(f)))

@@ -7,32 +7,102 @@ the same kind of message) whatever the method.
 
 from __future__ import annotations
 
-from dataclasses import asdict, fields
+import math
+import typing
+from dataclasses import MISSING, Field, asdict, fields
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import torch
 
-from ..checkpoint import Checkpoint, check_state_dict, load_checkpoint
+from ..checkpoint import _REMEDY, Checkpoint, check_state_dict, json_type, load_checkpoint, state_dict_mismatch
 from ..errors import CheckpointError
 
 C = TypeVar("C", bound="ModelConfig")
 M = TypeVar("M", bound="LoadableModel")
 
 
+MAX_INT_FIELD = 1 << 16  # no size, width or count of any divcolor network comes near this
+# Weights and buffers a model file may describe (~1.6 GB as float32): 20x the paper-size PIC,
+# far below what a damaged width would ask for (a width of 10^6 is terabytes).
+MAX_ELEMENTS = 400_000_000
+
+
+def _field_range(f: Field, ranges: dict[str, tuple[float, float]]) -> tuple[float, float] | None:
+    """The allowed closed range of a numeric field: declared (``RANGES`` or field metadata
+    ``range``), else implied by its default: a positive default is a size, count or scale,
+    so zero and negatives are refused; ints are capped at MAX_INT_FIELD."""
+    if f.name in ranges:
+        return ranges[f.name]
+    if "range" in f.metadata:
+        return f.metadata["range"]
+    default = f.default if f.default is not MISSING else None
+    if isinstance(default, bool) or not isinstance(default, (int, float)):
+        return None
+    if isinstance(default, int):
+        return (1 if default >= 1 else 0 if default >= 0 else -MAX_INT_FIELD, MAX_INT_FIELD)
+    return (0.0, math.inf) if default >= 0 else None
+
+
+def check_config_values(cls: type, d: Any) -> None:
+    """Check a config dict from a file against the dataclass ``cls`` before anything is built:
+    a JSON object, known field names, each value of its field's type and in its range.
+
+    Raises ValueError with a message naming the field, the value and what was expected.
+    """
+    label = getattr(cls, "LABEL", "model")
+    if not isinstance(d, dict):
+        raise ValueError(f"the {label} config is {json_type(d)}, not an object of settings")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(d) - set(known), key=str)
+    if unknown:
+        raise ValueError(f"unknown {label} config fields: {unknown}")
+    hints = typing.get_type_hints(cls)
+    ranges: dict[str, tuple[float, float]] = getattr(cls, "RANGES", {})
+    for name, value in d.items():
+        kind = hints.get(name)
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise ValueError(f"'{name}' is {shown} ({json_type(value)}), but must be true or false")
+            continue
+        if kind is str:
+            if not isinstance(value, str):
+                raise ValueError(f"'{name}' is {shown} ({json_type(value)}), but must be a string")
+            continue
+        if kind is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"'{name}' is {shown} ({json_type(value)}), but must be a whole number")
+        elif kind is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"'{name}' is {shown} ({json_type(value)}), but must be a number")
+            if not math.isfinite(value):
+                raise ValueError(f"'{name}' is {shown}, but must be a finite number")
+        else:
+            continue  # other field types are checked by the config's own validate()
+        bounds = _field_range(known[name], ranges)
+        if bounds is not None and not bounds[0] <= value <= bounds[1]:
+            lo, hi = bounds
+            want = f"at least {lo:g}" if hi == math.inf else f"between {lo:g} and {hi:g}"
+            raise ValueError(f"'{name}' is {shown}, but must be {want}")
+
+
 class ModelConfig:
     """Mixin for config dataclasses: dict round trip that refuses fields it does not know
-    (a newer file's config must not be silently half-applied)."""
+    (a newer file's config must not be silently half-applied) and values of the wrong type or
+    out of range (a file's config must never reach a constructor unchecked).
+
+    Numeric ranges come from ``RANGES`` (field name -> (low, high)), a field's ``range``
+    metadata, or else its default (see ``_field_range``).
+    """
 
     LABEL: ClassVar[str] = "model"
+    RANGES: ClassVar[dict[str, tuple[float, float]]] = {}
 
     @classmethod
     def from_dict(cls: type[C], d: dict[str, Any]) -> C:
-        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown {cls.LABEL} config fields: {sorted(unknown)}")
-        cfg = cls(**d)
+        check_config_values(cls, d)
+        cfg = cls(**{k: float(v) if isinstance(v, int) and _is_float_field(cls, k) else v for k, v in d.items()})
         cfg.validate()
         return cfg
 
@@ -41,6 +111,10 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)  # type: ignore[call-overload]
+
+
+def _is_float_field(cls: type, name: str) -> bool:
+    return typing.get_type_hints(cls).get(name) is float
 
 
 class LoadableModel(torch.nn.Module):
@@ -72,12 +146,34 @@ class LoadableModel(torch.nn.Module):
         try:
             cfg = cls.CONFIG.from_dict(ck.config)
         except (TypeError, ValueError) as e:
-            raise CheckpointError(f"'{name}' has an invalid {cls.LABEL} config: {e}") from e
+            raise CheckpointError(f"'{name}' has an invalid {cls.LABEL} config: {e}; {_REMEDY}.") from e
+        cls._check_before_building(cfg, ck, name)
         model = cls.for_inference(cfg)
         for part in cls.INFERENCE_PARTS:
             check_state_dict(getattr(model, part), ck.subset(part), name, part)
         model.meta = ck.meta
         return model.eval()
+
+    @classmethod
+    def _check_before_building(cls, cfg: Any, ck: Checkpoint, name: str) -> None:
+        """Build the network on the meta device (shapes only, nothing allocated) to check its
+        size and its tensors against the file before the real build allocates anything: a
+        damaged width once made loading ask for terabytes."""
+        try:
+            with torch.device("meta"):
+                shell = cls.for_inference(cfg)
+        except (TypeError, ValueError, RuntimeError, ZeroDivisionError, OverflowError) as e:
+            raise CheckpointError(f"'{name}': its {cls.LABEL} config describes no network divcolor can build ({e}); {_REMEDY}.") from e
+        elements = sum(t.numel() for t in shell.parameters()) + sum(t.numel() for t in shell.buffers())
+        if elements > MAX_ELEMENTS:
+            raise CheckpointError(
+                f"'{name}': its {cls.LABEL} config describes a network of {elements:,} weights "
+                f"({elements * 4 / 2**30:,.1f} GiB), more than divcolor loads ({MAX_ELEMENTS:,}); the file is damaged; {_REMEDY}."
+            )
+        for part in cls.INFERENCE_PARTS:
+            problem = state_dict_mismatch(getattr(shell, part).state_dict(), ck.subset(part))
+            if problem:
+                raise CheckpointError(f"'{name}': the {part} weights do not match its config: {problem}; {_REMEDY}.")
 
     def inference_tensors(self) -> dict[str, torch.Tensor]:
         """What an exported checkpoint holds: the inference parts' weights."""
