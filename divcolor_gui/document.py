@@ -21,6 +21,7 @@ from PySide6.QtGui import QImage
 
 from engine.colorizer import Colorization
 from engine.errors import DivcolorError
+from engine.files import atomic_write
 from engine.io import Photo
 from engine.strokes import Stroke, strokes_to_json
 
@@ -169,9 +170,7 @@ def project_dict(
 
 
 def write_project(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=2))
 
 
 def read_project(path: Path) -> Project:

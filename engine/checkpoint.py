@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from safetensors import safe_open
 
 from .errors import CheckpointError
-from .files import current_umask
+from .files import atomic_path
 
 FORMAT_VERSION = 1
 _META_KEY = "divcolor"
@@ -59,15 +58,8 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: di
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format_version": FORMAT_VERSION, "created": now_iso(), **meta}
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:  # engine.files: whole or not at all, no litter
         save_file(tensors, tmp, metadata={_META_KEY: json.dumps(meta)})
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; a model file is as shareable as any other
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

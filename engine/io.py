@@ -15,14 +15,10 @@ This module never imports Qt and never unpickles or executes anything from a fil
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import re
-import stat
 import struct
 import sys
-import tempfile
 import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -35,7 +31,7 @@ from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from .color import grey_to_L, rgb_to_lab
 from .errors import UnsupportedImage
-from .files import current_umask
+from .files import atomic_write
 from .icc import cmyk_to_rgb, srgb_profile, to_srgb
 from .pixels import quantize, to_unit
 from .image_writers import write_png16, write_tiff
@@ -604,8 +600,7 @@ def save_image(
             else:
                 im.save(fh, format="PNG", compress_level=6)
 
-    p.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(p, write)
+    atomic_write(p, write)
     return p
 
 
@@ -621,28 +616,3 @@ def _unit_float(a: np.ndarray, what: str) -> np.ndarray:
         raise ValueError(f"{what} must be a float, uint8 or uint16 array, got {a.dtype}")
     return np.clip(np.nan_to_num(a.astype(np.float32)), 0, 1)
 
-
-def _new_file_mode(dest: Path) -> int:
-    """Permissions for the finished file: the old file's, else what open() would have given."""
-    with contextlib.suppress(OSError):
-        return stat.S_IMODE(dest.stat().st_mode)
-    return 0o666 & ~current_umask()
-
-
-def _atomic_write(dest: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write to a temporary file in dest's folder, then rename it over dest in one step."""
-    mode = _new_file_mode(dest)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    os.close(fd)  # reopen by name: writers such as tifffile want a named file
-    try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        with contextlib.suppress(OSError):
-            os.chmod(tmp, mode)
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise

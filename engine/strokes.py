@@ -18,12 +18,10 @@ This module never imports Qt.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -34,6 +32,7 @@ import torch
 
 from .color import AB_SCALE, rgb_to_lab
 from .errors import StrokesError
+from .files import atomic_write
 
 __all__ = [
     "FORMAT_VERSION",
@@ -246,16 +245,7 @@ def save_strokes(path: str | os.PathLike, strokes: Iterable[Stroke]) -> Path:
     p = Path(path).expanduser()
     p.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(strokes_to_json(strokes), indent=1)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
-        os.replace(tmp, p)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return p
+    return atomic_write(p, text + "\n")
 
 
 def load_strokes(path: str | os.PathLike, image_size: tuple[int, int] | None = None) -> list[Stroke]:

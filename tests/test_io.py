@@ -18,6 +18,7 @@ from engine import icc as icc_mod
 from engine import image_writers
 from engine import io as eio
 from engine.errors import UnsupportedImage
+from engine.files import atomic_write
 
 RNG = np.random.default_rng(1234)
 
@@ -523,8 +524,8 @@ def test_every_atomic_write_writes_and_keeps_nothing_alive(tmp_path: Path) -> No
         calls.append(1)
         fh.write(bytes([len(calls)]))
 
-    eio._atomic_write(target, write)
-    eio._atomic_write(target, write)
+    atomic_write(target, write)
+    atomic_write(target, write)
     assert target.read_bytes() == b"\x02" and len(calls) == 2
     ref = weakref.ref(write)
     del write

@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from engine import metrics as M
 from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.color import AB_SCALE, guided_upsample_ab, recombine
+from engine.files import atomic_write
 from engine.gcrf_solver import GCRFSolver, gcrf_solve, normal_matrix, similarity
 from engine.models.gcrf import GCRF, METHOD, GCRFConfig, GCRFField
 
@@ -136,10 +137,8 @@ class GCRFMDNStageConfig(MDNStageConfig):
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".copy.tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    with open(src, "rb") as fh:
+        atomic_write(dst, lambda out: shutil.copyfileobj(fh, out))
 
 
 def adopt_stages(src_run: Path, run_dir: Path) -> list[str]:
