@@ -43,18 +43,18 @@ MAX_UPSAMPLE_PIXELS = 16_000_000  # per chunk of samples; bounds memory on huge 
 FIELD_CACHE_PHOTOS = 4  # stroke fields (matrices, factorisations) are kept for this many photos
 
 
-def _levin_field(colorizer: Colorizer, photo: Photo) -> StrokeField:
+def _levin_field(colorizer: Colorizer, photo: Photo, family: str, checkpoint: str | None) -> StrokeField:
     from .propagate import LevinField  # scipy is only imported once strokes are used
 
     return LevinField(photo)
 
 
-def _gcrf_field(colorizer: Colorizer, photo: Photo) -> StrokeField:
-    info = colorizer.resolve(GCRF_METHOD, colorizer.stroke_family)
+def _gcrf_field(colorizer: Colorizer, photo: Photo, family: str, checkpoint: str | None) -> StrokeField:
+    info = colorizer.resolve(GCRF_METHOD, family, checkpoint)
     return GCRFStrokeField(colorizer.model(info), photo, model_name=info.name)
 
 
-FIELDS: dict[str, Callable[["Colorizer", Photo], "StrokeField"]] = {"levin": _levin_field, GCRF_METHOD: _gcrf_field}
+FIELDS: dict[str, Callable[["Colorizer", Photo, str, "str | None"], "StrokeField"]] = {"levin": _levin_field, GCRF_METHOD: _gcrf_field}
 """Stroke-propagation methods by name. A method that needs a trained model (the G-CRF) registers
 its factory here under the model's method name; ``Colorizer.field`` then prefers it for "auto"
 whenever such a model is available and falls back to "levin" otherwise."""
@@ -249,21 +249,28 @@ class Colorizer:
                     return m
         return FIELD_FALLBACK
 
-    def field(self, photo: Photo, method: str = "auto") -> StrokeField:
-        """The stroke field of ``photo`` for ``method``, cached per photo (the last few photos),
-        so successive strokes on one photo reuse its matrices and factorisations."""
+    def field(
+        self, photo: Photo, method: str = "auto", family: str | None = None, checkpoint: str | Path | None = None
+    ) -> StrokeField:
+        """The stroke field of ``photo`` for ``method`` and model (``family``, default
+        ``stroke_family``, or a ``checkpoint`` of that method), cached per photo *and* model
+        (the last few photos), so successive strokes on one photo reuse its matrices and
+        factorisations, and choosing another model never reuses the first one's field."""
         resolved = self.field_method(method)
+        fam = family or self.stroke_family
+        ck = str(checkpoint) if checkpoint is not None else None
+        key = resolved if resolved == FIELD_FALLBACK else f"{resolved}:{fam}:{ck or ''}"
         with self._fields_lock:
             per_photo = self._fields.get(photo)
             if per_photo is not None:
                 self._fields.move_to_end(photo)
-                if resolved in per_photo:
-                    return per_photo[resolved]
-        made = FIELDS[resolved](self, photo)
+                if key in per_photo:
+                    return per_photo[key]
+        made = FIELDS[resolved](self, photo, fam, ck)
         with self._fields_lock:
             per_photo = self._fields.setdefault(photo, {})
             self._fields.move_to_end(photo)
-            made = per_photo.setdefault(resolved, made)
+            made = per_photo.setdefault(key, made)
             while len(self._fields) > FIELD_CACHE_PHOTOS:
                 self._fields.popitem(last=False)
         return made
