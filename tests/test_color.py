@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -71,11 +73,59 @@ def test_recombine_keeps_input_luminance():
     assert (L_back - L).abs().max() < 0.5
 
 
-def test_recombine_equals_the_reference_conversion():
+def _in_gamut(lab: np.ndarray) -> np.ndarray:
+    """(..., 3) Lab -> mask of colours whose linear sRGB lies inside [0, 1] (with a margin)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        xyz = skcolor.lab2xyz(lab.reshape(-1, 1, 3)).reshape(lab.shape)
+    lin = xyz @ skcolor.colorconv.rgb_from_xyz.T
+    return np.all((lin > 1e-4) & (lin < 1 - 1e-4), -1)
+
+
+def test_recombine_equals_the_reference_conversion_in_gamut():
     """The fast in-place inference path must agree with the plain lab_to_rgb, dark pixels included."""
     g = torch.Generator().manual_seed(0)
     L = torch.rand(30, 40, generator=g) * 100
     L[:5] = torch.rand(5, 40, generator=g) * 4  # below the linear segment's threshold
     ab = (torch.rand(3, 2, 30, 40, generator=g) - 0.5) * 160
-    ref = lab_to_rgb(torch.cat([L.expand(3, 1, 30, 40), ab], 1))
-    torch.testing.assert_close(recombine(L, ab), ref, atol=1e-5, rtol=0)
+    lab = torch.cat([L.expand(3, 1, 30, 40), ab], 1)
+    inside = torch.from_numpy(_in_gamut(lab.permute(0, 2, 3, 1).double().numpy()))[:, None]
+    assert 0.05 < inside.float().mean() < 0.95  # both kinds of pixel are tested
+    ref = lab_to_rgb(lab)
+    torch.testing.assert_close(recombine(L, ab) * inside, ref * inside, atol=1e-5, rtol=0)
+
+
+def test_recombine_out_of_gamut_keeps_luminance_exactly_against_skimage():
+    """Strong chroma at every L: skimage reads back the input's L (chroma is what gives way),
+    in-gamut colours are skimage's own lab2rgb, and hue keeps its quadrant."""
+    rng = np.random.default_rng(3)
+    L = rng.random((24, 32)) * 100
+    L[0, :4] = [100.0, 99.5, 0.0, 0.3]
+    ab = (rng.random((2, 2, 24, 32)) - 0.5) * 220
+    rgb = recombine(torch.from_numpy(L).float(), torch.from_numpy(ab).float()).permute(0, 2, 3, 1).numpy()
+    for k in range(2):
+        back = skcolor.rgb2lab(rgb[k].astype(np.float64))
+        np.testing.assert_allclose(back[..., 0], L, atol=0.02)
+        lab = np.dstack([L, ab[k].transpose(1, 2, 0)])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # skimage warns about the out-of-gamut pixels
+            ref = skcolor.lab2rgb(lab)
+        inside = _in_gamut(lab)
+        np.testing.assert_allclose(rgb[k][inside], ref[inside], atol=1e-4)
+        moved = ~inside & (L > 1) & (L < 99)
+        assert moved.sum() > 50
+        same_quadrant = (np.sign(back[..., 1]) == np.sign(ab[k, 0])) | (np.abs(back[..., 1]) < 0.5)
+        assert same_quadrant[moved].mean() > 0.97
+
+
+def test_white_photo_stays_white_and_8_bit_luminance_is_within_rounding():
+    """The audit's case: an all-white photo with a slight predicted cast came out (244, 255, 253)."""
+    L = torch.full((8, 8), 100.0)
+    ab = torch.tensor([-9.0, -4.0]).view(1, 2, 1, 1).expand(1, 2, 8, 8).contiguous()
+    rgb8 = np.rint(recombine(L, ab)[0].permute(1, 2, 0).numpy() * 255)
+    assert (rgb8 == 255).all()
+    g = torch.Generator().manual_seed(1)
+    L = torch.rand(40, 40, generator=g) * 100
+    ab = (torch.rand(1, 2, 40, 40, generator=g) - 0.5) * 200
+    rgb8 = np.rint(recombine(L, ab)[0].permute(1, 2, 0).numpy() * 255) / 255
+    assert np.abs(skcolor.rgb2lab(rgb8)[..., 0] - L.numpy()).max() < 0.5  # one 8-bit step at most
