@@ -15,6 +15,7 @@ This module never imports Qt and never unpickles or executes anything from a fil
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import struct
@@ -23,7 +24,7 @@ import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Iterator
 
 import numpy as np
 import torch
@@ -221,8 +222,18 @@ def _open_formats() -> tuple[str, ...]:
     return tuple(f for f in Image.OPEN if f not in _EXCLUDED_FORMATS)
 
 
-def _open(p: Path, formats: tuple[str, ...] | None = None) -> Image.Image:
-    return Image.open(p, formats=list(formats or _open_formats()))
+@contextlib.contextmanager
+def _open(p: Path, formats: tuple[str, ...] | None = None) -> Iterator[Image.Image]:
+    """Open p for Pillow through a file object we own, never by name.
+
+    By name, Pillow memory-maps uncompressed single-strip images (grey, RGBA, 16-bit grey, …),
+    and for TIFFs with EXIF orientation 5–8 (rotated 90°) recent Pillow lays the mapped rows out
+    with the *rotated* size: the photo decodes as diagonal streaks, silently. Through a file
+    object the same data goes through the ordinary decoder and comes out right, on every Pillow
+    version we test (see ``pillow`` in pyproject.toml).
+    """
+    with open(p, "rb") as fh, Image.open(fh, formats=list(formats or _open_formats())) as im:
+        yield im
 
 
 @dataclass
@@ -239,8 +250,9 @@ class _Decoded:
 def _decode(p: Path) -> _Decoded:
     """Decode every pixel of p, choosing the decoder that keeps full precision."""
     tiff = p.suffix.lower() in _TIFF_SUFFIXES
+    opened = contextlib.ExitStack()
     try:
-        im = _open(p)
+        im = opened.enter_context(_open(p))
     except UnidentifiedImageError as exc:
         if not tiff:
             raise
@@ -250,7 +262,7 @@ def _decode(p: Path) -> _Decoded:
             raise
         except Exception:
             raise exc from None
-    with im:
+    with opened:
         _check_size(im.width, im.height, p.name)
         fmt = im.format
         passes = _wide_passes(im)

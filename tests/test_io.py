@@ -215,6 +215,38 @@ def test_16bit_orientation_matches_exif_transpose(tmp_path: Path, orientation: i
     assert ph.bit_depth == 16 and np.array_equal(_q8(ph.rgb), expected)
 
 
+def _oriented(a: np.ndarray, orientation: int) -> np.ndarray:
+    """What a viewer shows for stored pixels ``a`` with an EXIF orientation (numpy, no Pillow)."""
+    return {
+        1: a, 2: a[:, ::-1], 3: a[::-1, ::-1], 4: a[::-1], 5: a.swapaxes(0, 1),
+        6: np.rot90(a, -1), 7: a[::-1, ::-1].swapaxes(0, 1), 8: np.rot90(a, 1),
+    }[orientation]
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "I;16", "LA"])
+@pytest.mark.parametrize("compression", [None, "tiff_deflate"])
+def test_rotated_tiff_every_mode_and_compression(tmp_path: Path, orientation: int, mode: str, compression) -> None:
+    """Uncompressed TIFFs rotated by EXIF (5–8) came out as diagonal streaks: Pillow memory-maps
+    them with the rotated size. Reference: numpy's own rotation of the stored pixels."""
+    yy, xx = np.mgrid[0:13, 0:29]  # odd sizes: a wrong stride shows at once
+    rgb = np.dstack([xx * 8, yy * 19, (xx * 3 + yy * 5) % 256]).astype(np.uint8)
+    stored = {"L": rgb[..., 0], "RGB": rgb, "RGBA": np.dstack([rgb, 255 - rgb[..., :1]]),
+              "I;16": rgb[..., 1].astype(np.uint16) * 257, "LA": np.dstack([rgb[..., 0], rgb[..., 1]])}[mode]
+    im = Image.fromarray(stored, "LA") if mode == "LA" else Image.fromarray(stored)
+    kw = {"compression": compression} if compression else {}
+    im.save(tmp_path / "r.tif", exif=_exif(orientation), **kw)
+    ph = eio.load_photo(tmp_path / "r.tif")
+    want = _oriented(stored, orientation).astype(np.float64) / (65535 if mode == "I;16" else 255)
+    colour = want[..., 0] if mode in ("L", "LA", "I;16") and want.ndim == 3 else want
+    if colour.ndim == 2:
+        np.testing.assert_allclose(ph.rgb[..., 0], colour if colour.ndim == 2 else colour, atol=1e-6)
+    else:
+        np.testing.assert_allclose(ph.rgb, colour[..., :3], atol=1e-6)
+    if mode in ("RGBA", "LA"):
+        np.testing.assert_allclose(ph.alpha, want[..., -1], atol=1e-6)
+
+
 def _png_bytes(arr: np.ndarray, **kw) -> bytes:
     buf = stdio.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG", **kw)
