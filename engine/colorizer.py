@@ -1,7 +1,7 @@
 """The facade the GUI and the CLI use: models, devices, batching, seeds, progress and cancel.
 
-Nothing above this module knows how a method works; adding a method means registering its
-loader in ``LOADERS`` and its default files in ``resources/models``.
+Nothing above this module knows how a method works; adding a method means adding its module to
+``engine/models`` (see :mod:`engine.models`) and its default files to ``resources/models``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -21,23 +21,20 @@ import torch.nn.functional as F
 
 from .checkpoint import load_checkpoint
 from .color import AB_SCALE, guided_upsample_ab, recombine
-from .errors import Cancelled, CheckpointError, DivcolorError, OutOfMemory
+from .errors import CheckpointError, DivcolorError, OutOfMemory
 from .io import Photo
-from .models.gcrf import METHOD as GCRF_METHOD, GCRF, GCRFStrokeField
-from .models.pic import METHOD as PIC_METHOD, PIC
-from .models.vae_mdn import METHOD as VAE_MDN, VAEMDN
+from .models import labels, model_class
+from .sampling import sample_generators
+from .strokes import Stroke, rasterize
+from .types import CancelToken, Colorization, Hints, ProgressFn, SamplingModel, StrokeField
 
-if TYPE_CHECKING:
-    from .propagate import StrokeField
+__all__ = [
+    "CancelToken", "Colorization", "Colorizer", "ModelInfo", "METHOD_LABELS", "StrokeField", "ambiguity_map",
+    "default_model_dir", "load_model", "pick_device", "user_model_dir",
+]
 
-ProgressFn = Callable[[float, str], None]
-
-LOADERS: dict[str, Callable[[Any, str], torch.nn.Module]] = {
-    VAE_MDN: VAEMDN.from_loaded,
-    PIC_METHOD: PIC.from_loaded,
-    GCRF_METHOD: GCRF.from_loaded,
-}
-METHOD_LABELS = {VAE_MDN: "VAE-MDN", PIC_METHOD: "PIC", GCRF_METHOD: "G-CRF"}
+VAE_MDN, GCRF_METHOD = "vae-mdn", "gcrf"
+METHOD_LABELS = labels()
 FAMILIES = ("general", "faces")
 MAX_UPSAMPLE_PIXELS = 16_000_000  # per chunk of samples; bounds memory on huge photos
 FIELD_CACHE_PHOTOS = 4  # stroke fields (matrices, factorisations) are kept for this many photos
@@ -50,6 +47,8 @@ def _levin_field(colorizer: Colorizer, photo: Photo, family: str, checkpoint: st
 
 
 def _gcrf_field(colorizer: Colorizer, photo: Photo, family: str, checkpoint: str | None) -> StrokeField:
+    from .propagate import GCRFStrokeField
+
     info = colorizer.resolve(GCRF_METHOD, family, checkpoint)
     return GCRFStrokeField(colorizer.model(info), photo, model_name=info.name)
 
@@ -59,38 +58,6 @@ FIELDS: dict[str, Callable[["Colorizer", Photo, str, "str | None"], "StrokeField
 its factory here under the model's method name; ``Colorizer.field`` then prefers it for "auto"
 whenever such a model is available and falls back to "levin" otherwise."""
 FIELD_FALLBACK = "levin"
-LEARNED_FIELD_METHODS = ("gcrf",)  # accepted by name even before they are registered (-> levin)
-
-
-class CancelToken:
-    """Shared between the caller (who cancels) and the engine (which checks between steps)."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def cancel(self) -> None:
-        self._event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._event.is_set()
-
-    def check(self) -> None:
-        if self._event.is_set():
-            raise Cancelled("Cancelled.")
-
-
-@dataclass
-class Colorization:
-    """One full-resolution result and what is needed to reproduce or refine it."""
-
-    rgb: np.ndarray  # (H, W, 3) float32 sRGB in [0, 1], luminance = the photo's
-    ab_low: torch.Tensor  # (2, h, w) ab / 128 at the method's working size (S x S for the models)
-    method: str
-    model: str  # model name (file stem)
-    index: int
-    seed: int
-    temperature: float = 1.0
 
 
 @dataclass
@@ -128,11 +95,11 @@ def load_model(path: str | Path) -> torch.nn.Module:
     """Load any divcolor model file, whatever its method."""
     path = Path(path)
     ck = load_checkpoint(path)
-    loader = LOADERS.get(ck.method)
-    if loader is None:
-        known = ", ".join(LOADERS)
+    cls = model_class(ck.method)
+    if cls is None:
+        known = ", ".join(METHOD_LABELS)
         raise CheckpointError(f"'{path.name}' holds a '{ck.method}' model, which this divcolor cannot run (it knows {known}).")
-    return loader(ck, path.name)
+    return cls.from_loaded(ck, path.name)
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -229,18 +196,18 @@ class Colorizer:
     def field_method(self, method: str = "auto") -> str:
         """The stroke method ``field(photo, method)`` uses.
 
-        A learned method ("gcrf", or "auto" meaning the first learned one) is used when its
-        factory is registered in ``FIELDS`` and a model for it is available; otherwise the answer
-        is "levin", which needs no model. Unknown names raise DivcolorError.
+        A learned method ("gcrf", or "auto" meaning the first learned one) is used when a model
+        for it is available; otherwise the answer is "levin", which needs no model. Unknown
+        names raise DivcolorError.
         """
         if method == FIELD_FALLBACK:
             return method
         if method == "auto":
             learned = [m for m in FIELDS if m != FIELD_FALLBACK]
-        elif method in FIELDS or method in LEARNED_FIELD_METHODS:
-            learned = [method] if method in FIELDS else []
+        elif method in FIELDS:
+            learned = [method]
         else:
-            known = ", ".join(dict.fromkeys(["auto", FIELD_FALLBACK, *LEARNED_FIELD_METHODS, *FIELDS]))
+            known = ", ".join(dict.fromkeys(["auto", *FIELDS]))
             raise DivcolorError(f"Unknown stroke method '{method}' (known: {known}).")
         if learned:
             have = {info.method for info in self.available()}
@@ -287,10 +254,26 @@ class Colorizer:
         checkpoint: str | Path | None = None,
         progress: ProgressFn | None = None,
         cancel: CancelToken | None = None,
+        *,
+        first: int = 0,
+        strokes: Sequence[Stroke] | None = None,
     ) -> list[Colorization]:
-        """n colorizations of ``photo`` at its full size; same seed, same result."""
+        """Samples ``first`` .. ``first + n - 1`` of the set ``seed`` names, at the photo's size.
+
+        Sample 0 is the most likely colorization, the others are draws (temperature widens or
+        narrows them); each sample's randomness comes from (seed, index) alone, so the same seed
+        gives the same set, asking for more (``first`` = how many there are) never repeats one,
+        and any sample can be recreated alone with ``n=1, first=index``.
+
+        ``strokes`` (lock and resample): the samples agree with them (each method takes them as
+        hints, see :class:`engine.types.SamplingModel`) and then get them painted as the canvas
+        does (:meth:`field` over each sample, same family), so what the user locked stays and
+        the rest is new.
+        """
         if n < 1:
             raise ValueError("n must be at least 1")
+        if first < 0:
+            raise ValueError("first must be 0 or more")
         t0 = time.perf_counter()
         report = progress or (lambda f, m: None)
         info = self.resolve(method, family, checkpoint)
@@ -298,40 +281,54 @@ class Colorizer:
         model = self.model(info)
         if cancel:
             cancel.check()
+        strokes = list(strokes or [])
         # Share of the progress bar for prediction: sequential samplers (PIC) spend most of the
         # time there, one-pass decoders (VAE-MDN, G-CRF) in the full-size upsampling.
-        share = 0.9 if getattr(model, "REPORTS_PROGRESS", False) else 0.3
+        share = 0.9 if model.REPORTS_PROGRESS else 0.3
+        paint = 0.5 if strokes else 1.0  # with strokes, the second half paints them on each sample
         try:
-            ab_low = self._predict(model, photo, n, seed, temperature, lambda f, m: report(share * f, m), cancel)
-            report(share, "upsampling")
+            ab_low = self._predict(model, photo, n, seed, first, temperature, strokes,
+                                   lambda f, m: report(paint * share * f, m), cancel)
+            report(paint * share, "upsampling")
             if cancel:
                 cancel.check()
-            rgbs = self.upsample(photo, ab_low, lambda f, m: report(share + (1 - share) * f, m), cancel)
+            rgbs = self.upsample(photo, ab_low, lambda f, m: report(paint * (share + (1 - share) * f), m), cancel)
         except torch.cuda.OutOfMemoryError as e:
             torch.cuda.empty_cache()
             raise OutOfMemory(
                 f"The GPU ran out of memory colorizing {photo.stem} ({photo.size[0]}x{photo.size[1]}, {n} samples). "
                 "Ask for fewer samples or switch to the CPU."
             ) from e
+        out = [
+            Colorization(rgb, ab_low[k].cpu(), info.method, info.name, first + k, seed, temperature)
+            for k, rgb in enumerate(rgbs)
+        ]
+        if strokes:
+            field = self.field(photo, family=family if family in FAMILIES else None)
+            for k, c in enumerate(out):
+                c.rgb = field.propagate(strokes, c, cancel=cancel).rgb
+                report(paint + (1 - paint) * (k + 1) / n, "painting the strokes")
         report(1.0, "done")
         self.last_seconds = time.perf_counter() - t0
-        return [
-            Colorization(rgb, ab_low[k].cpu(), info.method, info.name, k, seed, temperature) for k, rgb in enumerate(rgbs)
-        ]
+        return out
 
     @torch.no_grad()
     def _predict(
-        self, model: torch.nn.Module, photo: Photo, n: int, seed: int, temperature: float,
-        report: ProgressFn, cancel: CancelToken | None,
+        self, model: SamplingModel, photo: Photo, n: int, seed: int, first: int, temperature: float,
+        strokes: list[Stroke], report: ProgressFn, cancel: CancelToken | None,
     ) -> torch.Tensor:
-        size = model.cfg.size
+        size = model.input_size
         L = torch.from_numpy(photo.L)[None, None].to(self.device)
         L_small = F.interpolate(L, size=(size, size), mode="area")
-        g = torch.Generator(device=self.device).manual_seed(int(seed))
-        extra: dict[str, Any] = {}
-        if getattr(model, "REPORTS_PROGRESS", False):  # sequential samplers (PIC): most of the time
-            extra = {"progress": report, "cancel": cancel}
-        return model.colorize(L_small, n, generator=g, temperature=temperature, **extra)
+        hints = None
+        if strokes:
+            cov, ab = rasterize(strokes, photo.size, (size, size), L=L_small[0, 0].cpu().numpy())
+            hints = Hints(torch.from_numpy(cov).to(self.device), torch.from_numpy(ab).to(self.device))
+        gens = sample_generators(seed, first, n, self.device)
+        return model.sample(
+            L_small, n, generator=gens, temperature=temperature, include_mode=first == 0, hints=hints,
+            progress=report, cancel=cancel,
+        )
 
     @torch.no_grad()
     def upsample(
@@ -351,3 +348,34 @@ class Colorizer:
             if report:
                 report(min(n, i + chunk) / n, "upsampling")
         return out
+
+
+def ambiguity_map(samples: Sequence[Colorization], size: tuple[int, int] | None = None) -> np.ndarray:
+    """Where the samples disagree, as an (H, W) float32 map in [0, 1]: "where a stroke would
+    help most", for the gallery's overlay.
+
+    Per pixel, the spread of the samples' colours: the root mean squared distance of their ab
+    (from the full-resolution RGB, so every method counts alike) to their mean, computed on a
+    grid of at most 128 px on the long side (cheap, and disagreement is a regional notion) and
+    upsampled to ``size`` (W, H) (default: the samples' own), divided by its maximum so the
+    most ambiguous place is 1. Fewer than two samples, or samples that agree: all zeros.
+    """
+    from .color import rgb_to_lab
+
+    if not samples:
+        raise ValueError("ambiguity_map needs at least one sample")
+    H, W = samples[0].rgb.shape[:2]
+    out_w, out_h = size if size is not None else (W, H)
+    if len(samples) < 2:
+        return np.zeros((out_h, out_w), np.float32)
+    scale = min(1.0, 128 / max(H, W))
+    h, w = max(1, round(H * scale)), max(1, round(W * scale))
+    rgb = torch.from_numpy(np.stack([np.ascontiguousarray(c.rgb, np.float32) for c in samples])).permute(0, 3, 1, 2)
+    rgb = F.interpolate(rgb, size=(h, w), mode="area")
+    ab = rgb_to_lab(rgb.double())[:, 1:]
+    spread = ((ab - ab.mean(0, keepdim=True)) ** 2).sum(1).mean(0).sqrt()
+    spread = F.interpolate(spread[None, None].float(), size=(out_h, out_w), mode="bilinear", align_corners=False)[0, 0]
+    top = float(spread.max())
+    if top <= 1e-6:
+        return np.zeros((out_h, out_w), np.float32)
+    return (spread / top).clamp(0, 1).numpy().astype(np.float32)

@@ -1,9 +1,11 @@
 """Stroke propagation: from a few coloured strokes to a colorization of the whole photo.
 
-A :class:`StrokeField` belongs to one photo and turns stroke sets into colorizations, reusing
-whatever it can between calls (the GUI re-propagates on every stroke the user paints). Two
-methods will implement it: :class:`LevinField` here (classical, no checkpoint, the fallback and
-the baseline) and the G-CRF field (learned affinities, with an attention map).
+A :class:`~engine.types.StrokeField` belongs to one photo and turns stroke sets into
+colorizations, reusing whatever it can between calls (the GUI re-propagates on every stroke the
+user paints). Two implement it here: :class:`LevinField` (classical, no checkpoint, the
+fallback and the baseline) and :class:`GCRFStrokeField` (the G-CRF's learned affinities, with an
+attention map). Both solve on a grid for the *edit* of a base colorization and hand the result
+to :func:`render_edit`, the one place where a grid edit becomes full-resolution pixels.
 
 Levin, Lischinski & Weiss 2004, "Colorization using optimization": neighbouring pixels with
 similar luminance should have similar colour. Each pixel's chroma should equal the affinity-
@@ -21,7 +23,6 @@ This module never imports Qt.
 
 from __future__ import annotations
 
-import abc
 import hashlib
 import math
 import threading
@@ -35,15 +36,15 @@ import torch
 import torch.nn.functional as F
 
 from .color import AB_SCALE, guided_upsample_ab, recombine, rgb_to_lab
+from .gcrf_solver import attention_row
+from .models.gcrf import METHOD as GCRF_METHOD, GCRF, GCRFField
 from .strokes import Stroke, rasterize
+from .types import CancelToken, Colorization, ProgressFn, StrokeField
 
 if TYPE_CHECKING:
-    from .colorizer import CancelToken, Colorization
     from .io import Photo
 
-__all__ = ["DEFAULT_MAX_SIDE", "LevinField", "StrokeField"]
-
-ProgressFn = Callable[[float, str], None]
+__all__ = ["DEFAULT_MAX_SIDE", "GCRFStrokeField", "LevinField", "StrokeField", "base_ab", "render_edit"]
 
 DEFAULT_MAX_SIDE = 192
 DEFAULT_MAX_CELLS = 160 * 160
@@ -73,30 +74,58 @@ _SIGMA_FLOOR = 2e-6  # floor on 2σ², in (L/100)^2: keeps flat regions' weights
 _OFFSETS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
 
 
-class StrokeField(abc.ABC):
-    """Turns stroke sets on one photo into colorizations; created by ``Colorizer.field``.
+def base_ab(photo: "Photo", base: Colorization | None, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The base colorization's ab/128 at full resolution (2, H, W) and area-averaged on the
+    (w, h) solve grid (2, h, w), float64; zeros for no base (grey).
 
-    Implementations cache per-photo work (affinities, matrices, factorisations) so repeated
-    calls with a growing stroke set stay interactive.
+    Taken from ``base.rgb`` rather than ``base.ab_low`` so that where no stroke reaches the
+    result matches what the user sees, whatever resolution the base's method worked at.
     """
+    W, H = photo.size
+    w, h = grid
+    if base is None:
+        return torch.zeros(2, H, W, dtype=torch.float64), torch.zeros(2, h, w, dtype=torch.float64)
+    if base.rgb.shape[:2] != (H, W):
+        raise ValueError(f"the base colorization is {base.rgb.shape[1]}x{base.rgb.shape[0]}, the photo {W}x{H}")
+    rgb = torch.from_numpy(np.ascontiguousarray(base.rgb, dtype=np.float32)).permute(2, 0, 1).double()
+    full = rgb_to_lab(rgb)[1:] / AB_SCALE
+    small = full if (h, w) == (H, W) else F.interpolate(full[None], size=(h, w), mode="area")[0]
+    return full, small
 
-    method: str = ""
-    photo: Photo
 
-    @abc.abstractmethod
-    def propagate(
-        self,
-        strokes: Sequence[Stroke],
-        base: Colorization | None = None,
-        cancel: CancelToken | None = None,
-        progress: ProgressFn | None = None,
-    ) -> Colorization:
-        """The photo coloured by ``strokes`` over ``base`` (None: strokes alone decide)."""
+def render_edit(photo: "Photo", full_base: torch.Tensor, grid_base: torch.Tensor, grid_result: torch.Tensor) -> np.ndarray:
+    """Full-resolution RGB (H, W, 3) float32 of a stroke result solved on a grid.
 
-    def attention(self, x: float, y: float) -> np.ndarray | None:
-        """Which pixels pixel (x, y) (image coordinates) draws its colour from: an (H, W) map in
-        [0, 1] at full resolution, or None for methods that have no such notion."""
-        return None
+    The *edit* (grid result minus the base on the grid) is upsampled guided by the photo's
+    full-resolution L and added to the base's full-resolution ab, then recombined with that L:
+    where no stroke reaches, the edit is 0 and the pixels are exactly the base the user picked
+    (with no base, the base is 0 and this is the guided upsampling of the result itself).
+    """
+    L = torch.from_numpy(np.ascontiguousarray(photo.L, dtype=np.float32))
+    edit = (grid_result.float() - grid_base.float())[None] * AB_SCALE
+    with torch.no_grad():
+        ab = full_base.float() * AB_SCALE + guided_upsample_ab(edit, L)[0]
+        rgb = recombine(L, ab[None])[0].permute(1, 2, 0).contiguous().numpy()
+    return rgb.astype(np.float32, copy=False)
+
+
+class _BaseCache:
+    """The last base's ab (full resolution and on the grid): re-propagating on every stroke of a
+    drag reuses it instead of converting the base's pixels again."""
+
+    def __init__(self) -> None:
+        self._key: object = None
+        self._value: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._lock = threading.Lock()
+
+    def get(self, photo: "Photo", base: Colorization | None, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        with self._lock:
+            if self._value is not None and self._key is base:
+                return self._value
+        value = base_ab(photo, base, grid)
+        with self._lock:
+            self._key, self._value = base, value
+        return value
 
 
 def solve_size(image_size: tuple[int, int], max_side: int, max_cells: int | None = None) -> tuple[int, int]:
@@ -179,7 +208,7 @@ def dissection_order(h: int, w: int, leaf: int = 8) -> np.ndarray:
     return np.concatenate(out)
 
 
-class LevinField(StrokeField):
+class LevinField:
     """Levin et al. 2004 propagation on one photo, solved on a grid of long side <= ``max_side``
     and <= ``max_cells`` cells (see DEFAULT_MAX_SIDE for why, and for timings).
 
@@ -214,7 +243,7 @@ class LevinField(StrokeField):
         self._perm: np.ndarray | None = None
         self._Qp: sp.csc_matrix | None = None
         self._factors: OrderedDict[bytes, spla.SuperLU] = OrderedDict()
-        self._base: tuple[object, np.ndarray] | None = None  # (Colorization, its ab on the grid)
+        self._bases = _BaseCache()
 
     # --- per-photo work -------------------------------------------------------------------------
     @property
@@ -254,27 +283,6 @@ class LevinField(StrokeField):
             while len(self._factors) > 1:
                 self._factors.popitem(last=False)
         return lu
-
-    def _base_ab(self, base: Colorization) -> np.ndarray:
-        """The base's ab / 128 on the solve grid, (2, h, w) float64, from its full-res pixels.
-
-        Taken from ``base.rgb`` rather than ``base.ab_low`` so that where no stroke reaches the
-        result matches what the user sees, whatever resolution the base's method worked at.
-        """
-        with self._lock:
-            if self._base is not None and self._base[0] is base:
-                return self._base[1]
-        W, H = self.photo.size
-        if base.rgb.shape[:2] != (H, W):
-            raise ValueError(f"the base colorization is {base.rgb.shape[1]}x{base.rgb.shape[0]}, the photo {W}x{H}")
-        w, h = self.grid
-        rgb = torch.from_numpy(np.ascontiguousarray(base.rgb, dtype=np.float32)).permute(2, 0, 1)[None].double()
-        if (h, w) != (H, W):
-            rgb = F.interpolate(rgb, size=(h, w), mode="area")
-        ab = (rgb_to_lab(rgb)[0, 1:] / AB_SCALE).numpy()
-        with self._lock:
-            self._base = (base, ab)
-        return ab
 
     # --- solving -------------------------------------------------------------------------------
     def solve(
@@ -316,35 +324,120 @@ class LevinField(StrokeField):
         cancel: CancelToken | None = None,
         progress: ProgressFn | None = None,
     ) -> Colorization:
-        """Solve at the grid, upsample guided by the full-resolution L, recombine with that L."""
-        from .colorizer import Colorization
-
+        """Solve at the grid for the edit of ``base`` and render it (:func:`render_edit`)."""
         report = progress or (lambda f, m: None)
         check = cancel.check if cancel is not None else (lambda: None)
         check()
         report(0.0, "rasterising strokes")
-        coverage, target = rasterize(list(strokes), self.photo.size, self.grid)
-        base_ab = self._base_ab(base) if base is not None else None
+        coverage, target = rasterize(list(strokes), self.photo.size, self.grid, L=self.guide * 100.0)
+        full, grid_base = self._bases.get(self.photo, base, self.grid)
         check()
         if self._Q is None and coverage.any():
             report(0.1, "building affinities")
             self._matrix()
             check()
         report(0.3, "solving")
-        U = self.solve(coverage, target, base_ab)
+        U = self.solve(coverage, target, grid_base.numpy() if base is not None else None)
         check()
         report(0.8, "upsampling")
-        ab_low = torch.from_numpy(U).float()
-        L = torch.from_numpy(self.photo.L)
-        with torch.no_grad():
-            ab = guided_upsample_ab(ab_low[None] * AB_SCALE, L)
-            rgb = recombine(L, ab)[0].permute(1, 2, 0).contiguous().numpy()
+        ab_low = torch.from_numpy(U)
+        rgb = render_edit(self.photo, full, grid_base, ab_low)
         report(1.0, "done")
         return Colorization(
-            rgb=rgb.astype(np.float32, copy=False),
-            ab_low=ab_low,
-            method=self.method,
-            model="levin",
-            index=0,
-            seed=base.seed if base is not None else 0,
+            rgb=rgb, ab_low=ab_low.float(), method=self.method, model="levin",
+            index=base.index if base is not None else 0, seed=base.seed if base is not None else 0,
         )
+
+    def attention(self, x: float, y: float) -> np.ndarray | None:
+        """Levin's affinities are local (3x3): no attention map to show."""
+        return None
+
+
+class GCRFStrokeField:
+    """The G-CRF as a stroke field on one full-resolution photo (a :class:`StrokeField`).
+
+    The solve happens on the model grid (S x S, the photo's L area-resized, as for sampling) by
+    the per-photo :class:`~engine.models.gcrf.GCRFField` (~2 s on a CPU core at 64x64, built on
+    the first ``propagate``, which reports progress and honours cancel; later calls take
+    milliseconds plus the upsampling). Calls are serialised by a lock.
+    """
+
+    method = GCRF_METHOD
+
+    def __init__(self, model: GCRF, photo: "Photo", model_name: str = GCRF_METHOD, max_rank: int = 600):
+        self.model, self.photo, self.model_name, self.max_rank = model, photo, model_name, max_rank
+        self.size = model.cfg.size
+        self._lock = threading.RLock()
+        self._A: torch.Tensor | None = None
+        self._field: GCRFField | None = None
+        self._bases = _BaseCache()
+
+    def _device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def L_small(self) -> torch.Tensor:
+        """The photo's L area-resized to the model grid, (1, 1, S, S)."""
+        L = torch.from_numpy(np.ascontiguousarray(self.photo.L, dtype=np.float32))[None, None].to(self._device())
+        return F.interpolate(L, size=(self.size, self.size), mode="area")
+
+    @torch.no_grad()
+    def embeddings(self) -> torch.Tensor:
+        """A (D, P) of the photo at the model grid, cached."""
+        with self._lock:
+            if self._A is None:
+                self._A = self.model.embeddings(self.L_small())[0].float().flatten(1)
+            return self._A
+
+    def grid_field(self, check: Callable[[], None] | None = None) -> GCRFField:
+        """The cached model-grid field (built on first use)."""
+        with self._lock:
+            if self._field is None:
+                cfg = self.model.cfg
+                self._field = GCRFField.from_embeddings(
+                    self.embeddings(), cfg.beta_test * cfg.stroke_base, cfg.beta_test, cfg.exclude_self, self.max_rank, check
+                )
+            return self._field
+
+    @torch.no_grad()
+    def propagate(
+        self,
+        strokes: Sequence[Stroke],
+        base: Colorization | None = None,
+        cancel: CancelToken | None = None,
+        progress: ProgressFn | None = None,
+    ) -> Colorization:
+        """The photo coloured by ``strokes`` over ``base`` (None: over grey)."""
+        report = progress or (lambda f, m: None)
+        check = cancel.check if cancel is not None else (lambda: None)
+        check()
+        grid = (self.size, self.size)
+        with self._lock:
+            if self._field is None:
+                report(0.05, "building the G-CRF field")
+            field = self.grid_field(check)
+            check()
+            report(0.5, "solving")
+            L_grid = self.L_small()[0, 0].cpu().numpy()
+            cov, tgt = rasterize(list(strokes), self.photo.size, grid, L=L_grid)
+            full, grid_base = self._bases.get(self.photo, base, grid)
+            x = field.propagate(cov, tgt, grid_base.to(field.solver.device)).cpu()
+        check()
+        report(0.8, "upsampling")
+        rgb = render_edit(self.photo, full, grid_base, x)
+        report(1.0, "done")
+        return Colorization(
+            rgb=rgb, ab_low=x.float(), method=self.method, model=self.model_name,
+            index=base.index if base is not None else 0, seed=base.seed if base is not None else 0,
+        )
+
+    @torch.no_grad()
+    def attention(self, x: float, y: float) -> np.ndarray:
+        """Which pixels image point (x, y) draws its colour from: row of Ŝ, upsampled to the
+        photo's (H, W) and scaled to [0, 1] (the GUI overlays it)."""
+        W, H = self.photo.size
+        s = self.size
+        gx = min(s - 1, max(0, int(x * s / W)))
+        gy = min(s - 1, max(0, int(y * s / H)))
+        row = attention_row(self.embeddings(), gy * s + gx, self.model.cfg.exclude_self).view(1, 1, s, s).cpu()
+        up = F.interpolate(row, size=(H, W), mode="bilinear", align_corners=False)[0, 0].clamp(min=0)
+        return (up / up.max().clamp(min=1e-12)).numpy().astype(np.float32)

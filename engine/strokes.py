@@ -30,7 +30,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from .color import AB_SCALE, rgb_to_lab
+from .color import AB_SCALE, lab_to_rgb, rgb_to_lab
 from .errors import StrokesError
 from .files import atomic_write
 
@@ -39,6 +39,8 @@ __all__ = [
     "MAX_RADIUS",
     "Stroke",
     "clip_strokes",
+    "color_ab_at",
+    "displayed_color",
     "load_strokes",
     "parse_strokes",
     "rasterize",
@@ -268,6 +270,85 @@ def clip_strokes(strokes: Iterable[Stroke], image_size: tuple[int, int]) -> list
 # --------------------------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=1)
+def _chroma_table() -> np.ndarray:
+    """Largest in-gamut chroma C*ab of sRGB at each lightness L = 0..100 (rows, step 1) and hue
+    0..360° (columns, step 2°; the last repeats the first), by bisection on whether Lab maps to
+    linear sRGB inside [0, 1]. Computed once (a few tens of ms)."""
+    Ls = np.arange(101, dtype=np.float64)[:, None]
+    hues = np.deg2rad(np.arange(0, 361, 2, dtype=np.float64))[None, :]
+    ca, sa = np.cos(hues), np.sin(hues)
+    fy = (Ls + 16) / 116
+    finv = lambda f: np.where(f > 6 / 29, f**3, (116 * f - 16) / (24389 / 27))
+    white = (0.95047, 1.0, 1.08883)
+    m = np.linalg.inv(np.array([[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169],
+                                [0.019334, 0.119193, 0.950227]]))
+    Y = finv(fy) * white[1]
+    lo, hi = np.zeros((101, hues.shape[1])), np.full((101, hues.shape[1]), 200.0)
+    for _ in range(24):
+        mid = 0.5 * (lo + hi)
+        X = finv(fy + mid * ca / 500) * white[0]
+        Z = finv(fy - mid * sa / 200) * white[2]
+        ok = np.ones_like(mid, dtype=bool)
+        for r in range(3):
+            v = m[r, 0] * X + m[r, 1] * Y + m[r, 2] * Z
+            ok &= (v >= -1e-9) & (v <= 1 + 1e-9)
+        lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
+    return lo
+
+
+_HUE_STEP = 2.0  # degrees between the table's columns
+
+
+def _lab(color: tuple[int, int, int]) -> tuple[float, float, float]:
+    rgb = torch.tensor(color, dtype=torch.float64).view(3, 1, 1) / 255.0
+    lab = rgb_to_lab(rgb)
+    return float(lab[0, 0, 0]), float(lab[1, 0, 0]), float(lab[2, 0, 0])
+
+
+GAMUT_MARGIN = 0.97
+"""Chroma applied at a pixel is at most this fraction of the gamut's limit at its lightness, so
+the guided upsampling's small overshoots stay in gamut."""
+
+
+@lru_cache(maxsize=1024)
+def _hue_profile(color: tuple[int, int, int]) -> tuple[float, float, np.ndarray]:
+    """(hue in radians, chroma relative to the gamut's limit at the colour's own lightness,
+    the limit along L = 0..100 at that hue (101,))."""
+    L0, a, b = _lab(color)
+    hue = math.atan2(b, a)
+    deg = math.degrees(hue) % 360.0
+    table = _chroma_table()
+    k = min(int(deg // _HUE_STEP), table.shape[1] - 2)
+    f = deg / _HUE_STEP - k
+    limit = (1 - f) * table[:, k] + f * table[:, k + 1]
+    at_own = float(np.interp(L0, np.arange(101), limit))
+    rel = min(1.0, math.hypot(a, b) / at_own) if at_own > 1e-6 else 0.0
+    return hue, rel, limit
+
+
+def color_ab_at(color: tuple[int, int, int], L: np.ndarray | float) -> np.ndarray:
+    """The ab / 128 a stroke of ``color`` gives pixels of lightness L (any shape; 0-100):
+    ``color``'s hue, and its chroma *relative to the sRGB gamut's limit* at its own lightness,
+    re-applied at L. So a saturated blue gives dark pixels a saturated dark blue and light ones
+    a light blue, always in gamut, instead of an ab that only fits the colour's own lightness
+    (which clips to another hue on dark pixels and to white on light ones). Returns (2, *L.shape).
+    """
+    hue, rel, limit = _hue_profile(tuple(int(v) for v in color))
+    Lc = np.clip(np.asarray(L, np.float64), 0.0, 100.0)
+    chroma = GAMUT_MARGIN * rel * np.interp(Lc, np.arange(101), limit)
+    return np.stack([chroma * math.cos(hue), chroma * math.sin(hue)]) / AB_SCALE
+
+
+def displayed_color(color: tuple[int, int, int], L: float) -> tuple[int, int, int]:
+    """What a stroke of ``color`` looks like on a pixel of lightness L (0-100), as (r, g, b)
+    0-255: the swatch a stroke preview shows (see :func:`color_ab_at`)."""
+    ab = color_ab_at(color, float(L)) * AB_SCALE
+    lab = torch.tensor([float(L), float(ab[0]), float(ab[1])], dtype=torch.float64).view(3, 1, 1)
+    rgb = lab_to_rgb(lab)[:, 0, 0].numpy()
+    return tuple(int(round(float(v) * 255)) for v in rgb)  # type: ignore[return-value]
+
+
 @lru_cache(maxsize=1024)
 def stroke_ab(color: tuple[int, int, int]) -> tuple[float, float]:
     """The (a, b) of an sRGB colour in ab/128 units, with the same conversion as the engine."""
@@ -277,13 +358,16 @@ def stroke_ab(color: tuple[int, int, int]) -> tuple[float, float]:
 
 
 def rasterize(
-    strokes: Sequence[Stroke], image_size: tuple[int, int], grid: tuple[int, int] | None = None
+    strokes: Sequence[Stroke], image_size: tuple[int, int], grid: tuple[int, int] | None = None,
+    L: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Area-weighted strokes on a (w, h) grid laid over the (W, H) image.
 
     Returns ``coverage`` (h, w) float32 in [0, 1], the fraction of each cell under any stroke,
     and ``ab`` (2, h, w) float32 in ab/128 units, the colour of the strokes in the covered part
-    of each cell (0 where nothing is). A stroke is the union of capsules (discs of its radius
+    of each cell (0 where nothing is). With ``L`` (h, w), the photo's lightness on the grid,
+    each cell gets the stroke colour at its own lightness (:func:`color_ab_at`); without, the
+    colour's own ab (:func:`stroke_ab`). A stroke is the union of capsules (discs of its radius
     swept along each segment). Later strokes paint over earlier ones, exactly at the sub-sample
     level: each cell is sampled at 16 points, and a point belongs to the last stroke covering it.
     The points form a rotated lattice, each in its own row and column of a 16x16 subgrid, so an
@@ -310,6 +394,10 @@ def rasterize(
     sub_y = ((7 * k) % n_sub + 0.5) / n_sub  # 7 is coprime to 16: a permutation of the rows
     bits = (np.uint16(1) << k.astype(np.uint16)).astype(np.uint16)
     half_diag = 0.5 * math.hypot(cw, ch)
+    if L is not None:
+        L_grid = np.asarray(L, np.float64)
+        if L_grid.shape != (h, w):
+            raise ValueError(f"L must be on the {w}x{h} grid, got shape {L_grid.shape}")
     for stroke in reversed(list(strokes)):
         mask = np.zeros((h, w), np.uint16)
         bbox = [w, h, 0, 0]  # x0, y0, x1, y1 in cells, of what this stroke touched
@@ -341,10 +429,13 @@ def rasterize(
         visible = mask[sl] & ~taken[sl]
         frac = _POPCOUNT[visible].astype(np.float32) / n_sub
         taken[sl] |= mask[sl]
-        a, b = stroke_ab(stroke.color)
+        if L is None:
+            a, b = (np.float32(v) for v in stroke_ab(stroke.color))
+        else:
+            a, b = color_ab_at(stroke.color, L_grid[sl]).astype(np.float32)
         cov[sl] += frac
-        a_acc[sl] += frac * np.float32(a)
-        b_acc[sl] += frac * np.float32(b)
+        a_acc[sl] += frac * a
+        b_acc[sl] += frac * b
     ab = np.zeros((2, h, w), np.float32)
     nz = cov > 0
     ab[0][nz] = a_acc[nz] / cov[nz]

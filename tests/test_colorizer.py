@@ -25,11 +25,134 @@ def test_same_seed_same_result_and_full_size(colorizer, photo):
     assert [c.index for c in a] == [0, 1, 2, 3] and a[0].method == "vae-mdn"
 
 
-def test_samples_beyond_the_mixture_are_random_but_seeded(colorizer, photo):
-    a = colorizer.sample(photo, n=10, seed=1)
-    b = colorizer.sample(photo, n=10, seed=2)
-    np.testing.assert_array_equal(a[0].rgb, b[0].rgb)  # the means come first, seed-independent
-    assert not np.array_equal(a[9].ab_low.numpy(), b[9].ab_low.numpy())
+def _differ(x, y) -> bool:
+    return float((x.ab_low - y.ab_low).abs().max()) > 1e-4
+
+
+def test_first_sample_is_the_mode_and_every_other_depends_on_seed_and_temperature(colorizer, photo):
+    a = colorizer.sample(photo, n=5, seed=1)
+    b = colorizer.sample(photo, n=5, seed=2)
+    np.testing.assert_array_equal(a[0].rgb, b[0].rgb)  # the most likely one, seed-independent
+    assert all(_differ(x, y) for x, y in zip(a[1:], b[1:]))
+    cold = colorizer.sample(photo, n=5, seed=1, temperature=0.5)
+    hot = colorizer.sample(photo, n=5, seed=1, temperature=1.5)
+    assert all(_differ(x, y) for x, y in zip(cold[1:], hot[1:]))
+    # a wider temperature spreads the draws further from the mode
+    spread = lambda s: float(torch.stack([c.ab_low - s[0].ab_low for c in s[1:]]).abs().mean())
+    assert spread(hot) > spread(cold)
+
+
+def test_more_samples_continue_the_set_without_repeats(colorizer, photo):
+    whole = colorizer.sample(photo, n=6, seed=4)
+    head = colorizer.sample(photo, n=3, seed=4)
+    more = colorizer.sample(photo, n=3, seed=4, first=3)
+    assert [c.index for c in more] == [3, 4, 5]
+    for x, y in zip(whole, head + more):  # asking for more = asking for all at once
+        torch.testing.assert_close(x.ab_low, y.ab_low, atol=1e-5, rtol=0)
+    again = colorizer.sample(photo, n=4, seed=4, first=6)
+    got = whole + again
+    assert all(_differ(x, y) for i, x in enumerate(got) for y in got[i + 1 :])  # never a duplicate
+    alone = colorizer.sample(photo, n=1, seed=4, first=4)[0]  # one gallery entry recreated alone
+    torch.testing.assert_close(alone.ab_low, whole[4].ab_low, atol=1e-5, rtol=0)
+
+
+def test_sample_seeds_are_unrelated_for_neighbours():
+    from engine.sampling import sample_seed
+
+    seeds = {sample_seed(s, k) for s in range(20) for k in range(20)}
+    assert len(seeds) == 400 and all(0 <= v < 2**63 for v in seeds)
+
+
+def test_ambiguity_map_is_high_where_samples_disagree():
+    from engine.colorizer import ambiguity_map
+    from engine.types import Colorization
+
+    rng = np.random.default_rng(0)
+    grey = np.full((20, 30, 3), 0.5, np.float32)
+    samples = []
+    for k in range(4):
+        rgb = grey.copy()
+        rgb[:, 15:] = rng.uniform(0.2, 0.8, 3)  # the right half changes colour from sample to sample
+        samples.append(Colorization(rgb, torch.zeros(2, 4, 4), "x", "x", k, 0))
+    amb = ambiguity_map(samples)
+    assert amb.shape == (20, 30) and amb.dtype == np.float32
+    assert abs(amb.max() - 1) < 1e-6 and amb.min() >= 0
+    assert amb[:, 20:].mean() > 0.5 and amb[:, :10].max() < 0.05
+    assert ambiguity_map(samples[:1]).max() == 0 and ambiguity_map(samples, size=(15, 10)).shape == (10, 15)
+
+
+def test_lock_and_resample_samples_agree_with_the_strokes(colorizer, photo):
+    from engine.strokes import Stroke, color_ab_at
+
+    stroke = Stroke((30, 60, 220), 8, ((20.0, 30.0), (50.0, 60.0)))
+    got = colorizer.sample(photo, n=3, seed=5, strokes=[stroke])
+    free = colorizer.sample(photo, n=3, seed=5)
+    lab = lambda c: rgb_to_lab(torch.from_numpy(c.rgb).permute(2, 0, 1).double()).numpy()
+    for g, f in zip(got, free):
+        at = lab(g)[:, 40, 35]  # under the stroke: the stroke's colour at that pixel's lightness
+        want = color_ab_at(stroke.color, photo.L[40, 35]) * 128
+        assert np.linalg.norm(at[1:] - want) < 0.25 * np.linalg.norm(want)
+        assert g.index == f.index and g.seed == 5
+    assert _differ(got[1], got[2])  # the rest is still resampled
+
+
+def test_engine_has_no_import_cycle():
+    """Every import between engine modules (at module level or inside functions) as a graph:
+    it must be acyclic, and engine.types must import nothing of the engine but errors."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "engine"
+    mods = {".".join(("engine", *p.relative_to(root).with_suffix("").parts)).removesuffix(".__init__"): p
+            for p in root.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in mods.items():
+        pkg = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
+                    base = ".".join([*parts, *([base] if base else [])])
+                cands = [base] + [f"{base}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                cands = [a.name for a in node.names]
+            else:
+                continue
+            deps |= {c for c in cands if c in mods and c != name}
+        graph[name] = deps
+    assert graph["engine.types"] <= {"engine.errors"}
+    state: dict[str, int] = {}
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = 1
+        for d in graph[m]:
+            if state.get(d) == 1:
+                raise AssertionError("import cycle: " + " -> ".join([*path[path.index(d):], d]) if d in path else d)
+            if d not in state:
+                visit(d, [*path, d])
+        state[m] = 2
+
+    for m in graph:
+        if m not in state:
+            visit(m, [m])
+
+
+def test_models_implement_the_one_interface():
+    from engine.models import registry
+    from engine.types import SamplingModel
+
+    reg = registry()
+    assert {"vae-mdn", "pic", "gcrf"} <= set(reg)
+    for method, cls in reg.items():
+        assert cls.METHOD == method and isinstance(cls.LABEL, str)
+        assert callable(cls.sample) and isinstance(cls.input_size, property)
+    from engine.colorizer import Colorizer
+
+    c = Colorizer(device="cpu")
+    for info in c.available():
+        assert isinstance(c.model(info), SamplingModel)
 
 
 def test_output_luminance_is_the_input_luminance(colorizer, photo):

@@ -13,7 +13,8 @@ import torch
 from engine.checkpoint import load_checkpoint
 from engine.errors import CheckpointError
 from engine.gcrf_solver import GCRFSolver, attention_row, gcrf_solve, similarity, solve_cg, system_matrix
-from engine.models.gcrf import GCRF, GCRFConfig, GCRFField, GCRFStrokeField, position_features
+from engine.models.gcrf import GCRF, GCRFConfig, GCRFField, position_features
+from engine.propagate import GCRFStrokeField
 from training.cli import main
 from training.stages.gcrf import POINTS_ONLY_WEIGHT, evaluate_gcrf, gcrf_train_solution, reveal_fraction
 

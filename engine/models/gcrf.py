@@ -32,25 +32,22 @@ Deviations from the paper, and why:
 from __future__ import annotations
 
 import math
-import threading
 from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..color import AB_SCALE, guided_upsample_ab, recombine, rgb_to_lab
 from ..gcrf_solver import GCRFSolver, attention_row, similarity, solve_cg
+from ..types import CancelToken, Generators, Hints, ProgressFn
 from .vae_mdn import VAEMDN, VAEMDNConfig
 
-if TYPE_CHECKING:
-    from ..colorizer import CancelToken, Colorization
-    from ..io import Photo
-    from ..strokes import Stroke
-
 METHOD = "gcrf"
+HINT_WEIGHT = 20.0
+"""Weight of a fully hinted pixel's unary toward the hint, relative to β, when sampling with
+hints: the sample there is 20/21 the hint and 1/21 its own decoding."""
 N_FREQ = 4  # Fourier frequencies of the position features: sin/cos(π f u), f = 1, 2, 4, 8
 
 
@@ -145,21 +142,61 @@ class GCRF(VAEMDN):
         A = self.embeddings(L)
         return similarity(A.flatten(2).float(), self.cfg.exclude_self)
 
-    def solve_automatic(self, unary: torch.Tensor, S_hat: torch.Tensor, tol: float = 1e-5) -> torch.Tensor:
-        """G-CRF mean with H = I, β = beta_test: unary (n, 2, S, S), Ŝ (P, P) -> (n, 2, S, S)."""
+    def solve_automatic(
+        self, unary: torch.Tensor, S_hat: torch.Tensor, tol: float = 1e-5, hints: Hints | None = None
+    ) -> torch.Tensor:
+        """G-CRF mean with H = I, β = beta_test: unary (n, 2, S, S), Ŝ (P, P) -> (n, 2, S, S).
+
+        With ``hints`` (on this grid), hinted pixels get a second, ``HINT_WEIGHT`` times
+        stronger unary toward the hint colour: β(1 + HINT_WEIGHT·c) x = β unary + β HINT_WEIGHT c
+        hint there, so every sample agrees with what the user locked (lock and resample)."""
         n, c, h, w = unary.shape
         rhs = unary.float().reshape(n * c, h * w).T  # (P, 2n): every sample's a and b at once
         beta = self.cfg.beta_test
         weights = torch.full((h * w,), beta, device=rhs.device)
-        x = solve_cg(S_hat.float(), weights, beta * rhs, tol=tol, x0=rhs)  # warm start: the unary
+        x0 = rhs
+        rhs = beta * rhs
+        if hints is not None and hints.any:
+            hh = hints.resized((h, w))
+            cov = hh.coverage.to(rhs.device).float().reshape(-1)
+            target = hh.ab.to(rhs.device).float().reshape(2, -1).T.repeat(1, n)  # (P, 2n) like rhs
+            extra = beta * HINT_WEIGHT * cov
+            weights = weights + extra
+            rhs = rhs + extra[:, None] * target
+        x = solve_cg(S_hat.float(), weights, rhs, tol=tol, x0=x0)  # warm start: the unary
         return x.T.reshape(n, c, h, w).to(unary.dtype)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        L: torch.Tensor,
+        n: int,
+        *,
+        generator: Generators = None,
+        temperature: float = 1.0,
+        include_mode: bool = True,
+        hints: Hints | None = None,
+        progress: ProgressFn | None = None,
+        cancel: CancelToken | None = None,
+    ) -> torch.Tensor:
+        """L (1, 1, S, S) in [0, 100] -> ab (n, 2, S, S): n G-CRF samples (see
+        :class:`engine.types.SamplingModel`). Codes as VAE-MDN's (with hints: the agreeing
+        ones); each decoded field is the unary term, one Ŝ serves all n solves, and hints enter
+        every solve as strong unaries."""
+        if cancel is not None:
+            cancel.check()
+        feats, grey = self.grey_features(L)
+        z = self.codes(L, n, generator, temperature, include_mode, hints, feats, grey)
+        unary = self.decoder(z, feats, grey)
+        S_hat = similarity(self.embed(grey, feats).flatten(2).float(), self.cfg.exclude_self)[0]
+        return self.solve_automatic(unary, S_hat, hints=hints).clamp(-1, 1)
 
     @torch.no_grad()
     def colorize(
         self,
         L: torch.Tensor,
         n: int,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         temperature: float = 1.0,
         mode: str = "auto",
         return_unary: bool = False,
@@ -287,118 +324,4 @@ class GCRFField:
             row = self.S_hat[p]
         return row.reshape(self.size, self.size)
 
-
-class GCRFStrokeField:
-    """The G-CRF as a stroke field on one full-resolution photo (``engine.propagate.StrokeField``).
-
-    Implements that interface by duck typing (``method``, ``photo``, ``propagate``,
-    ``attention``) rather than inheritance, so loading a G-CRF model does not import scipy.
-    Register with the facade as ``FIELDS["gcrf"] = lambda c, photo: GCRFStrokeField(model, photo)``.
-
-    The solve happens on the model grid (S x S, the photo's L area-resized, as for sampling);
-    the *edit* δ = x - base is upsampled guided by the full-resolution L and added to the
-    base's full-resolution ab, so wherever no stroke reaches the result is exactly the base the
-    user sees. The per-photo :class:`GCRFField` (~2 s on a CPU core at 64x64) is built on the
-    first ``propagate``, which reports progress and honours cancel; later calls take
-    milliseconds plus the upsampling. Calls are serialised by a lock.
-    """
-
-    method = METHOD
-
-    def __init__(self, model: GCRF, photo: "Photo", model_name: str = METHOD, max_rank: int = 600):
-        self.model, self.photo, self.model_name, self.max_rank = model, photo, model_name, max_rank
-        self.size = model.cfg.size
-        self._lock = threading.RLock()
-        self._A: torch.Tensor | None = None
-        self._field: GCRFField | None = None
-        self._base: tuple[object, torch.Tensor, torch.Tensor] | None = None
-
-    def _device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    def _L_small(self) -> torch.Tensor:
-        L = torch.from_numpy(np.ascontiguousarray(self.photo.L, dtype=np.float32))[None, None].to(self._device())
-        return F.interpolate(L, size=(self.size, self.size), mode="area")
-
-    @torch.no_grad()
-    def embeddings(self) -> torch.Tensor:
-        """A (D, P) of the photo at the model grid, cached."""
-        with self._lock:
-            if self._A is None:
-                self._A = self.model.embeddings(self._L_small())[0].float().flatten(1)
-            return self._A
-
-    def grid_field(self, check: Callable[[], None] | None = None) -> GCRFField:
-        """The cached model-grid field (built on first use)."""
-        with self._lock:
-            if self._field is None:
-                cfg = self.model.cfg
-                self._field = GCRFField.from_embeddings(
-                    self.embeddings(), cfg.beta_test * cfg.stroke_base, cfg.beta_test, cfg.exclude_self, self.max_rank, check
-                )
-            return self._field
-
-    def _base_ab(self, base: "Colorization | None") -> tuple[torch.Tensor, torch.Tensor]:
-        """(full-resolution ab/128 (2, H, W), its area average on the grid (2, S, S)) of the base."""
-        W, H = self.photo.size
-        with self._lock:
-            if self._base is not None and self._base[0] is base:
-                return self._base[1], self._base[2]
-        if base is None:
-            full = torch.zeros(2, H, W)
-        else:
-            if base.rgb.shape[:2] != (H, W):
-                raise ValueError(f"the base colorization is {base.rgb.shape[1]}x{base.rgb.shape[0]}, the photo {W}x{H}")
-            rgb = torch.from_numpy(np.ascontiguousarray(base.rgb, dtype=np.float32)).permute(2, 0, 1)
-            full = rgb_to_lab(rgb)[1:] / AB_SCALE
-        grid = F.interpolate(full[None], size=(self.size, self.size), mode="area")[0]
-        with self._lock:
-            self._base = (base, full, grid)
-        return full, grid
-
-    @torch.no_grad()
-    def propagate(
-        self,
-        strokes: "Sequence[Stroke]",
-        base: "Colorization | None" = None,
-        cancel: "CancelToken | None" = None,
-        progress: Callable[[float, str], None] | None = None,
-    ) -> "Colorization":
-        """The photo coloured by ``strokes`` over ``base`` (None: over grey)."""
-        from ..colorizer import Colorization
-        from ..strokes import rasterize
-
-        report = progress or (lambda f, m: None)
-        check = cancel.check if cancel is not None else (lambda: None)
-        check()
-        with self._lock:
-            if self._field is None:
-                report(0.05, "building the G-CRF field")
-            field = self.grid_field(check)
-            check()
-            report(0.5, "solving")
-            cov, tgt = rasterize(list(strokes), self.photo.size, (self.size, self.size))
-            full, grid = self._base_ab(base)
-            x = field.propagate(cov, tgt, grid.to(field.solver.device)).float().cpu()
-        check()
-        report(0.8, "upsampling")
-        L = torch.from_numpy(np.ascontiguousarray(self.photo.L, dtype=np.float32))
-        ab = full * AB_SCALE + guided_upsample_ab((x - grid)[None] * AB_SCALE, L)[0]
-        rgb = recombine(L, ab[None])[0].permute(1, 2, 0).contiguous().numpy()
-        report(1.0, "done")
-        return Colorization(
-            rgb=rgb.astype(np.float32, copy=False), ab_low=x, method=METHOD, model=self.model_name,
-            index=base.index if base is not None else 0, seed=base.seed if base is not None else 0,
-        )
-
-    @torch.no_grad()
-    def attention(self, x: float, y: float) -> np.ndarray:
-        """Which pixels image point (x, y) draws its colour from: row of Ŝ, upsampled to the
-        photo's (H, W) and scaled to [0, 1] (the GUI overlays it)."""
-        W, H = self.photo.size
-        s = self.size
-        gx = min(s - 1, max(0, int(x * s / W)))
-        gy = min(s - 1, max(0, int(y * s / H)))
-        row = attention_row(self.embeddings(), gy * s + gx, self.model.cfg.exclude_self).view(1, 1, s, s).cpu()
-        up = F.interpolate(row, size=(H, W), mode="bilinear", align_corners=False)[0, 0].clamp(min=0)
-        return (up / up.max().clamp(min=1e-12)).numpy().astype(np.float32)
+MODEL = GCRF  # found by engine.models.registry()

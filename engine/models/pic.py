@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..sampling import draw
+from ..types import CancelToken, Generators, Hints, ProgressFn
 from .base import LoadableModel, ModelConfig
 
 METHOD = "pic"
@@ -214,8 +216,9 @@ class Noise:
     uniform: torch.Tensor  # (B, h, w, 2)
 
     @classmethod
-    def draw(cls, n: int, h: int, w: int, n_mix: int, generator: torch.Generator | None, device, dtype) -> "Noise":
-        u = torch.rand(n, h, w, n_mix + 2, generator=generator, device=device, dtype=torch.float64)
+    def draw(cls, n: int, h: int, w: int, n_mix: int, generator: Generators, device, dtype) -> "Noise":
+        """One generator for all n samples, or one per sample (sample k then depends on k alone)."""
+        u = draw(generator, n, lambda g, m: torch.rand(m, h, w, n_mix + 2, generator=g, device=device, dtype=torch.float64))
         u = u.clamp(1e-6, 1 - 1e-6)
         return cls((-torch.log(-torch.log(u[..., :n_mix]))).to(dtype), u[..., n_mix:].to(dtype))
 
@@ -235,7 +238,28 @@ def sample_pixel(params: torch.Tensor, gumbel: torch.Tensor, uniform: torch.Tens
 
 # --- the model ------------------------------------------------------------------------------
 
-ProgressFn = Callable[[float, str], None]
+HINT_CLAMP = 0.5
+"""Chroma pixels whose hint coverage reaches this are clamped to the hint while sampling."""
+
+
+@dataclass
+class Clamp:
+    """Pixels fixed while sampling (lock and resample): ``mask`` (h, w) bool, ``ab`` (2, h, w)
+    quantised. Later pixels are sampled conditioned on them, as on any already drawn pixel."""
+
+    mask: torch.Tensor
+    ab: torch.Tensor
+
+    @classmethod
+    def from_hints(cls, hints: Hints, size: int, device, dtype) -> "Clamp":
+        h = hints.resized((size, size))
+        return cls((h.coverage >= HINT_CLAMP).to(device), quantize(h.ab.to(device, dtype)))
+
+    def apply(self, ab: torch.Tensor, i: int, j: int) -> torch.Tensor:
+        """ab (n, 2) of pixel (i, j): the hint there if clamped."""
+        if bool(self.mask[i, j]):
+            return self.ab[:, i, j].expand_as(ab)
+        return ab
 
 
 class PIC(LoadableModel):
@@ -243,7 +267,7 @@ class PIC(LoadableModel):
     CONFIG = PICConfig
     LABEL = "PIC"
     INFERENCE_PARTS = ("embedding", "decoder")
-    REPORTS_PROGRESS = True  # colorize() takes progress and cancel: sampling is sequential
+    REPORTS_PROGRESS = True  # sampling is sequential: most of a run's time, reported per row
 
     def __init__(self, cfg: PICConfig):
         super().__init__()
@@ -271,29 +295,46 @@ class PIC(LoadableModel):
         return mixture_log_prob(ab_q, params, self.cfg.n_mix).flatten(1).sum(1)
 
     # --- sampling ---------------------------------------------------------------------------
+    @property
+    def input_size(self) -> int:
+        return self.cfg.size
+
     @torch.no_grad()
-    def colorize(
+    def sample(
         self,
         L: torch.Tensor,
         n: int,
-        generator: torch.Generator | None = None,
+        *,
+        generator: Generators = None,
         temperature: float = 1.0,
-        mode: str = "samples",
+        include_mode: bool = True,
+        hints: Hints | None = None,
         progress: ProgressFn | None = None,
-        cancel: Any = None,
+        cancel: CancelToken | None = None,
     ) -> torch.Tensor:
         """L (1, 1, S, S) in [0, 100] -> n samples of ab / 128, (n, 2, S/sub, S/sub), in one batch.
 
         ``temperature`` is relative to the file's calibrated one (``sampling_temperature``).
-        ``mode`` is accepted for the common interface; PIC only draws samples (its pixelwise
-        means are greyish, paper §4.4)."""
+        ``include_mode`` is accepted for the common interface: PIC only draws samples (its
+        pixelwise means are greyish, paper §4.4). ``hints`` (on L's grid) clamp the chroma
+        pixels they cover while sampling, so the rest is drawn conditioned on them."""
         cond = self.embedding(L).expand(n, -1, -1, -1)
         s = self.cfg.chroma_size
         noise = Noise.draw(n, s, s, self.cfg.n_mix, generator, L.device, cond.dtype)
-        return self.sample_cached(cond, noise, temperature * self.sampling_temperature, progress, cancel)
+        clamp = Clamp.from_hints(hints, s, L.device, cond.dtype) if hints is not None and hints.any else None
+        return self.sample_cached(cond, noise, temperature * self.sampling_temperature, progress, cancel, clamp)
+
+    def colorize(
+        self, L: torch.Tensor, n: int, generator: Generators = None, temperature: float = 1.0, mode: str = "samples",
+        progress: ProgressFn | None = None, cancel: CancelToken | None = None,
+    ) -> torch.Tensor:
+        """The call form evaluation uses for every method (``mode`` as VAE-MDN's; PIC only draws)."""
+        return self.sample(L, n, generator=generator, temperature=temperature, progress=progress, cancel=cancel)
 
     @torch.no_grad()
-    def sample_naive(self, cond: torch.Tensor, noise: Noise, temperature: float = 1.0, rows: int | None = None) -> torch.Tensor:
+    def sample_naive(
+        self, cond: torch.Tensor, noise: Noise, temperature: float = 1.0, rows: int | None = None, clamp: Clamp | None = None
+    ) -> torch.Tensor:
         """Reference sampler: the whole decoder once per pixel (slow; for tests and benchmarks).
         ``rows`` stops after that many rows (the rest stays zero): every step costs the same, so
         a benchmark can time a few rows and scale."""
@@ -302,7 +343,8 @@ class PIC(LoadableModel):
         for i in range(h if rows is None else min(rows, h)):
             for j in range(w):
                 params = self.decoder(ab, cond)[:, :, i, j]
-                ab[:, :, i, j] = sample_pixel(params, noise.gumbel[:, i, j], noise.uniform[:, i, j], self.cfg.n_mix, temperature)
+                v = sample_pixel(params, noise.gumbel[:, i, j], noise.uniform[:, i, j], self.cfg.n_mix, temperature)
+                ab[:, :, i, j] = v if clamp is None else clamp.apply(v, i, j)
         return ab
 
     @torch.no_grad()
@@ -312,10 +354,11 @@ class PIC(LoadableModel):
         noise: Noise,
         temperature: float = 1.0,
         progress: ProgressFn | None = None,
-        cancel: Any = None,
+        cancel: CancelToken | None = None,
+        clamp: Clamp | None = None,
     ) -> torch.Tensor:
         """Fast sampler, identical in result to ``sample_naive`` (see the module docstring)."""
-        return _CachedSampler(self.decoder, cond, self.cfg.n_mix).run(noise, temperature, progress, cancel)
+        return _CachedSampler(self.decoder, cond, self.cfg.n_mix).run(noise, temperature, progress, cancel, clamp)
 
 
 class _CachedSampler:
@@ -405,7 +448,9 @@ class _CachedSampler:
             x = x + a * torch.sigmoid(b)
         return F.linear(F.elu(x), dec.out.weight[:, :, 0, 0], dec.out.bias)
 
-    def run(self, noise: Noise, temperature: float, progress: ProgressFn | None, cancel: Any) -> torch.Tensor:
+    def run(
+        self, noise: Noise, temperature: float, progress: ProgressFn | None, cancel: CancelToken | None, clamp: Clamp | None = None
+    ) -> torch.Tensor:
         out = torch.zeros(self.n, 2, self.h, self.w, device=self.x.device, dtype=self.x.dtype)
         for i in range(self.h):
             if cancel is not None:
@@ -414,8 +459,12 @@ class _CachedSampler:
             for j in range(self.w):
                 params = self._horizontal_pixel(i, j)
                 ab = sample_pixel(params, noise.gumbel[:, i, j], noise.uniform[:, i, j], self.n_mix, temperature)
+                if clamp is not None:
+                    ab = clamp.apply(ab, i, j)
                 out[:, :, i, j] = ab
                 self.x[:, :2, i + self.PT, j + self.PL] = ab
             if progress is not None:
                 progress((i + 1) / self.h, f"sampling row {i + 1} of {self.h}")
         return out
+
+MODEL = PIC  # found by engine.models.registry()

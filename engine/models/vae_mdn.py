@@ -25,6 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..sampling import draw, skip
+from ..types import CancelToken, Generators, Hints, ProgressFn
 from .base import LoadableModel, ModelConfig
 
 METHOD = "vae-mdn"
@@ -197,42 +199,170 @@ class VAEMDN(LoadableModel):
         self,
         L: torch.Tensor,
         n: int,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         temperature: float = 1.0,
         mode: str = "auto",
     ) -> torch.Tensor:
         """Codes for n colorizations of one image L (1, 1, S, S).
 
-        ``mode="means"`` returns mixture means in descending order of pi (the paper's top-k);
-        ``"samples"`` draws true samples from the mixture; ``"auto"`` gives the means first and
-        samples beyond the number of components. Temperature sharpens (<1) or flattens (>1) pi
-        and scales the component noise.
+        ``"auto"``: the top mixture mean first (the most likely colorization), then draws from
+        the mixture (:func:`mixture_codes`). ``"samples"``: draws only. ``"means"``: the mixture
+        means in descending order of π (the paper's top-k, for evaluation), then draws beyond
+        the number of components.
         """
         feats, _ = self.grey_features(L)
         log_pi, mu = self.mdn(feats)
-        log_pi, mu = log_pi[0], mu[0]
-        order = torch.argsort(log_pi, descending=True)
-        n_means = {"means": n, "samples": 0, "auto": min(n, self.cfg.n_components)}[mode]
-        n_means = min(n_means, self.cfg.n_components)
-        codes = [mu[order[:n_means]]]
-        n_rest = n - n_means
-        if n_rest > 0:
-            t = max(float(temperature), 1e-3)
-            probs = torch.softmax(log_pi / t, dim=0)
-            comp = torch.multinomial(probs, n_rest, replacement=True, generator=generator)
-            noise = torch.randn(n_rest, self.cfg.latent_dim, generator=generator, device=mu.device)
-            codes.append(mu[comp] + self.cfg.mdn_sigma * t * noise)
-        return torch.cat(codes, dim=0)
+        if mode == "means":
+            k = min(n, self.cfg.n_components)
+            top = mu[0, torch.argsort(log_pi[0], descending=True)[:k]]
+            rest = mixture_codes(log_pi[0], mu[0], self.cfg.mdn_sigma, n - k, skip(generator, k), temperature, False)
+            return torch.cat([top, rest])
+        if mode not in ("auto", "samples"):
+            raise ValueError(f"unknown mode {mode!r} (auto, samples or means)")
+        return mixture_codes(log_pi[0], mu[0], self.cfg.mdn_sigma, n, generator, temperature, mode == "auto")
 
     @torch.no_grad()
     def colorize(
         self,
         L: torch.Tensor,
         n: int,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         temperature: float = 1.0,
         mode: str = "auto",
     ) -> torch.Tensor:
-        """L (1, 1, S, S) in [0, 100] -> ab (n, 2, S, S) in ab/128 units, n samples in one batch."""
+        """L (1, 1, S, S) in [0, 100] -> ab (n, 2, S, S) in ab/128 units, n samples in one batch
+        (``mode`` as in :meth:`sample_codes`; training's evaluation uses ``"means"``)."""
         z = self.sample_codes(L, n, generator, temperature, mode)
         return self.decode(z, L)
+
+    @property
+    def input_size(self) -> int:
+        return self.cfg.size
+
+    @torch.no_grad()
+    def codes(
+        self,
+        L: torch.Tensor,
+        n: int,
+        generator: Generators,
+        temperature: float,
+        include_mode: bool,
+        hints: Hints | None,
+        feats: list[torch.Tensor] | None = None,
+        grey: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The n codes :meth:`sample` decodes. With hints, each sample keeps, of
+        ``HINT_CANDIDATES`` codes drawn for it (for the mode: of all mixture means), the one
+        whose decoding agrees best with the hints, then refines it by a few gradient steps on z
+        (:func:`refine_codes`): new samples honour what the user locked and vary elsewhere."""
+        if feats is None or grey is None:
+            feats, grey = self.grey_features(L)
+        log_pi, mu = self.mdn(feats)
+        log_pi, mu = log_pi[0], mu[0]
+        sigma = self.cfg.mdn_sigma
+        if hints is None or not hints.any or n == 0:
+            return mixture_codes(log_pi, mu, sigma, n, generator, temperature, include_mode)
+        h = hints.resized((self.cfg.size, self.cfg.size))
+        cov, target = h.coverage.to(mu.device, mu.dtype), h.ab.to(mu.device, mu.dtype)
+        chosen = []
+        if include_mode:
+            chosen.append(_best_agreeing(self, mu, feats, grey, cov, target))
+        m = n - len(chosen)
+        if m > 0:
+            k = HINT_CANDIDATES
+            cand = draw(skip(generator, len(chosen)), m,
+                        lambda g, j: mixture_codes(log_pi, mu, sigma, j * k, g, temperature, False))
+            err = torch.cat([_hint_error(self.decoder(c, feats, grey), cov, target) for c in cand.split(64)])
+            best = err.view(m, k).argmin(1)
+            chosen.append(cand.view(m, k, -1)[torch.arange(m, device=cand.device), best])
+        z0 = torch.cat(chosen)
+        return refine_codes(self.decoder, z0, feats, grey, cov, target, sigma * max(float(temperature), 1e-3))
+
+    @torch.no_grad()
+    def sample(
+        self,
+        L: torch.Tensor,
+        n: int,
+        *,
+        generator: Generators = None,
+        temperature: float = 1.0,
+        include_mode: bool = True,
+        hints: Hints | None = None,
+        progress: ProgressFn | None = None,
+        cancel: CancelToken | None = None,
+    ) -> torch.Tensor:
+        """L (1, 1, S, S) in [0, 100] -> ab (n, 2, S, S) in ab/128 units (see
+        :class:`engine.types.SamplingModel`): sample 0 the top mixture mean when
+        ``include_mode``, the rest drawn (a component by π^(1/T), z = μ + σ·T·ε)."""
+        if cancel is not None:
+            cancel.check()
+        feats, grey = self.grey_features(L)
+        z = self.codes(L, n, generator, temperature, include_mode, hints, feats, grey)
+        return self.decoder(z, feats, grey)
+
+
+HINT_CANDIDATES = 16
+"""Codes drawn per sample when hints must be honoured; the best agreeing one is kept."""
+REFINE_STEPS = 8
+"""Gradient steps on a hinted sample's code (see :func:`refine_codes`)."""
+
+
+def mixture_codes(
+    log_pi: torch.Tensor, mu: torch.Tensor, sigma: float, n: int, generator: Generators, temperature: float,
+    include_mode: bool,
+) -> torch.Tensor:
+    """n codes from the mixture (log π (M,), μ (M, d), spherical σ).
+
+    With ``include_mode`` the first is the top mixture mean (the most likely colorization).
+    The others are draws: a component with probability ∝ π^(1/T), then z = μ + σ·T·ε, so T < 1
+    concentrates on the likely components and their centres, T > 1 spreads out. With one
+    generator per sample (:func:`engine.sampling.sample_generators`), sample k uses the k-th.
+    """
+    out = []
+    if include_mode and n > 0:
+        out.append(mu[torch.argmax(log_pi)][None])
+    m = n - len(out)
+    if m > 0:
+        t = max(float(temperature), 1e-3)
+        probs = torch.softmax(log_pi.float() / t, dim=0)
+
+        def one(g: torch.Generator | None, j: int) -> torch.Tensor:
+            comp = torch.multinomial(probs, j, replacement=True, generator=g)
+            eps = torch.randn(j, mu.shape[1], generator=g, device=mu.device, dtype=mu.dtype)
+            return mu[comp] + sigma * t * eps
+
+        out.append(draw(skip(generator, len(out)), m, one))
+    return torch.cat(out) if out else mu[:0]
+
+
+def _hint_error(ab: torch.Tensor, cov: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Coverage-weighted mean squared ab error at the hinted pixels, per sample (n,)."""
+    w = cov[None, None]
+    return ((ab - target[None]) ** 2 * w).flatten(1).sum(1) / w.sum().clamp(min=1e-8)
+
+
+def _best_agreeing(model: "VAEMDN", codes: torch.Tensor, feats, grey, cov, target) -> torch.Tensor:
+    """The one code (1, d) of ``codes`` whose decoding best matches the hints."""
+    err = _hint_error(model.decoder(codes, feats, grey), cov, target)
+    return codes[torch.argmin(err)][None]
+
+
+def refine_codes(
+    decoder: nn.Module, z0: torch.Tensor, feats, grey, cov: torch.Tensor, target: torch.Tensor, spread: float,
+    steps: int = REFINE_STEPS, lr: float = 0.05,
+) -> torch.Tensor:
+    """A few Adam steps on z towards decodings that match the hints, held near z0 by a
+    Gaussian prior of standard deviation ``spread`` (the mixture's σ·T), so the code moves only
+    as far as the hints ask and the sample keeps its own colours elsewhere."""
+    z = z0.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=lr)
+    with torch.enable_grad():
+        for _ in range(steps):
+            opt.zero_grad()
+            fit = _hint_error(decoder(z, feats, grey), cov, target).sum()
+            prior = (((z - z0) / spread) ** 2).sum() / (2 * z.shape[1]) * 1e-2
+            (fit + prior).backward()
+            opt.step()
+    return z.detach()
+
+MODEL = VAEMDN  # found by engine.models.registry()

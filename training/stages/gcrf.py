@@ -662,18 +662,6 @@ def psnr_vs_points(
     return out
 
 
-def register_loader() -> None:
-    """Make ``engine.colorizer.load_model`` (and so ``divcolor-train eval``) know G-CRF files.
-
-    The facade's registry is the documented extension point; the facade's owner should add
-    ``LOADERS["gcrf"] = GCRF.from_loaded`` there, after which this is a no-op.
-    """
-    from engine import colorizer
-
-    colorizer.LOADERS.setdefault(METHOD, GCRF.from_loaded)
-    colorizer.METHOD_LABELS.setdefault(METHOD, "G-CRF")
-
-
 def evaluate_gcrf(
     checkpoint: Path, data: str, split: str = "test", n_samples: int = 5, limit: int = 0, seed: int = 0,
     sheet: str | Path | None = None, reveal_data: str | None = None, reveal_limit: int = 100, tune_limit: int = 30,
@@ -683,7 +671,6 @@ def evaluate_gcrf(
     hints-only weights tuned on ``tune_limit`` images of its train split first."""
     from .evaluate import evaluate
 
-    register_loader()
     with contextlib.redirect_stdout(io.StringIO()):  # evaluate() prints; print the merged result once
         result = evaluate(checkpoint, data, split, n_samples, limit, seed, sheet=sheet)
     if reveal_data:
