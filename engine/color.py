@@ -186,3 +186,12 @@ def _recombine_block(L_full: torch.Tensor, ab_full: torch.Tensor) -> torch.Tenso
         else:
             out.pow_(1 / 2.4).mul_(1.055).sub_(0.055)
         return out.clamp_(0, 1)
+
+
+def lab_to_linear_rgb(lab: torch.Tensor) -> torch.Tensor:
+    """Lab (..., 3, H, W) -> linear sRGB without any clipping: gamut tests look for < 0 or > 1."""
+    L, a, b = lab.unbind(-3)
+    fy = (L + 16) / 116
+    f = torch.stack([fy + a / 500, fy, fy - b / 200], dim=-3)
+    xyz = torch.where(f > 6 / 29, f**3, (116 * f - 16) / _KAPPA) * _white(lab)
+    return _mix(xyz, _XYZ_TO_RGB)

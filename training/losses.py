@@ -120,3 +120,46 @@ def mdn_loss(log_pi: torch.Tensor, mu: torch.Tensor, z: torch.Tensor, sigma: flo
     m = d2.argmin(1)
     idx = torch.arange(z.shape[0], device=z.device)
     return (-log_pi[idx, m] + d2[idx, m] / (2 * sigma**2)).mean()
+
+
+# --- backbone: per-pixel classification over quantised ab (Zhang et al. 2016, §2.1-2.2) ------
+
+SOFT_NEIGHBOURS = 5  # soft encoding: the 5 nearest bins ...
+SOFT_SIGMA = 5.0  # ... weighted by a Gaussian of σ = 5 ab units
+
+
+def soft_encode(ab: torch.Tensor, bins: torch.Tensor, k: int = SOFT_NEIGHBOURS, sigma: float = SOFT_SIGMA) -> tuple[torch.Tensor, torch.Tensor]:
+    """ab (N, 2, h, w) in Lab units, bins (Q, 2) -> (index (N, k, h, w), weight (N, k, h, w)).
+
+    Spreading each target over its nearest bins (instead of one-hot) tells the classifier that
+    neighbouring bins are nearly right, which keeps the predicted distribution smooth."""
+    n, _, h, w = ab.shape
+    x = ab.permute(0, 2, 3, 1).reshape(-1, 2)
+    d2 = torch.cdist(x, bins.to(x.dtype)).square()
+    d2k, idx = d2.topk(k, dim=1, largest=False)
+    wk = torch.softmax(-d2k / (2 * sigma**2), dim=1)
+    shape = lambda t: t.view(n, h, w, k).permute(0, 3, 1, 2)  # noqa: E731
+    return shape(idx), shape(wk)
+
+
+def rebalance_weights(counts: torch.Tensor, bins: torch.Tensor, lam: float = 0.5, sigma: float = SOFT_SIGMA) -> torch.Tensor:
+    """Per-bin loss weights w ∝ ((1-λ) p̃ + λ/Q)^-1 with E_p̃[w] = 1 (Zhang et al. eq. 4).
+
+    p̃ is the empirical bin distribution smoothed by a Gaussian over ab. Without it the loss is
+    dominated by the desaturated bins that cover most pixels, and predictions turn grey-brown."""
+    p = counts.double() / counts.sum().clamp(min=1)
+    d2 = torch.cdist(bins.double(), bins.double()).square()
+    kern = torch.exp(-d2 / (2 * sigma**2))
+    p_s = kern @ p
+    p_s = p_s / p_s.sum()
+    q = len(p)
+    w = 1.0 / ((1 - lam) * p_s + lam / q)
+    w = w / (p_s * w).sum()
+    return w.float()
+
+
+def rebalanced_ce(logits: torch.Tensor, idx: torch.Tensor, wk: torch.Tensor, class_w: torch.Tensor) -> torch.Tensor:
+    """Soft-target cross entropy, each pixel weighted by the rebalancing weight of its nearest bin."""
+    logp = F.log_softmax(logits.float(), dim=1)
+    ce = -(logp.gather(1, idx) * wk).sum(1)
+    return (class_w[idx[:, 0]] * ce).mean()

@@ -1,0 +1,198 @@
+"""The grey-image backbone every method looks through: a per-pixel classifier over quantised ab.
+
+Zhang et al. 2016 ("Colorful Image Colorization") in a CPU-sized form: L goes through a
+residual encoder down to 1/8 resolution with dilated blocks and a global-context vector, then a
+U-Net decoder back to 1/4, where a 1x1 convolution gives logits over the in-gamut ab bins
+(grid 10, as the paper). Its annealed mean (T = 0.38) is one vivid best guess; its feature
+pyramid (1/2, 1/4, 1/8) and class probabilities feed VAE-MDN's MDN and decoder skips, PIC's
+g(L) and the G-CRF's unary and attention embeddings.
+
+Deviations from the paper, and why:
+- Widths ``width * (1, 2, 4, 8)`` with width 32 (Zhang's net is ~32M parameters with 512
+  channels at 1/8): trainable for hours on a 2-core CPU; ``width=64`` is the paper preset.
+- BatchNorm + ReLU residual blocks and a global-average-pooled context vector (as Iizuka et al.
+  2016) instead of VGG-style stacks: the context vector gives scene-level colour cues cheaply at
+  64 px, where the paper's dilated stack would mostly see zero padding.
+- The bins are the grid-10 ab cells that touch the sRGB gamut at *some* L (262), computed from
+  the colour conversion (data-free), instead of the 313 cells Zhang et al. read off ImageNet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import ClassVar, NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..color import AB_SCALE, lab_to_linear_rgb
+from .base import LoadableModel, ModelConfig
+
+METHOD = "backbone"
+ANNEAL_T = 0.38  # Zhang et al.'s annealed-mean temperature
+
+
+@dataclass
+class BackboneConfig(ModelConfig):
+    width: int = 32  # channels at 1/2 resolution; 2x, 4x, 8x at 1/4, 1/8 (and the 1/4 decoder)
+    blocks_s4: int = 2  # residual blocks in the 1/4 encoder level
+    blocks_s8: int = 4  # residual blocks at 1/8 (dilations 1, 2, 1, 2, …)
+    blocks_dec: int = 2  # residual blocks in the 1/4 decoder
+    grid: int = 10  # ab bin spacing (Lab units)
+    size: int = 64  # training resolution of L (the heads use the same)
+
+    LABEL: ClassVar[str] = "backbone"
+
+    def validate(self) -> None:
+        for name in ("width", "grid", "size"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        for name in ("blocks_s4", "blocks_s8", "blocks_dec"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= 64:
+                raise ValueError(f"{name} must be an integer in 0..64, got {v!r}")
+        if self.width > 512:
+            raise ValueError(f"width {self.width} is too large (at most 512)")
+        if self.size % 8:
+            raise ValueError(f"size must be a multiple of 8, got {self.size}")
+        if not 2 <= self.grid <= 64:
+            raise ValueError(f"grid must be in 2..64 Lab units, got {self.grid}")
+
+    @property
+    def channels(self) -> tuple[int, int, int]:
+        """Feature widths at 1/2, 1/4 and 1/8 resolution."""
+        return self.width * 2, self.width * 4, self.width * 8
+
+
+@lru_cache(maxsize=8)
+def _ab_bins(grid: int) -> torch.Tensor:
+    half = (110 // grid) * grid
+    cpu = torch.device("cpu")  # explicit: loaders may build the network under a meta-device context
+    axis = torch.arange(-half, half + 1, grid, dtype=torch.float64, device=cpu)
+    sub = torch.linspace(-grid / 2, grid / 2, 6, dtype=torch.float64, device=cpu)  # points inside each cell
+    pts = (axis[:, None] + sub[None]).reshape(-1)
+    a, b = torch.meshgrid(pts, pts, indexing="ij")
+    L = torch.linspace(0, 100, 201, dtype=torch.float64, device=cpu)
+    n = a.numel()
+    lab = torch.stack([L[:, None].expand(-1, n), a.reshape(1, -1).expand(len(L), -1), b.reshape(1, -1).expand(len(L), -1)])
+    lin = lab_to_linear_rgb(lab)  # unclipped: out-of-gamut shows as < 0 or > 1
+    tol = 1e-6
+    ok = ((lin >= -tol) & (lin <= 1 + tol)).all(0).any(0)  # in gamut at some L
+    k = len(axis)
+    ok = ok.reshape(k, len(sub), k, len(sub)).any(3).any(1)  # any point of the cell
+    ca, cb = torch.meshgrid(axis, axis, indexing="ij")
+    return torch.stack([ca[ok], cb[ok]], dim=1).float()
+
+
+def ab_bins(grid: int = 10) -> torch.Tensor:
+    """Centres (Q, 2) in Lab units of the grid cells that hold an sRGB colour at some L
+    (262 cells for grid 10; Zhang et al. count 313 by reading ImageNet's colours)."""
+    return _ab_bins(grid).clone()
+
+
+def _conv_bn(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride, dilation, dilation=dilation, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
+
+
+class ResBlock(nn.Module):
+    def __init__(self, c: int, dilation: int = 1):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(c, c, 3, 1, dilation, dilation=dilation, bias=False),
+            nn.BatchNorm2d(c),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c, c, 3, 1, dilation, dilation=dilation, bias=False),
+            nn.BatchNorm2d(c),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x + self.body(x))
+
+
+class Features(NamedTuple):
+    """What the heads consume. s2/s4/s8: (N, C, S/2|S/4|S/8, …) features; logits: (N, Q, S/4, S/4)."""
+
+    s2: torch.Tensor
+    s4: torch.Tensor
+    s8: torch.Tensor
+    logits: torch.Tensor
+
+
+class BackboneNet(nn.Module):
+    def __init__(self, cfg: BackboneConfig, n_bins: int):
+        super().__init__()
+        w = cfg.width
+        c2, c4, c8 = cfg.channels
+        self.stem = _conv_bn(1, w)
+        self.down2 = nn.Sequential(_conv_bn(w, c2, stride=2), ResBlock(c2))
+        self.down4 = nn.Sequential(_conv_bn(c2, c4, stride=2), *[ResBlock(c4) for _ in range(cfg.blocks_s4)])
+        self.down8 = nn.Sequential(
+            _conv_bn(c4, c8, stride=2), *[ResBlock(c8, dilation=1 + i % 2) for i in range(cfg.blocks_s8)]
+        )
+        self.context = nn.Sequential(nn.Linear(c8, c8), nn.ReLU(inplace=True), nn.Linear(c8, c8))
+        self.up4 = _conv_bn(c8 + c4, c4)
+        self.dec4 = nn.Sequential(*[ResBlock(c4) for _ in range(cfg.blocks_dec)])
+        self.classify = nn.Conv2d(c4, n_bins, 1)
+
+    def forward(self, L: torch.Tensor) -> Features:
+        x = self.stem(L / 50.0 - 1.0)
+        s2 = self.down2(x)
+        e4 = self.down4(s2)
+        s8 = self.down8(e4)
+        s8 = s8 + self.context(s8.mean((2, 3)))[:, :, None, None]
+        up = F.interpolate(s8, size=e4.shape[-2:], mode="bilinear", align_corners=False)
+        s4 = self.dec4(self.up4(torch.cat([up, e4], 1)))
+        return Features(s2, s4, s8, self.classify(s4))
+
+
+class Backbone(LoadableModel):
+    """The loadable backbone file: network + its ab bins (derived from the config's grid)."""
+
+    METHOD = METHOD
+    CONFIG = BackboneConfig
+    LABEL = "backbone"
+    INFERENCE_PARTS = ("net",)
+
+    def __init__(self, cfg: BackboneConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.register_buffer("bins", ab_bins(cfg.grid) / AB_SCALE, persistent=False)  # (Q, 2) in ab/128
+        self.net = BackboneNet(cfg, self.bins.shape[0])
+        self.meta = {}
+
+    @property
+    def n_bins(self) -> int:
+        return int(self.bins.shape[0])
+
+    def forward(self, L: torch.Tensor) -> Features:
+        return self.net(L)
+
+    def annealed_mean(self, logits: torch.Tensor, temperature: float = ANNEAL_T) -> torch.Tensor:
+        """Zhang et al.'s point estimate: the mean of the distribution sharpened to T (vivid but
+        spatially coherent; T→0 is the mode, T=1 the dull mean). ab/128, (N, 2, h, w)."""
+        p = torch.softmax(logits.float() / temperature, dim=1)
+        return torch.einsum("nqhw,qc->nchw", p, self.bins.to(p.dtype))
+
+    @torch.no_grad()
+    def best_guess(self, L: torch.Tensor, temperature: float = ANNEAL_T) -> torch.Tensor:
+        """ab/128 at L's resolution (bilinear from 1/4; the engine's guided upsampler does better)."""
+        ab = self.annealed_mean(self(L).logits, temperature)
+        return F.interpolate(ab, size=L.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def weights_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """A short content hash of a backbone's weights: method files name the backbone they were
+    trained on by it, and refuse to run on another (features would mean something else)."""
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        t = tensors[k].detach().cpu().contiguous()
+        h.update(k.encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]

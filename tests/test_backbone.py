@@ -1,0 +1,170 @@
+"""The shared grey backbone: ab bins, soft encoding, rebalancing, annealed mean (hand-computed
+cases), old-photo damage, and the training stage's resume / warm start / export / eval."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from engine.color import AB_SCALE, lab_to_linear_rgb
+from engine.models.backbone import Backbone, BackboneConfig, ab_bins, weights_digest
+from training.augment import degrade_L, random_crops
+from training.losses import rebalance_weights, rebalanced_ce, soft_encode
+
+TINY = ["--width", "4", "--blocks-s4", "1", "--blocks-s8", "1", "--blocks-dec", "1", "--batch-size", "8",
+        "--log-every", "1", "--warmup", "2", "--checkpoint-minutes", "0"]
+
+
+def test_bins_are_the_grid_cells_that_touch_the_gamut():
+    bins = ab_bins(10)
+    assert bins.shape == (262, 2)
+    as_set = {(int(a), int(b)) for a, b in bins.tolist()}
+    assert (0, 0) in as_set  # neutral
+    assert (80, 70) in as_set  # saturated red exists at mid L
+    assert (-110, -110) not in as_set and (110, -110) not in as_set  # no sRGB colour there at any L
+    # Independent check of one kept and one dropped cell: scan L for an in-gamut point.
+    L = torch.linspace(0, 100, 1001, dtype=torch.float64)
+
+    def reachable(a: float, b: float) -> bool:
+        lab = torch.stack([L, torch.full_like(L, a), torch.full_like(L, b)])[:, :, None]
+        lin = lab_to_linear_rgb(lab)
+        return bool(((lin >= 0) & (lin <= 1)).all(0).any())
+
+    assert reachable(0, 0) and not reachable(-110, -110)
+
+
+def test_soft_encoding_of_a_bin_centre_matches_the_gaussian_by_hand():
+    bins = ab_bins(10)
+    centre = torch.tensor([[20.0, -30.0]])
+    k = int(((bins - centre).abs().sum(1) == 0).nonzero())
+    ab = centre.view(1, 2, 1, 1)
+    idx, w = soft_encode(ab, bins, k=5, sigma=5.0)
+    assert int(idx[0, 0, 0, 0]) == k
+    # the four grid neighbours lie at distance 10: weight e^{-100/50} relative to the centre
+    e = math.exp(-2.0)
+    assert w[0, :, 0, 0].tolist() == pytest.approx([1 / (1 + 4 * e)] + [e / (1 + 4 * e)] * 4, rel=1e-5)
+
+
+def test_rebalancing_weights_by_hand():
+    bins = torch.tensor([[0.0, 0.0], [100.0, 0.0]])  # far apart: smoothing leaves p unchanged
+    w = rebalance_weights(torch.tensor([3.0, 1.0]), bins, lam=0.5)
+    # p = (.75, .25): w ∝ 1 / (.5 p + .25) = (1.6, 2.667), normalised so that Σ p w = 1
+    assert w.tolist() == pytest.approx([1.6 / 1.86667, 2.66667 / 1.86667], rel=1e-4)
+    assert rebalance_weights(torch.tensor([9.0, 1.0]), bins, lam=1.0).tolist() == pytest.approx([1.0, 1.0])
+
+
+def test_rebalanced_cross_entropy_weighs_each_pixel_by_its_nearest_bin():
+    logits = torch.zeros(1, 3, 1, 2)
+    idx = torch.tensor([[[[0, 2]]]])  # (1, k=1, 1, 2)
+    wk = torch.ones(1, 1, 1, 2)
+    class_w = torch.tensor([1.0, 0.0, 3.0])
+    loss = rebalanced_ce(logits, idx, wk, class_w)
+    assert float(loss) == pytest.approx((1.0 + 3.0) / 2 * math.log(3), rel=1e-5)
+
+
+def test_annealed_mean_sharpens_towards_the_mode():
+    model = Backbone(BackboneConfig(width=4, blocks_s4=0, blocks_s8=0, blocks_dec=0))
+    q = model.n_bins
+    logits = torch.full((1, q, 1, 1), -1e4)
+    i, j = 0, q - 1
+    logits[0, i], logits[0, j] = math.log(0.6), math.log(0.4)
+    bi, bj = model.bins[i], model.bins[j]
+    for t in (1.0, 0.38):
+        pi = 0.6 ** (1 / t) / (0.6 ** (1 / t) + 0.4 ** (1 / t))
+        expect = pi * bi + (1 - pi) * bj
+        got = model.annealed_mean(logits, t)[0, :, 0, 0]
+        assert got.tolist() == pytest.approx(expect.tolist(), abs=1e-5)
+    assert model.annealed_mean(logits, 0.01)[0, :, 0, 0].tolist() == pytest.approx(bi.tolist(), abs=1e-4)
+
+
+def test_degradation_is_seeded_bounded_and_optional():
+    L = torch.rand(6, 1, 32, 32) * 100
+    a = degrade_L(L, torch.Generator().manual_seed(3), p=1.0)
+    b = degrade_L(L, torch.Generator().manual_seed(3), p=1.0)
+    assert torch.equal(a, b) and not torch.equal(a, L)
+    assert float(a.min()) >= 0 and float(a.max()) <= 100
+    assert torch.equal(degrade_L(L, torch.Generator().manual_seed(3), p=0.0), L)
+
+
+def test_random_crops_full_scale_is_the_image_or_its_mirror():
+    x = torch.rand(8, 3, 16, 16)
+    y = random_crops(x, 16, torch.Generator().manual_seed(0), min_scale=1.0)
+    for xi, yi in zip(x, y):
+        assert torch.allclose(yi, xi, atol=1e-5) or torch.allclose(yi, xi.flip(-1), atol=1e-5)
+
+
+def test_digest_names_the_weights():
+    m = Backbone(BackboneConfig(width=4, blocks_s4=0, blocks_s8=0, blocks_dec=0))
+    t = m.inference_tensors()
+    d = weights_digest(t)
+    assert d == weights_digest(dict(t))
+    t2 = dict(t)
+    k = next(k for k, v in t.items() if v.is_floating_point() and v.numel() > 1)
+    t2[k] = t[k] + 1e-3
+    assert weights_digest(t2) != d
+
+
+def _train(data, out, steps, *extra):
+    from training.cli import main
+
+    return main(["backbone", "--data", data, "--out", str(out), "--steps", str(steps), *TINY, *extra])
+
+
+def _state(run):
+    from engine.checkpoint import load_checkpoint
+
+    return load_checkpoint(run / "backbone" / "state.safetensors")
+
+
+def test_backbone_trains_resumes_exactly_exports_and_evaluates(tiny_data, tmp_path, monkeypatch):
+    from training.cli import main
+
+    monkeypatch.setenv("DIVCOLOR_CACHE", str(tmp_path / "cache"))
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert _train(tiny_data, whole, 4) == 0
+    assert _train(tiny_data, parts, 4, "--stop-after", "2") == 0
+    assert _state(parts).meta["step"] == 2 and not _state(parts).meta["finished"]
+    assert _train(tiny_data, parts, 4) == 0
+    a, b = _state(whole), _state(parts)
+    assert b.meta["finished"]
+    for k in a.tensors:
+        assert torch.equal(a.tensors[k], b.tensors[k]), k
+    assert "prior.weights" in a.tensors and float(a.tensors["prior.weights"].min()) > 0
+    log = [json.loads(line) for line in (whole / "backbone" / "log.jsonl").read_text().splitlines()]
+    assert "img_s" in log[-1] and "top1" in log[-1]
+
+    assert main(["export", "--out", str(whole)]) == 0
+    model = Backbone.from_checkpoint(whole / "backbone.safetensors")
+    assert model.meta["digest"] == weights_digest(model.inference_tensors())
+    L = torch.rand(2, 1, 64, 64) * 100
+    assert model.best_guess(L).shape == (2, 2, 64, 64)
+    assert float(model.best_guess(L).abs().max()) <= 110 / AB_SCALE + 1e-6
+
+    assert main(["eval", "--out", str(whole), "--data", tiny_data]) == 0
+    ev = json.loads((whole / "eval.json").read_text())
+    assert ev["method"] == "backbone" and 0 < ev["baseline_true_tint_l1"] < ev["baseline_grey_l1"]
+    assert ev["error_l1"] > 0 and ev["colourfulness_truth"] > 0
+
+
+def test_backbone_warm_starts_from_a_file_and_refuses_another_shape(tiny_data, tmp_path, monkeypatch, capsys):
+    from training.cli import main
+
+    monkeypatch.setenv("DIVCOLOR_CACHE", str(tmp_path / "cache"))
+    src = tmp_path / "src"
+    assert _train(tiny_data, src, 2) == 0
+    assert main(["export", "--out", str(src)]) == 0
+    init = src / "backbone.safetensors"
+    warm = tmp_path / "warm"
+    assert _train(tiny_data, warm, 1, "--init", str(init), "--lr", "1e-12") == 0
+    exported = Backbone.from_checkpoint(init)
+    net = _state(warm)
+    # lr ~0: the trained weights are the file's (BatchNorm statistics move with the batch)
+    for k, v in exported.net.state_dict().items():
+        if "running" not in k and "num_batches" not in k:
+            assert torch.allclose(net.tensors["net." + k].float(), v.float(), atol=1e-6), k
+    capsys.readouterr()
+    assert _train(tiny_data, tmp_path / "other", 1, "--init", str(init), "--width", "8") == 2
+    assert "another shape" in capsys.readouterr().err

@@ -1,0 +1,286 @@
+"""Stage ``backbone``: the shared grey-image network as a per-pixel ab classifier (Zhang et al.
+2016: soft-encoded targets over in-gamut bins, class rebalancing λ = 0.5), its export, and its
+evaluation against the trivial answers (grey, and the photo's own true mean tint).
+
+Speed on a 2-core CPU decides how much the backbone can learn: shards are decoded once into a
+memory-mapped uint8 cache (``training.cache``), crops, flips, Lab and old-photo damage are made
+per batch in torch, and ``--precision bf16`` / ``--channels-last`` / ``--compile`` are measured
+against fp32 by ``benchmarks/bench_backbone_train.py``. The log carries images/s.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from engine.checkpoint import load_checkpoint, save_checkpoint
+from engine.color import AB_SCALE, rgb_to_lab
+from engine.errors import ConfigError
+from engine.models.backbone import METHOD, Backbone, BackboneConfig, weights_digest
+
+from .. import cache
+from ..augment import degrade_L, random_crops
+from ..batches import BatchSampler
+from ..config import StageConfig
+from ..loop import STATE_FILE, LoopSpec, cosine, prepare, read_state, run_loop
+from ..losses import rebalance_weights, rebalanced_ce, soft_encode
+
+STAGE = "backbone"
+MODEL_FILE = "backbone.safetensors"
+PRIOR_IMAGES = 8000  # images the bin prior is counted on (it converges long before)
+
+
+@dataclass
+class BackboneStageConfig(StageConfig):
+    steps: int = 40000
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup: int = 500
+    size: int = 64
+    width: int = 32
+    blocks_s4: int = 2
+    blocks_s8: int = 4
+    blocks_dec: int = 2
+    grid: int = 10
+    rebalance: float = 0.5
+    degrade: float = 0.6
+    min_crop: float = 0.6
+    ema: float = 0.999
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    init: str = ""
+    checkpoint_minutes: float = 10.0
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        # ~8 CPU-hours on 2 cores, spread over interrupted runs (rerun resumes).
+        "cpu": {"steps": 40000, "batch_size": 32, "width": 32},
+        # Paper-width network for a GPU box (torchrun, bf16).
+        "paper": {"steps": 100000, "batch_size": 64, "width": 64, "blocks_s8": 6, "precision": "bf16"},
+    }
+    HELP: ClassVar[dict[str, str]] = {
+        "data": "comma-separated shard prefixes / .npz / folders, all used together",
+        "width": "channels at 1/2 resolution (x2, x4 deeper); 64 is the paper preset",
+        "rebalance": "λ of the class rebalancing (0: none, 1: uniform over bins)",
+        "degrade": "fraction of inputs damaged like old photos (grain, blur, fading, blocks, dust)",
+        "min_crop": "smallest random crop side, as a fraction of the image",
+        "ema": "decay of the exported weight average",
+        "precision": "fp32 or bf16 (autocast; bf16 needs CPU AVX512-BF16/AMX or a GPU)",
+        "channels_last": "NHWC memory format for the convolutions",
+        "compile": "torch.compile the network (pays a compile at every start)",
+        "init": "warm start from this backbone .safetensors when the run directory is new",
+    }
+
+    def model_config(self) -> BackboneConfig:
+        names = {f.name for f in fields(BackboneConfig)}
+        return BackboneConfig.from_dict({k: v for k, v in asdict(self).items() if k in names})
+
+
+class Sources:
+    """Several data sets as one index space; each batch is cropped to the training size."""
+
+    def __init__(self, data: str, split: str, limit: int = 0):
+        self.names: list[str] = []
+        self.arrays: list[np.ndarray] = []
+        for part in [p.strip() for p in data.split(",") if p.strip()]:
+            arr = cache.cached_split(part, split, 0, limit)
+            self.names.append(Path(part).name)
+            self.arrays.append(arr)
+        self.starts = np.cumsum([0] + [len(a) for a in self.arrays])
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def describe(self) -> dict[str, Any]:
+        return {"sets": [{"path": n, "images": len(a), "size": int(a.shape[1])} for n, a in zip(self.names, self.arrays)],
+                "split": "train", "images": len(self)}
+
+    def batch(self, idx: torch.Tensor, size: int, g: torch.Generator, min_crop: float) -> torch.Tensor:
+        """sRGB (N, 3, size, size) in [0, 1], grouped by source."""
+        idx = np.sort(idx.numpy())
+        src = np.searchsorted(self.starts, idx, side="right") - 1
+        out = []
+        for s in np.unique(src):
+            local = idx[src == s] - self.starts[s]
+            x = torch.from_numpy(np.ascontiguousarray(self.arrays[s][local])).permute(0, 3, 1, 2).float() / 255.0
+            out.append(random_crops(x, size, g, min_crop))
+        return torch.cat(out)
+
+
+def _to_lab(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    lab = rgb_to_lab(rgb)
+    return lab[:, :1], lab[:, 1:]
+
+
+@torch.no_grad()
+def bin_counts(src: Sources, bins: torch.Tensor, size: int, n: int = PRIOR_IMAGES) -> torch.Tensor:
+    """How often each bin is the nearest to a training pixel at the prediction resolution."""
+    total = len(src)
+    pick = torch.from_numpy(np.linspace(0, total - 1, min(n, total)).astype(np.int64))
+    counts = torch.zeros(len(bins), dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    for i in range(0, len(pick), 512):
+        _, ab = _to_lab(src.batch(pick[i : i + 512], size, g, 1.0))
+        ab4 = F.avg_pool2d(ab, 4).permute(0, 2, 3, 1).reshape(-1, 2)
+        nearest = torch.cdist(ab4, bins).argmin(1)
+        counts += torch.bincount(nearest, minlength=len(bins)).double()
+    return counts
+
+
+def _autocast(device: torch.device, precision: str):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def train_backbone(cfg: BackboneStageConfig) -> int:
+    if cfg.precision not in {"fp32", "bf16"}:
+        raise ConfigError(f"--precision must be fp32 or bf16, not {cfg.precision!r}.")
+    device, ddp = prepare(cfg.threads, cfg.device)
+    mcfg = cfg.model_config()
+    run_dir = Path(cfg.out)
+    src = Sources(cfg.data, "train", cfg.limit)
+    torch.manual_seed(cfg.seed)  # the initial weights, so that a rerun from scratch is the same run
+    model = Backbone(mcfg).to(device)
+    bins_lab = model.bins.cpu() * AB_SCALE
+    state_path = run_dir / STAGE / STATE_FILE
+    if state_path.exists():
+        counts = load_checkpoint(state_path).tensors["prior.counts"]
+    else:
+        counts = bin_counts(src, bins_lab, cfg.size)
+        if cfg.init:
+            init = Backbone.from_checkpoint(cfg.init)
+            if init.cfg != mcfg:
+                raise ConfigError(f"--init {cfg.init} is a backbone of another shape ({init.cfg.to_dict()}) than this run "
+                                  f"({mcfg.to_dict()}); give the same width and blocks, or no --init.")
+            model.net.load_state_dict(init.net.state_dict())
+            print(f"warm start from {cfg.init}", file=sys.stderr)
+    class_w = rebalance_weights(counts, bins_lab, cfg.rebalance).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    ema = copy.deepcopy(model.net).requires_grad_(False)
+    net = torch.compile(model.net) if cfg.compile else model.net
+    opt = torch.optim.AdamW(model.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sampler = BatchSampler(len(src), cfg.batch_size, cfg.seed, ddp)
+    bins_dev = bins_lab.to(device)
+    clock = {"t": time.perf_counter(), "n": 0, "rate": 0.0}
+
+    def step(i: int):
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + i)
+        rgb = src.batch(sampler(i), cfg.size, g, cfg.min_crop)
+        L, ab = _to_lab(rgb)
+        L_in = degrade_L(L, g, cfg.degrade).to(device)
+        idx, wk = soft_encode(F.avg_pool2d(ab, 4).to(device), bins_dev)
+        if cfg.channels_last:
+            L_in = L_in.contiguous(memory_format=torch.channels_last)
+        with _autocast(device, cfg.precision):
+            logits = net(L_in).logits
+        loss = rebalanced_ce(logits, idx, wk, class_w)
+        clock["n"] += len(rgb)
+        now = time.perf_counter()
+        if now - clock["t"] > 5:
+            clock["rate"] = clock["n"] / (now - clock["t"])
+            clock["t"], clock["n"] = now, 0
+        with torch.no_grad():
+            acc = (logits.argmax(1) == idx[:, 0]).float().mean().item()
+        return loss, {"top1": acc, "img_s": round(clock["rate"] * ddp.world, 1)}
+
+    def polyak(i: int) -> None:
+        d = min(cfg.ema, (1 + i) / (10 + i))
+        with torch.no_grad():
+            for pe, pm in zip(ema.parameters(), model.net.parameters()):
+                pe.lerp_(pm.detach(), 1 - d)
+            for be, bm in zip(ema.buffers(), model.net.buffers()):
+                be.copy_(bm)
+
+    meta = {"method": METHOD, "config": mcfg.to_dict(), "stage_config": cfg.public(), "data": src.describe()}
+    spec = LoopSpec(run_dir, STAGE, cfg.steps, cfg.seed, cfg.log_every, cfg.checkpoint_minutes, cfg.max_minutes, cfg.stop_after)
+    extra = {"prior.counts": counts, "prior.weights": class_w.cpu()}
+    return run_loop(spec, {"net": model.net, "ema": ema}, opt, step, meta, extra, cosine(cfg.steps, warmup=cfg.warmup), ddp, on_step=polyak)
+
+
+def export(run_dir: Path, dest: Path | None = None, metrics: dict | None = None, half: bool = False,
+           need_finished: bool = True) -> Path:
+    """The shared backbone file: the averaged (EMA) weights, with their content digest."""
+    run_dir = Path(run_dir)
+    ck = read_state(run_dir, STAGE, need_finished=need_finished)
+    model = Backbone(BackboneConfig.from_dict(ck.config))
+    model.net.load_state_dict(ck.subset("ema"))
+    tensors = model.inference_tensors()
+    if half:
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+    meta = {
+        "method": METHOD,
+        "config": model.cfg.to_dict(),
+        "data": ck.meta.get("data"),
+        "steps": ck.meta.get("step"),
+        "finished": bool(ck.meta.get("finished")),
+        "training": ck.meta.get("stage_config"),
+        "digest": weights_digest(tensors),
+        "metrics": metrics or {},
+    }
+    dest = Path(dest) if dest else run_dir / MODEL_FILE
+    save_checkpoint(dest, tensors, meta)
+    print(f"wrote {dest} ({dest.stat().st_size / 2**20:.2f} MiB, digest {meta['digest']})", file=sys.stderr)
+    return dest
+
+
+def colourfulness(rgb: torch.Tensor) -> torch.Tensor:
+    """Hasler and Süsstrunk (2003) M on 0..255 sRGB, per image: σ_rgyb + 0.3 μ_rgyb."""
+    r, g, b = (rgb * 255).unbind(1)
+    rg, yb = r - g, 0.5 * (r + g) - b
+    sd = (rg.flatten(1).var(1, unbiased=False) + yb.flatten(1).var(1, unbiased=False)).sqrt()
+    mu = (rg.flatten(1).mean(1) ** 2 + yb.flatten(1).mean(1) ** 2).sqrt()
+    return sd + 0.3 * mu
+
+
+@torch.no_grad()
+def evaluate_backbone(ckpt: Path, data: str, split: str = "test", limit: int = 0, batch: int = 64) -> dict[str, Any]:
+    """The backbone's single best guess (annealed mean) on a test split, beside grey and the
+    oracle flat tint (each photo painted in its own true mean ab). L1 in ab/128 units at the
+    photo's resolution; the model sees L downscaled to its training size."""
+    from engine.color import lab_to_rgb
+
+    t0 = time.time()
+    model = Backbone.from_checkpoint(ckpt)
+    rgb_all = cache.cached_split(data, split, 0, limit)
+    err = {"model": [], "grey": [], "tint": []}
+    colf_pred, colf_true = [], []
+    for i in range(0, len(rgb_all), batch):
+        rgb = torch.from_numpy(np.array(rgb_all[i : i + batch])).permute(0, 3, 1, 2).float() / 255.0
+        L, ab = _to_lab(rgb)
+        ab = ab / AB_SCALE
+        L_small = F.interpolate(L, size=(model.cfg.size,) * 2, mode="area") if L.shape[-1] != model.cfg.size else L
+        pred = model.annealed_mean(model(L_small).logits)
+        pred = F.interpolate(pred, size=L.shape[-2:], mode="bilinear", align_corners=False)
+        tint = ab.mean((2, 3), keepdim=True).expand_as(ab)
+        for k, v in (("model", pred), ("grey", torch.zeros_like(ab)), ("tint", tint)):
+            err[k].append((v - ab).abs().flatten(1).mean(1))
+        colf_pred.append(colourfulness(lab_to_rgb(torch.cat([L, pred * AB_SCALE], 1))))
+        colf_true.append(colourfulness(rgb))
+    e = {k: float(torch.cat(v).mean()) for k, v in err.items()}
+    cp, ct = float(torch.cat(colf_pred).mean()), float(torch.cat(colf_true).mean())
+    return {
+        "method": METHOD,
+        "checkpoint": Path(ckpt).name,
+        "data": f"{Path(data).name} {split} ({len(rgb_all)} images, {rgb_all.shape[1]}x{rgb_all.shape[2]})",
+        "error_l1": round(e["model"], 5),
+        "baseline_grey_l1": round(e["grey"], 5),
+        "baseline_true_tint_l1": round(e["tint"], 5),
+        "vs_tint": round(e["model"] / e["tint"] - 1, 4),
+        "colourfulness": round(cp, 2),
+        "colourfulness_truth": round(ct, 2),
+        "seconds": round(time.time() - t0, 1),
+    }
+
+
+def write_eval(result: dict[str, Any], dest: Path) -> None:
+    dest.write_text(json.dumps(result, indent=2) + "\n")
