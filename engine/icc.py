@@ -53,8 +53,22 @@ def _profile(icc: bytes, name: str) -> ImageCms.ImageCmsProfile | None:
         return None
 
 
+def _unit(a: np.ndarray) -> np.ndarray:
+    """Decoded samples (uint8, uint16 or float in [0, 1]) as float32 in [0, 1]."""
+    if a.dtype == np.uint8:
+        return to_unit(a, 255)
+    if a.dtype == np.uint16:
+        return to_unit(a, 65535)
+    return np.asarray(a, dtype=np.float32)
+
+
 def to_srgb(colour: np.ndarray, icc: bytes | None, name: str) -> np.ndarray:
-    """Convert decoded pixels from their embedded profile's colour space to sRGB."""
+    """Convert decoded pixels from their embedded profile's colour space to sRGB.
+
+    ``colour`` may hold integer samples (uint8, uint16): they are returned untouched when no
+    conversion is needed (no profile, or one as good as sRGB), else converted to float a strip
+    at a time.
+    """
     if not icc:
         return colour
     grey = colour.ndim == 2
@@ -77,7 +91,7 @@ def to_srgb(colour: np.ndarray, icc: bytes | None, name: str) -> np.ndarray:
         rows = max(1, _STRIP_PIXELS // max(colour.shape[1], 1))
         with np.errstate(all="ignore"):
             for y0 in range(0, colour.shape[0], rows):
-                out[y0 : y0 + rows] = np.nan_to_num(exact(colour[y0 : y0 + rows]))
+                out[y0 : y0 + rows] = np.nan_to_num(exact(_unit(colour[y0 : y0 + rows])))
     except (ValueError, FloatingPointError, TypeError) as exc:
         log.warning("%s: ICC conversion failed (%s); assuming sRGB", name, exc)
         return colour
@@ -180,6 +194,8 @@ def _lcms_8bit(colour: np.ndarray, icc: bytes, name: str) -> np.ndarray:
     profile = _profile(icc, name)
     if profile is None:
         return colour
+    source = colour
+    colour = _unit(colour)
     grey = colour.ndim == 2
     try:
         xf = ImageCms.buildTransform(profile, srgb_profile(), "L" if grey else "RGB", "RGB")
@@ -191,9 +207,9 @@ def _lcms_8bit(colour: np.ndarray, icc: bytes, name: str) -> np.ndarray:
         out = np.asarray(ImageCms.applyTransform(Image.fromarray(q), xf))[..., :3]
     except Exception as exc:
         log.warning("%s: ICC conversion failed (%s); assuming sRGB", name, exc)
-        return colour
+        return source
     if np.abs(out.astype(np.int16) - q).max() <= 1:
-        return colour  # an sRGB profile: keep the pixels exactly as stored
+        return source  # an sRGB profile: keep the pixels exactly as stored
     return to_unit(out, 255)
 
 

@@ -22,7 +22,7 @@ import struct
 import sys
 import zlib
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
@@ -64,19 +64,33 @@ _TIFF_SUFFIXES = (".tif", ".tiff")
 
 @dataclass(eq=False)
 class Photo:
-    """One photo read once: what every method needs plus what export needs to write it back."""
+    """One photo read once: what every method needs plus what export needs to write it back.
+
+    The sRGB pixels are kept as decoded (``pixels``: uint8, uint16 or float32; (H, W) for grey)
+    and ``rgb`` makes the float (H, W, 3) view on first use: the models only need ``L``, so the
+    CLI colorizes a 100-megapixel scan without ever holding a float copy of its pixels.
+    """
 
     L: np.ndarray = field(repr=False)  # (H, W) float32, CIE L in [0, 100] at full resolution
-    rgb: np.ndarray = field(repr=False)  # (H, W, 3) float32 sRGB in [0, 1]; R=G=B for grey
+    pixels: np.ndarray = field(repr=False)  # (H, W) grey or (H, W, 3) sRGB, uint8/uint16/float32 [0, 1]
     alpha: np.ndarray | None = field(repr=False)  # (H, W) float32 in [0, 1] or None
     bit_depth: int  # 8 or 16
     is_grey: bool  # the source had no colour
     path: Path | None = None
+    exif: bytes | None = field(default=None, repr=False)  # the source's EXIF, orientation already applied
 
     @property
     def size(self) -> tuple[int, int]:
         """(width, height), the order Pillow and Qt use."""
-        return int(self.rgb.shape[1]), int(self.rgb.shape[0])
+        return int(self.pixels.shape[1]), int(self.pixels.shape[0])
+
+    @cached_property
+    def rgb(self) -> np.ndarray:
+        """(H, W, 3) float32 sRGB in [0, 1]; R = G = B for grey. Made once, on first use."""
+        unit = _float_unit(self.pixels)
+        if unit.ndim == 2:
+            return np.repeat(unit[..., None], 3, axis=2)
+        return np.ascontiguousarray(unit, dtype=np.float32)
 
     @property
     def stem(self) -> str:
@@ -305,7 +319,7 @@ def _decode_pillow(im: Image.Image, name: str) -> _Decoded:
         arr = np.asarray(im)
         grey = arr[..., 0] if arr.ndim == 3 else arr
         alpha = to_unit(arr[..., 1], 255) if mode == "LA" else _key_alpha(grey, transparency)
-        return _Decoded(to_unit(grey, 255), alpha, 8, True, icc)
+        return _Decoded(grey, alpha, 8, True, icc)
 
     if mode.startswith("I;16") or mode in ("I", "F"):
         raw = np.asarray(im)
@@ -317,11 +331,11 @@ def _decode_pillow(im: Image.Image, name: str) -> _Decoded:
                 grey = grey / np.float32(255.0 if peak <= 255.0 else 65535.0)
             grey = np.clip(grey, 0, 1).astype(np.float32)
         else:
-            grey = to_unit(np.clip(raw, 0, 65535), 65535)
+            grey = raw if raw.dtype == np.uint16 else np.clip(raw, 0, 65535).astype(np.uint16)
         return _Decoded(grey, alpha, 16, True, icc)
 
     if mode == "CMYK":
-        return _Decoded(to_unit(np.asarray(cmyk_to_rgb(im, icc, name)), 255), None, 8, False)
+        return _Decoded(np.asarray(cmyk_to_rgb(im, icc, name)), None, 8, False)
 
     if mode not in ("RGB", "RGBA"):
         try:
@@ -335,7 +349,7 @@ def _decode_pillow(im: Image.Image, name: str) -> _Decoded:
 
     arr = np.asarray(im)
     alpha = to_unit(arr[..., 3], 255) if mode == "RGBA" else _key_alpha(arr, transparency)
-    return _Decoded(to_unit(arr[..., :3], 255), alpha, 8, False, icc)
+    return _Decoded(arr[..., :3], alpha, 8, False, icc)
 
 
 def _wide_passes(im: Image.Image) -> tuple[str, ...] | None:
@@ -382,15 +396,13 @@ def _decode_two_pass(p: Path, fmt: str, passes: tuple[str, ...]) -> _Decoded:
     else:
         arr = planes[0] << 8 | planes[1]
     arr = _orient(arr, orientation)
-    f = to_unit(arr, 65535)
-    if f.shape[2] == 2:
-        grey, alpha = np.ascontiguousarray(f[..., 0]), np.ascontiguousarray(f[..., 1])
-        return _Decoded(grey, alpha, 16, True, icc)
-    if f.shape[2] == 4:
-        alpha = np.ascontiguousarray(f[..., 3])
+    if arr.shape[2] == 2:
+        return _Decoded(arr[..., 0], to_unit(arr[..., 1], 65535), 16, True, icc)
+    if arr.shape[2] == 4:
+        alpha = to_unit(arr[..., 3], 65535)
     else:
         alpha = _key_alpha(arr, transparency)  # PNG tRNS colour key
-    return _Decoded(np.ascontiguousarray(f[..., :3]), alpha, 16, False, icc)
+    return _Decoded(arr[..., :3], alpha, 16, False, icc)
 
 
 def _with_rawmode(tile, raw: str):
@@ -427,6 +439,14 @@ def _decode_tifffile(p: Path) -> _Decoded:
         arr = arr[..., None]
     if arr.ndim != 3 or arr.shape[2] > 4:
         raise UnidentifiedImageError(f"unsupported TIFF layout {axes} {arr.shape}")
+    n = 3 if photometric == 2 else 1
+    if arr.dtype in (np.uint8, np.uint16) and photometric != 0 and arr.shape[2] in (n, n + 1):
+        if arr.shape[2] == n or not (extras and extras[0] == 1):  # no premultiplied alpha to undo
+            arr = _orient(arr, orientation)
+            top = 255 if arr.dtype == np.uint8 else 65535
+            alpha = to_unit(arr[..., n], top) if arr.shape[2] > n else None
+            colour = arr[..., 0] if n == 1 else arr[..., :3]
+            return _Decoded(colour, alpha, 16 if top == 65535 else 8, n == 1, icc)
     if arr.dtype == np.uint16:
         depth, f = 16, to_unit(arr, 65535)
     elif arr.dtype == np.uint8:
@@ -505,44 +525,74 @@ def _key_alpha(arr: np.ndarray, key) -> np.ndarray | None:
 # --- building the Photo -----------------------------------------------------------------------
 
 
+def _float_unit(a: np.ndarray) -> np.ndarray:
+    """Samples as stored (uint8, uint16 or float) -> float32 in [0, 1], NaN-free."""
+    if a.dtype == np.uint8:
+        return to_unit(a, 255)
+    if a.dtype == np.uint16:
+        return to_unit(a, 65535)
+    f = np.nan_to_num(np.asarray(a, dtype=np.float32))
+    return np.clip(f, 0, 1, out=f)
+
+
+def _strips(h: int, w: int):
+    rows = max(1, _STRIP_PIXELS // max(w, 1))
+    return range(0, h, rows), rows
+
+
 def _make_photo(
-    colour: np.ndarray, alpha: np.ndarray | None, depth: int, grey_source: bool, path: Path | None
+    colour: np.ndarray, alpha: np.ndarray | None, depth: int, grey_source: bool, path: Path | None,
+    exif: bytes | None = None,
 ) -> Photo:
-    """Normalise decoded pixels and compute full-resolution L once, for every method to share."""
-    colour = np.array(colour, dtype=np.float32)  # one private copy, then work in place
-    np.nan_to_num(colour, copy=False)
-    np.clip(colour, 0, 1, out=colour)
-    if colour.ndim == 3:
-        if grey_source or float(np.ptp(colour, axis=2).max(initial=0.0)) <= _GREY_TOL:
-            grey_source = True
-            colour = colour.mean(axis=2, dtype=np.float32)
-    if grey_source:
-        grey = np.ascontiguousarray(colour, dtype=np.float32)
-        rgb = np.repeat(grey[..., None], 3, axis=2)
-    else:
-        rgb = np.ascontiguousarray(colour, dtype=np.float32)
+    """Normalise decoded pixels and compute full-resolution L once, for every method to share.
+
+    Integer samples are kept as they are (1 or 2 bytes each) and converted to float a strip at
+    a time, never as a whole: a 48-megapixel grey scan then costs 48 MB of pixels plus 192 MB
+    of L instead of over a gigabyte of float copies.
+    """
+    h, w = colour.shape[:2]
+    starts, rows = _strips(h, w)
+    if colour.dtype not in (np.uint8, np.uint16):
+        colour = _float_unit(colour)  # a private float copy
+    if colour.ndim == 3 and colour.shape[2] == 1:
+        colour = colour[..., 0]
+    if colour.ndim == 3 and not grey_source:
+        spread = 0.0
+        for y0 in starts:
+            strip = colour[y0 : y0 + rows]
+            spread = max(spread, float(np.ptp(_float_unit(strip), axis=2).max(initial=0.0)))
+            if spread > _GREY_TOL:
+                break
+        grey_source = spread <= _GREY_TOL
+    if colour.ndim == 3 and grey_source:  # colour channels carrying grey: keep their mean
+        grey = np.empty((h, w), np.float32)
+        for y0 in starts:
+            grey[y0 : y0 + rows] = _float_unit(colour[y0 : y0 + rows]).mean(axis=2, dtype=np.float32)
+        colour = grey
+    pixels = np.ascontiguousarray(colour)
     if alpha is not None:
         alpha = np.clip(np.ascontiguousarray(alpha, dtype=np.float32), 0, 1)
     return Photo(
-        L=_lightness(rgb, grey_source),
-        rgb=rgb,
+        L=_lightness(pixels),
+        pixels=pixels,
         alpha=alpha,
         bit_depth=16 if depth == 16 else 8,
         is_grey=bool(grey_source),
         path=path,
+        exif=exif,
     )
 
 
-def _lightness(rgb: np.ndarray, grey: bool) -> np.ndarray:
+def _lightness(pixels: np.ndarray) -> np.ndarray:
     """CIE L of sRGB pixels with engine.color, in strips so huge photos do not spike memory."""
-    h, w = rgb.shape[:2]
+    h, w = pixels.shape[:2]
     out = np.empty((h, w), np.float32)
-    rows = max(1, _STRIP_PIXELS // max(w, 1))
+    starts, rows = _strips(h, w)
     with torch.no_grad():
-        for y0 in range(0, h, rows):
-            strip = rgb[y0 : y0 + rows]
-            if grey:
-                L = grey_to_L(torch.from_numpy(np.ascontiguousarray(strip[..., 0])))
+        for y0 in starts:
+            strip = _float_unit(pixels[y0 : y0 + rows])
+            if strip.ndim == 2:
+                L = grey_to_L(torch.from_numpy(np.ascontiguousarray(strip)))
             else:
                 L = rgb_to_lab(torch.from_numpy(np.ascontiguousarray(strip.transpose(2, 0, 1))))[0]
             out[y0 : y0 + rows] = L.numpy()

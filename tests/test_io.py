@@ -563,3 +563,22 @@ def test_every_atomic_write_writes_and_keeps_nothing_alive(tmp_path: Path) -> No
     del write
     gc.collect()
     assert ref() is None
+
+
+@pytest.mark.parametrize(("mode", "dtype", "channels"), [("L", np.uint8, 1), ("RGB", np.uint8, 3), ("I;16", np.uint16, 1)])
+def test_photo_keeps_samples_compact_and_makes_float_rgb_on_demand(tmp_path: Path, mode, dtype, channels) -> None:
+    """A big scan must not be held as float: the Photo keeps decoded samples as stored, and the
+    float (H, W, 3) view exists only once something asks for it (the models need only L)."""
+    arr = _rand_u8(9, 11, None if channels == 1 else 3)
+    if dtype == np.uint16:
+        arr = arr.astype(np.uint16) * 257 + 3
+    Image.fromarray(arr).save(tmp_path / "p.png")
+    ph = eio.load_photo(tmp_path / "p.png")
+    assert ph.pixels.dtype == dtype and ph.pixels.nbytes == arr.nbytes
+    assert "rgb" not in vars(ph)  # not made yet
+    top = 65535 if dtype == np.uint16 else 255
+    expected = arr.astype(np.float32) / np.float32(top)
+    expected = np.repeat(expected[..., None], 3, axis=2) if channels == 1 else expected
+    assert ph.rgb.dtype == np.float32 and np.array_equal(ph.rgb, expected)
+    assert ph.rgb is ph.rgb  # made once
+    np.testing.assert_allclose(ph.L, rgb2lab(expected.astype(np.float64))[..., 0], atol=2e-3)
