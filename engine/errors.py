@@ -27,3 +27,12 @@ class Cancelled(DivcolorError):
 
 class OutOfMemory(DivcolorError):
     """The device ran out of memory; the message suggests fewer samples or the CPU."""
+
+
+class ConfigError(DivcolorError):
+    """A setting (flag, config value, project or strokes file field) is out of range or names
+    something that does not exist; the message names the value and the fix."""
+
+
+class DataError(DivcolorError):
+    """Training or evaluation data cannot be used (missing, corrupt, too many bad images)."""

@@ -5,8 +5,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from engine.checkpoint import load_checkpoint
+from engine.errors import DataError
 from training.cli import main
 from training.data import load_lab, shard_paths
 
@@ -129,10 +131,127 @@ def test_torchrun_two_processes_on_cpu(tiny_data, tmp_path, stage, flags):
     assert st.meta["step"] == 2 and st.meta["finished"]
 
 
-def test_run_killed_mid_epoch_resumes(tiny_data, tmp_path):
-    """SIGKILL while training: the last atomic checkpoint survives and the same command finishes."""
+# A child process that runs `divcolor-train` and SIGKILLs itself at an exact point: after logging
+# step K (mid-epoch: the work since the last save is lost) or halfway through writing the K-th
+# state file (the temporary is left half-written). Deterministic, unlike a kill from outside.
+_KILLED_CHILD = r"""
+import os, signal, sys
+import engine.checkpoint as C
+import training.loop as L
+mode, k = sys.argv[1], int(sys.argv[2])
+if mode == "after-log":
+    log = L.Logger.log
+    def killing_log(self, step, record):
+        log(self, step, record)
+        if step == k:
+            os.kill(os.getpid(), signal.SIGKILL)
+    L.Logger.log = killing_log
+else:
+    save_file, calls = C.save_file, []
+    def killing_save_file(tensors, path, metadata=None):
+        calls.append(path)
+        save_file(tensors, path, metadata=metadata)
+        if len(calls) == k:
+            data = open(path, "rb").read()
+            open(path, "wb").write(data[: len(data) // 2])
+            os.kill(os.getpid(), signal.SIGKILL)
+    C.save_file = killing_save_file
+from training.cli import main
+sys.exit(main(sys.argv[3:]))
+"""
+
+KILL_STEPS = 8  # 24 images in batches of 8: three steps per epoch, so step 5 is mid-epoch
+
+
+def _vae_argv(data, run, steps):
+    return ["vae", "--data", data, "--out", str(run), "--steps", str(steps), "--checkpoint-minutes", "0",
+            *TINY_VAE, "--threads", "1"]
+
+
+def _run_killed(data, run, mode, k, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", _KILLED_CHILD, mode, str(k), *_vae_argv(data, run, KILL_STEPS)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -9, proc.stderr[-3000:]  # it really died by SIGKILL, not by finishing
+
+
+def _assert_bit_exact(a, b):
+    assert a.meta["step"] == b.meta["step"] and a.meta["finished"] and b.meta["finished"]
+    assert set(a.tensors) == set(b.tensors)
+    for k in a.tensors:
+        assert torch.equal(a.tensors[k], b.tensors[k]), k
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_data, tmp_path_factory):
+    run = tmp_path_factory.mktemp("uninterrupted")
+    assert main(_vae_argv(tiny_data, run, KILL_STEPS)) == 0
+    return _state(run, "vae")
+
+
+@pytest.mark.parametrize("mode", ["after-log", "mid-write"])
+def test_run_killed_resumes_to_the_same_parameters(tiny_data, tmp_path, capsys, uninterrupted, mode):
+    """SIGKILL mid-epoch (after step 5's log line, before its save) or halfway through writing
+    the 5th state file: the same command resumes, and the result equals an uninterrupted run
+    bit for bit (CPU, same seed)."""
+    run = tmp_path / "killed"
+    _run_killed(tiny_data, run, mode, 5, tmp_path)
+    stage = run / "vae"
+    if mode == "mid-write":
+        assert not (stage / "state.safetensors").exists()  # moved aside as the fallback, new one cut short
+        assert load_checkpoint(stage / "state.prev.safetensors").meta["step"] == 4
+    else:
+        assert _state(run, "vae").meta["step"] == 4
+    assert main(_vae_argv(tiny_data, run, KILL_STEPS)) == 0
+    err = capsys.readouterr().err
+    assert "resuming vae from step 4" in err
+    if mode == "mid-write":
+        assert "state.safetensors is missing (the run was stopped while saving); resuming from the previous state" in err
+    _assert_bit_exact(_state(run, "vae"), uninterrupted)
+    steps = [json.loads(x)["step"] for x in (stage / "log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, KILL_STEPS + 1))  # step 5's line from before the kill is not doubled
+    assert sorted(p.name for p in stage.iterdir()) == ["log.jsonl", "state.prev.safetensors", "state.safetensors"]
+
+
+def test_damaged_last_state_falls_back_to_the_previous_one(tiny_data, tmp_path, capsys, uninterrupted):
+    run = tmp_path / "r"
+    assert main([*_vae_argv(tiny_data, run, KILL_STEPS), "--stop-after", "5"]) == 0
+    state = run / "vae" / "state.safetensors"
+    data = state.read_bytes()
+    state.write_bytes(data[: len(data) - 100])  # a disk that lost the file's end
+    capsys.readouterr()
+    assert main(_vae_argv(tiny_data, run, KILL_STEPS)) == 0
+    err = capsys.readouterr().err
+    assert "vae: state.safetensors is damaged (" in err and "resuming from the previous state (state.prev.safetensors, step 4)" in err
+    _assert_bit_exact(_state(run, "vae"), uninterrupted)
+    assert (run / "vae" / "state.damaged.safetensors").exists()  # kept for a post-mortem
+
+
+def test_both_states_damaged_says_how_to_start_over(tiny_data, tmp_path, capsys):
+    run = tmp_path / "r"
+    assert main([*_vae_argv(tiny_data, run, 4), "--stop-after", "2"]) == 0
+    for name in ("state.safetensors", "state.prev.safetensors"):
+        (run / "vae" / name).write_bytes(b"\0" * 100)
+    capsys.readouterr()
+    assert main(_vae_argv(tiny_data, run, 4)) == 2
+    err = capsys.readouterr().err
+    assert f"Cannot resume {run / 'vae'}" in err and f"delete {run / 'vae'} to start this stage over" in err
+
+
+def test_resuming_with_other_model_settings_says_so(tiny_data, tmp_path, capsys):
+    run = tmp_path / "r"
+    assert _vae(tiny_data, run, 4, "--stop-after", "2") == 0
+    capsys.readouterr()
+    assert _vae(tiny_data, run, 4, "--width", "8") == 2
+    assert "was started with other settings: --width 4 (now 8)" in capsys.readouterr().err
+
+
+def test_run_killed_from_outside_resumes(tiny_data, tmp_path):
+    """SIGKILL from outside at whatever point the run has reached: the same command finishes."""
     import signal
     import time
+
+    from training.loop import recover_state
 
     run = tmp_path / "killed"
     cmd = [sys.executable, "-m", "training.cli", "vae", "--data", tiny_data, "--out", str(run), "--steps", "100000",
@@ -146,8 +265,201 @@ def test_run_killed_mid_epoch_resumes(tiny_data, tmp_path):
     time.sleep(0.5)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    step = _state(run, "vae").meta["step"]
+    step = recover_state(run / "vae", repair=False).meta["step"]  # the last state, or the one before if cut short
     assert step >= 1
     assert _vae(tiny_data, run, step + 2) == 0
     assert _state(run, "vae").meta["step"] == step + 2
-    assert not list((run / "vae").glob("*.tmp"))  # a half-written state from the kill is cleaned up
+    assert not [p for p in (run / "vae").iterdir() if p.name.startswith(".") or p.name.endswith(".tmp")]
+
+
+# --- bad settings: one sentence naming the value and the fix, exit code 2, no traceback -------
+
+def _bad_inputs(tmp_path, tiny_data):
+    fake = tmp_path / "fake.npz"
+    fake.write_text("this is not a zip file\n")
+    real = Path(tiny_data + "_train_00.npz")
+    cut = tmp_path / "cut.npz"
+    cut.write_bytes(real.read_bytes()[: real.stat().st_size // 2])
+    import numpy as np
+
+    foreign = tmp_path / "foreign.npz"
+    np.savez(foreign, pixels=np.zeros(3))
+    empty = tmp_path / "empty_folder"
+    empty.mkdir()
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    return {"fake": str(fake), "cut": str(cut), "foreign": str(foreign), "empty": str(empty), "file": str(a_file)}
+
+
+BAD_SETTINGS = [
+    # (flags replacing the defaults, text the one-line message must contain)
+    (["--data", "/nonexistent/photos"], "--data /nonexistent/photos"),
+    (["--data", "{tmp}/nope"], "no shards named nope_<split>_*.npz"),
+    (["--data", "{empty}"], "no images found"),
+    (["--data", "{fake}"], "fake.npz is not a readable .npz shard"),
+    (["--data", "{cut}"], "cut.npz is not a readable .npz shard"),
+    (["--data", "{foreign}"], "not a divcolor shard"),
+    (["--data", "{file}"], "is a file, not a folder of images"),
+    (["--batch-size", "0"], "--batch-size 0 is out of range: it must be between 1 and"),
+    (["--batch-size", "500"], "--batch-size 500 needs at least 500 training images, but the data has 24; lower --batch-size"),
+    (["--steps", "-5"], "--steps -5 is out of range"),
+    (["--steps", "0"], "--steps 0 is out of range"),
+    (["--lr", "-0.001"], "--lr -0.001 is out of range: it must be greater than 0"),
+    (["--lr", "nan"], "--lr nan is out of range"),
+    (["--kl-weight", "inf"], "--kl-weight inf is out of range"),
+    (["--device", "tpu"], "--device 'tpu' is not a device"),
+    (["--out", "{file}"], "is a file; give a directory"),
+    (["--seed", str(2**70)], f"--seed {2**70} is out of range"),
+    (["--log-every", "0"], "--log-every 0 is out of range"),
+    (["--width", "0"], "--width 0 is out of range"),
+    (["--width", str(10**6)], "--width 1000000 is out of range"),
+    (["--dropout", "1.5"], "--dropout 1.5 is out of range"),
+    (["--threads", "-1"], "--threads -1 is out of range"),
+    (["--checkpoint-minutes", "-1"], "--checkpoint-minutes -1 is out of range"),
+    (["--limit", "-3"], "--limit -3 is out of range"),
+]
+
+
+@pytest.mark.parametrize("flags, message", BAD_SETTINGS)
+def test_bad_settings_get_one_sentence_and_exit_code_2(tiny_data, tmp_path, capsys, flags, message):
+    paths = {**_bad_inputs(tmp_path, tiny_data), "tmp": str(tmp_path)}
+    flags = [f.format(**paths) for f in flags]
+    message = message.format(**paths)
+    base = {"--data": tiny_data, "--out": str(tmp_path / "run"), "--steps": "2", **dict(zip(TINY_VAE[::2], TINY_VAE[1::2]))}
+    base.update(zip(flags[::2], flags[1::2]))
+    argv = ["vae", *[x for kv in base.items() for x in kv]]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "run" / "vae" / "state.safetensors").exists()
+
+
+def test_pic_settings_that_describe_no_network(tiny_data, tmp_path, capsys):
+    assert main(["pic", "--data", tiny_data, "--out", str(tmp_path), *TINY_PIC, "--subsample", "3"]) == 2
+    assert "subsample 3 must be 1, 2, 4 or 8" in capsys.readouterr().err
+
+
+def test_cuda_without_cuda_and_read_only_out(tiny_data, tmp_path, capsys, monkeypatch):
+    import tempfile
+
+    import torch
+
+    if not torch.cuda.is_available():
+        assert _vae(tiny_data, tmp_path / "r", 2, "--device", "cuda") == 2
+        assert "--device cuda: no CUDA GPU is available here; use --device cpu" in capsys.readouterr().err
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    if os.access(ro, os.W_OK):  # root writes anywhere: make the write itself fail as it would for a user
+        def refuse(*a, **k):
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    try:
+        assert _vae(tiny_data, ro, 2) == 2
+        assert f"--out {ro} cannot be written (Permission denied); choose a directory" in capsys.readouterr().err
+    finally:
+        ro.chmod(0o755)
+
+
+def test_eval_and_export_answer_bad_arguments(tiny_data, tmp_path, capsys):
+    assert main(["export", "--out", str(tmp_path / "missing")]) == 2
+    assert "is not a run directory" in capsys.readouterr().err
+    assert main(["eval", "--data", tiny_data, "--checkpoint", str(tmp_path / "none.safetensors")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["eval", "--data", tiny_data, "--out", str(tmp_path), "--samples", "0"])
+    assert e.value.code == 2 and "argument --samples: 0 must be between 1 and 1000000000" in capsys.readouterr().err
+
+
+def test_a_bad_setting_prints_no_traceback_from_the_entry_point(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "training.cli", "vae", "--data", str(tmp_path / "nowhere"),
+                           "--out", str(tmp_path / "run"), "--batch-size", "0"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("divcolor-train vae: --batch-size 0 is out of range: it must be between 1 and 65536 "
+                                   "(the default is 64).")
+
+
+# --- bad images: skipped, counted and named; too many stop the run ------------------------------
+
+def _photo_folder(root, n_good, bad):
+    from PIL import Image
+
+    root.mkdir(parents=True)
+    for i, img in enumerate(synthetic_images(n_good, size=16, seed=3)):
+        Image.fromarray(img).save(root / f"good_{i:03d}.png")
+    png = (root / "good_000.png").read_bytes()
+    kinds = {"truncated": png[: len(png) // 2], "text": b"not an image at all\n", "empty": b""}
+    for name, kind in bad:
+        (root / name).write_bytes(kinds[kind])
+    return root
+
+
+def test_a_bad_image_in_a_folder_is_skipped_and_named(tmp_path, capsys):
+    from training.data import describe, load_rgb
+
+    folder = _photo_folder(tmp_path / "photos" / "train", 119, [("scan_042.jpg", "truncated")])
+    rgb = load_rgb(tmp_path / "photos", "train", 16)
+    assert rgb.shape == (119, 16, 16, 3)
+    err = capsys.readouterr().err
+    assert "skipping 1 of 120 images" in err and f"{folder / 'scan_042.jpg'}: " in err and "truncated" in err
+    d = describe(tmp_path / "photos", "train", len(rgb))
+    assert d["skipped_images"] == 1 and "scan_042.jpg" in d["skipped"][0]
+
+
+def test_too_many_bad_images_stop_with_their_names(tmp_path):
+    from training.data import load_rgb
+
+    _photo_folder(tmp_path / "photos" / "train", 40, [("a.jpg", "truncated"), ("b.png", "text"), ("c.png", "empty")])
+    with pytest.raises(DataError, match=r"3 of 43 images in .*photos could not be read \(7.0 %, more than the 1 % "
+                                        r"divcolor skips\): .*a.jpg: .*b.png: .*c.png: .*Fix or remove them"):
+        load_rgb(tmp_path / "photos", "train", 16)
+
+
+def _shard_with_bad_image(path, n, bad_index):
+    import io as _io
+
+    import numpy as np
+    from PIL import Image
+
+    blobs = []
+    for img in synthetic_images(n, size=16, seed=4):
+        b = _io.BytesIO()
+        Image.fromarray(img).save(b, "JPEG", quality=90)
+        blobs.append(np.frombuffer(b.getvalue(), np.uint8))
+    blobs[bad_index] = blobs[bad_index][: len(blobs[bad_index]) // 3]
+    offsets = np.concatenate([[0], np.cumsum([len(b) for b in blobs])]).astype(np.int64)
+    ids = np.array([f"img{i}".encode() for i in range(n)])
+    np.savez(path, jpeg=np.concatenate(blobs), offsets=offsets, ids=ids)
+
+
+def test_a_bad_image_in_a_shard_is_skipped_and_too_many_stop(tmp_path, capsys):
+    from training.data import _decode_shard, load_rgb
+
+    _shard_with_bad_image(tmp_path / "big_train_00.npz", 150, 17)
+    assert load_rgb(tmp_path / "big", "train", 16).shape == (149, 16, 16, 3)
+    assert "skipping 1 of 150 images" in capsys.readouterr().err
+    assert len(_decode_shard(tmp_path / "big_train_00.npz")) == 149  # as the decode cache calls it
+    _shard_with_bad_image(tmp_path / "small_train_00.npz", 24, 3)
+    with pytest.raises(DataError, match=r"1 of 24 images .*small_train_00.npz\[3\] \(img3\): "):
+        load_rgb(tmp_path / "small", "train", 16)
+
+
+def test_training_on_a_folder_with_a_bad_image_logs_it(tmp_path, capsys):
+    _photo_folder(tmp_path / "photos" / "train", 119, [("broken.jpg", "truncated")])
+    run = tmp_path / "run"
+    assert main(["vae", "--data", str(tmp_path / "photos"), "--out", str(run), "--steps", "1", "--size", "16", *TINY_VAE]) == 0
+    assert "broken.jpg" in capsys.readouterr().err
+    data = _state(run, "vae").meta["data"]
+    assert data["skipped_images"] == 1 and "broken.jpg" in data["skipped"][0]
+    first = json.loads((run / "vae" / "log.jsonl").read_text().splitlines()[0])
+    assert first["event"] == "skipped_images" and "broken.jpg" in first["skipped"][0]
+
+
+def test_too_many_bad_images_stop_the_cli_with_one_sentence(tmp_path, capsys):
+    _photo_folder(tmp_path / "photos" / "train", 20, [("broken.jpg", "truncated")])
+    assert main(["vae", "--data", str(tmp_path / "photos"), "--out", str(tmp_path / "run"), "--steps", "1",
+                 "--size", "16", *TINY_VAE]) == 2
+    err = capsys.readouterr().err
+    assert "1 of 21 images" in err and "broken.jpg" in err and len(err.strip().splitlines()) == 1

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from engine.errors import ConfigError
+
 from .loop import Dist
 
 
@@ -14,7 +16,11 @@ class BatchSampler:
         self.n, self.bs, self.seed, self.ddp = n, batch_size, seed, ddp
         self.global_bs = batch_size * ddp.world
         if n < self.global_bs:
-            raise ValueError(f"{n} training images is fewer than one batch of {self.global_bs}")
+            ranks = f" x {ddp.world} processes" if ddp.world > 1 else ""
+            raise ConfigError(
+                f"--batch-size {batch_size}{ranks} needs at least {self.global_bs} training images, but the data has {n}; "
+                f"lower --batch-size to {max(1, n // ddp.world)} or less, or add images."
+            )
         self.per_epoch = n // self.global_bs
         self._epoch, self._perm = -1, None
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
-from .config import add_config_args, config_from_args
-from .loop import teardown_distributed
+from engine.errors import ConfigError, DivcolorError
+
+from .config import add_config_args, check_data_path, config_from_args
+from .loop import recover_run, teardown_distributed
 from .stages import gcrf, pic, vae_mdn
 
 TRAIN_STAGES = {
@@ -36,12 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", help="run directory (uses RUN_DIR/model.safetensors, writes RUN_DIR/eval.json)")
     ev.add_argument("--checkpoint", help="model file to evaluate (instead of --out)")
     ev.add_argument("--split", default="test")
-    ev.add_argument("--samples", type=int, default=5)
-    ev.add_argument("--limit", type=int, default=0, help="evaluate only the first N images")
+    ev.add_argument("--samples", type=_count(1), default=5)
+    ev.add_argument("--limit", type=_count(0), default=0, help="evaluate only the first N images")
     ev.add_argument("--json", help="also write the result to this file")
     ev.add_argument("--sheet", help="also save a contact sheet PNG (grey | truth | samples) of the first images")
     ev.add_argument("--reveal-data", help="G-CRF: also PSNR vs revealed points (Table 3) on this data (natural128)")
-    ev.add_argument("--sample-limit", type=int, default=200, help="PIC: diversity metrics on the first N images (bpd uses all)")
+    ev.add_argument("--sample-limit", type=_count(1), default=200, help="PIC: diversity metrics on the first N images (bpd uses all)")
     ex = sub.add_parser("export", help="write the checkpoint the app loads")
     ex.add_argument("--out", required=True, help="run directory with finished stages")
     ex.add_argument("--dest", help="where to write (default RUN_DIR/model.safetensors)")
@@ -54,15 +57,39 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _count(low: int):
+    """An argparse type for a whole number of at least ``low`` (argparse words the error)."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= v <= 10**9:
+            raise argparse.ArgumentTypeError(f"{v} must be between {low} and {10**9}")
+        return v
+
+    parse.__name__ = "count"
+    return parse
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand. A bad setting, missing or corrupt data, or an unusable model file
+    is answered by one sentence on stderr and exit code 2; a traceback means a bug."""
     args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except DivcolorError as e:
+        print(f"divcolor-train {args.stage}: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.stage in TRAIN_STAGES:
         cls, fn, _ = TRAIN_STAGES[args.stage]
         cfg = config_from_args(cls, args)
-        if not cfg.data or not cfg.out:
-            print("divcolor-train: --data and --out are required", file=sys.stderr)
-            return 2
         try:
+            recover_run(Path(cfg.out), repair=int(os.environ.get("RANK", "0")) == 0)
             fn(cfg)
         except BaseException:
             teardown_distributed(finished=False)
@@ -71,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.stage == "export":
         run = Path(args.out)
+        if not run.is_dir():
+            raise ConfigError(f"--out {args.out} is not a run directory; give the --out of a finished training run.")
         metrics = json.loads((run / "eval.json").read_text()) if (run / "eval.json").exists() else None
         method = args.method
         if method == "auto":
@@ -89,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.checkpoint or args.out):
             print("divcolor-train eval: give --checkpoint or --out", file=sys.stderr)
             return 2
+        check_data_path(args.data)
         ckpt = Path(args.checkpoint) if args.checkpoint else Path(args.out) / vae_mdn.MODEL_FILE
         method = gcrf.checkpoint_method(ckpt)
         if method == pic.METHOD:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import glob
 import io
+import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +20,111 @@ import torch.nn.functional as F
 from PIL import Image
 
 from engine.color import AB_SCALE, rgb_to_lab
+from engine.errors import DataError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+# Bad images (truncated, corrupt, not images at all) are skipped and named; above this share of
+# the images read the data is more likely wrong than dusty, and the run stops instead.
+MAX_BAD_FRACTION = 0.01
+SHOW_BAD = 20  # bad images named on the terminal (all of them go into the run's metadata up to 200)
+
+
+class DataNotFound(DataError, FileNotFoundError):
+    """No images or shards where ``--data`` points (a FileNotFoundError for callers that
+    fall back when, e.g., a train split is missing)."""
+
+
+BadList = list[tuple[str, str]]
+# (data, split) -> the bad images skipped when it was last read; describe() records them.
+_SKIPPED: dict[tuple[str, str], BadList] = {}
+
+
+def _reason(e: BaseException) -> str:
+    """One short line for a decode failure, without library paths."""
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return text[:100]
+
+
+def _decode_image(source, name: str, bad: BadList) -> Image.Image | None:
+    """Open and fully decode one image as RGB; a failure is recorded in ``bad``, not raised.
+
+    Pillow raises many types for damaged files (OSError "image file is truncated", SyntaxError,
+    ValueError, DecompressionBombError, …): whatever decoding one image raises, that image
+    is bad, so everything but running out of memory is caught here.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's warnings name library paths; the reason is what counts
+            with Image.open(source) as img:
+                return img.convert("RGB")
+    except MemoryError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any decode failure makes this one image bad
+        bad.append((name, _reason(e)))
+        return None
+
+
+def _open_shard(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """A shard's JPEG bytes, offsets and ids, checked: a corrupt or fake .npz is a DataError."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            jpeg, off = np.asarray(z["jpeg"]), np.asarray(z["offsets"])
+            ids = np.asarray(z["ids"]) if "ids" in z.files else None
+    except KeyError as e:
+        raise DataError(f"{path} is an .npz file but not a divcolor shard (no {e} array); prepare it as ../shared/data/README describes.") from e
+    except MemoryError:
+        raise
+    except Exception as e:  # noqa: BLE001 - zip, npy and pickle-refusal errors alike
+        raise DataError(f"{path} is not a readable .npz shard ({_reason(e)}); re-create it or check --data.") from e
+    ok = (
+        jpeg.ndim == 1 and jpeg.dtype == np.uint8 and off.ndim == 1 and len(off) >= 1
+        and np.issubdtype(off.dtype, np.integer) and off[0] == 0 and off[-1] == len(jpeg)
+        and bool(np.all(np.diff(off) >= 0))
+    )
+    if not ok:
+        raise DataError(f"{path} has inconsistent 'jpeg'/'offsets' arrays (damaged shard); re-create it or check --data.")
+    if ids is not None and len(ids) != len(off) - 1:
+        ids = None
+    return jpeg, off, ids
+
+
+def _decode_shard(path: Path, bad: BadList | None = None) -> list[np.ndarray]:
+    """The images of one shard as uint8 arrays, bad ones skipped and appended to ``bad``.
+
+    Without ``bad`` the shard is judged alone: its bad images are named on stderr, and a
+    DataError is raised above MAX_BAD_FRACTION.
+    """
+    own = bad is None
+    bad = [] if bad is None else bad
+    first_bad = len(bad)
+    jpeg, off, ids = _open_shard(path)
+    out = []
+    for i in range(len(off) - 1):
+        label = f"{path.name}[{i}]" + (f" ({_id_text(ids[i])})" if ids is not None else "")
+        img = _decode_image(io.BytesIO(jpeg[off[i] : off[i + 1]].tobytes()), label, bad)
+        if img is not None:
+            out.append(np.asarray(img))
+    if own:
+        check_bad(bad[first_bad:], len(off) - 1, str(path))
+    return out
+
+
+def _id_text(x) -> str:
+    return x.decode(errors="replace") if isinstance(x, bytes) else str(x)
+
+
+def check_bad(bad: BadList, total: int, where: str) -> None:
+    """Name the skipped images on stderr; stop with a DataError if there are too many."""
+    if not bad:
+        return
+    share = len(bad) / max(total, 1)
+    listed = "; ".join(f"{n}: {r}" for n, r in bad[:SHOW_BAD]) + (f"; and {len(bad) - SHOW_BAD} more" if len(bad) > SHOW_BAD else "")
+    if share > MAX_BAD_FRACTION:
+        raise DataError(
+            f"{len(bad)} of {total} images in {where} could not be read ({100 * share:.1f} %, more than the "
+            f"{100 * MAX_BAD_FRACTION:g} % divcolor skips): {listed}. Fix or remove them, or check that --data is right."
+        )
+    print(f"skipping {len(bad)} of {total} images in {where} that could not be read: {listed}", file=sys.stderr, flush=True)
 
 
 def shard_paths(data: str | Path, split: str) -> list[Path]:
@@ -32,15 +137,6 @@ def shard_paths(data: str | Path, split: str) -> list[Path]:
     if p.suffix == ".npz":
         return [p]
     return [Path(s) for s in sorted(glob.glob(str(p.parent / f"{p.name}_{split}_*.npz")))]
-
-
-def _decode_shard(path: Path) -> list[np.ndarray]:
-    z = np.load(path, allow_pickle=False)
-    jpeg, off = z["jpeg"], z["offsets"]
-    return [
-        np.asarray(Image.open(io.BytesIO(jpeg[off[i] : off[i + 1]].tobytes())).convert("RGB"))
-        for i in range(len(off) - 1)
-    ]
 
 
 def _folder_images(folder: Path, split: str, test_fraction: float = 0.1) -> list[Path]:
@@ -57,13 +153,19 @@ def _folder_images(folder: Path, split: str, test_fraction: float = 0.1) -> list
 
 
 def load_rgb(data: str | Path, split: str, size: int, limit: int | None = None) -> np.ndarray:
-    """All images of a split as uint8 (N, size, size, 3)."""
+    """All images of a split as uint8 (N, size, size, 3).
+
+    Images that cannot be decoded are skipped and named (stderr, and the run's metadata via
+    ``describe``); more than MAX_BAD_FRACTION of them stops with a DataError.
+    """
     p = Path(data)
     out: list[np.ndarray] = []
+    bad: BadList = []
     if p.is_dir():
         for f in _folder_images(p, split):
-            img = Image.open(f)
-            img = img.convert("RGB")
+            img = _decode_image(f, str(f), bad)
+            if img is None:
+                continue
             img = _center_square(img).resize((size, size), Image.LANCZOS)
             out.append(np.asarray(img))
             if limit and len(out) >= limit:
@@ -71,9 +173,9 @@ def load_rgb(data: str | Path, split: str, size: int, limit: int | None = None) 
     else:
         paths = shard_paths(p, split)
         if not paths:
-            raise FileNotFoundError(f"no shards match {p.parent / (p.name + '_' + split + '_*.npz')}")
+            raise DataNotFound(f"no shards match {p.parent / (p.name + '_' + split + '_*.npz')}")
         for s in paths:
-            for img in _decode_shard(s):
+            for img in _decode_shard(s, bad):
                 if img.shape[0] != size or img.shape[1] != size:
                     img = np.asarray(Image.fromarray(img).resize((size, size), Image.LANCZOS))
                 out.append(img)
@@ -81,8 +183,10 @@ def load_rgb(data: str | Path, split: str, size: int, limit: int | None = None) 
                     break
             if limit and len(out) >= limit:
                 break
+    check_bad(bad, len(out) + len(bad), str(p))
+    _SKIPPED[(str(p), split)] = bad
     if not out:
-        raise FileNotFoundError(f"no images found for split '{split}' in {p}")
+        raise DataNotFound(f"no images found for split '{split}' in {p}")
     return np.stack(out)
 
 
@@ -128,7 +232,12 @@ def load_lab(data: str | Path, split: str, size: int, limit: int | None = None) 
 def describe(data: str | Path, split: str, n: int) -> dict:
     """What a checkpoint records about its training data."""
     p = Path(data)
-    return {"path": p.name if not p.is_dir() else str(p.name) + "/", "split": split, "images": int(n)}
+    d = {"path": p.name if not p.is_dir() else str(p.name) + "/", "split": split, "images": int(n)}
+    bad = _SKIPPED.get((str(p), split))
+    if bad:
+        d["skipped_images"] = len(bad)
+        d["skipped"] = [f"{name}: {why}" for name, why in bad[:200]]
+    return d
 
 
 def resize_lab(lab: LabSet, size: int) -> LabSet:

@@ -13,6 +13,7 @@ import gc
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -22,9 +23,12 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
-from engine.checkpoint import load_checkpoint, now_iso, save_checkpoint
+from engine.checkpoint import Checkpoint, load_checkpoint, now_iso, save_checkpoint, state_dict_mismatch
+from engine.errors import CheckpointError, ConfigError
 
 STATE_FILE = "state.safetensors"
+PREV_STATE_FILE = "state.prev.safetensors"  # the state before the last save: the fallback if that one is damaged
+DAMAGED_STATE_FILE = "state.damaged.safetensors"  # a damaged state, kept for a post-mortem instead of deleted
 LOG_FILE = "log.jsonl"
 
 
@@ -113,6 +117,110 @@ def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
+# --- the state file and its fallback --------------------------------------------------------
+
+def recover_state(stage_dir: Path, repair: bool = True) -> Checkpoint | None:
+    """The stage's saved state, or the previous one when the last is damaged; None if there is none.
+
+    Each save first keeps the state it replaces as PREV_STATE_FILE, so a crash while saving, a
+    full disk or a damaged file costs the steps since the previous save, not the run. With
+    ``repair`` (only one process of a torchrun group) a damaged state is moved aside and the
+    previous one copied in its place, so every later reader of STATE_FILE gets a good file.
+    """
+    stage_dir = Path(stage_dir)
+    state, prev = stage_dir / STATE_FILE, stage_dir / PREV_STATE_FILE
+    if not state.exists() and not prev.exists():
+        return None
+    problem = "is missing (the run was stopped while saving)"
+    if state.exists():
+        try:
+            return load_checkpoint(state)
+        except CheckpointError as e:
+            problem = f"is damaged ({e})"
+    try:
+        ck = load_checkpoint(prev)
+    except CheckpointError as e:
+        why = "there is no earlier state" if not prev.exists() else f"the previous state is damaged too ({e})"
+        raise CheckpointError(
+            f"Cannot resume {stage_dir}: {state.name} {problem}, and {why}; delete {stage_dir} to start this stage over."
+        ) from e
+    print(f"{stage_dir.name}: {state.name} {problem}; resuming from the previous state ({prev.name}, step "
+          f"{ck.meta.get('step', 0)})", file=sys.stderr, flush=True)
+    if repair:
+        if state.exists():
+            os.replace(state, stage_dir / DAMAGED_STATE_FILE)
+        tmp = stage_dir / f".{STATE_FILE}.recover.{os.getpid()}.tmp"
+        shutil.copyfile(prev, tmp)
+        os.replace(tmp, state)
+    return ck
+
+
+def recover_run(run_dir: Path, repair: bool = True) -> None:
+    """Check the unfinished stages of a run directory before a stage reads any of them (stages
+    read earlier states directly, e.g. the VAE's statistics, before the loop starts)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return
+    for d in sorted(run_dir.iterdir()):
+        if d.is_dir() and ((d / STATE_FILE).exists() or (d / PREV_STATE_FILE).exists()):
+            if _finished(d / STATE_FILE):
+                continue
+            recover_state(d, repair)
+
+
+def _finished(path: Path) -> bool:
+    """Whether a state file says its stage is finished (header only; False if unreadable)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return bool(json.loads((f.metadata() or {}).get("divcolor", "{}")).get("finished"))
+    except Exception:  # noqa: BLE001 - unreadable or damaged: not known to be finished
+        return False
+
+
+def _sweep_temps(out: Path) -> None:
+    """Remove temporaries of a state write cut short by a kill (this process's naming and
+    engine.files' hidden ``.state.safetensors.*`` files)."""
+    for stale in [*out.glob(STATE_FILE + ".*.tmp"), *out.glob("." + STATE_FILE + ".*")]:
+        stale.unlink(missing_ok=True)
+
+
+def _truncate_log(path: Path, start: int) -> None:
+    """Drop log lines after the resumed step: they belong to steps that will be run again."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if int(json.loads(line).get("step", 0)) > start:
+                continue
+        except (ValueError, AttributeError, TypeError):
+            continue  # a line cut short by a kill
+        keep.append(line)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text("".join(x + "\n" for x in keep))
+    os.replace(tmp, path)
+
+
+def _check_same_run(ck: Checkpoint, meta: dict[str, Any], modules: dict[str, torch.nn.Module], where: Path) -> None:
+    """Resuming with other model settings must say so, not fail inside load_state_dict."""
+    old, new = ck.meta.get("config"), meta.get("config")
+    if isinstance(old, dict) and isinstance(new, dict):
+        diff = [k for k in sorted(set(old) & set(new)) if old[k] != new[k]]  # fields added since: not a change
+    else:
+        diff = []
+    if diff:
+        shown = ", ".join(f"--{k.replace('_', '-')} {old.get(k)!r} (now {new.get(k)!r})" for k in diff[:4])
+        raise ConfigError(
+            f"{where} was started with other settings: {shown}; rerun with the run's settings or choose a new --out."
+        )
+    for name, m in modules.items():
+        problem = state_dict_mismatch(m.state_dict(), ck.subset(name))
+        if problem:
+            raise ConfigError(f"{where} holds a run with another network ({name}: {problem}); choose a new --out.")
+
+
 # --- logging -------------------------------------------------------------------------------
 
 class Logger:
@@ -136,6 +244,13 @@ class Logger:
             print("\r" + line[:160].ljust(160), end="", file=sys.stderr, flush=True)
         else:
             print(line, file=sys.stderr, flush=True)
+
+    def event(self, step: int, name: str, fields: dict[str, Any]) -> None:
+        """A JSON line that is not a training step (e.g. the bad images skipped); not printed:
+        whoever noticed it has said so on the terminal already."""
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps({"step": step, "event": name, **fields}) + "\n")
 
     def close(self) -> None:
         if self.enabled and self.tty:
@@ -182,8 +297,9 @@ def run_loop(
     params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
     base_lrs = [g["lr"] for g in opt.param_groups]
     start = 0
-    if state_path.exists():
-        ck = load_checkpoint(state_path)
+    ck = recover_state(out, repair=ddp.main)
+    if ck is not None:
+        _check_same_run(ck, meta, modules, out)
         for name, m in modules.items():
             m.load_state_dict(ck.subset(name))
         load_optimizer(opt, ck.tensors, ck.meta.get("optimizer", {}))
@@ -192,9 +308,14 @@ def run_loop(
             print(f"resuming {spec.stage} from step {start} ({state_path})", file=sys.stderr)
     if ddp.main:
         out.mkdir(parents=True, exist_ok=True)
-        for stale in out.glob(STATE_FILE + ".*.tmp"):  # a write cut short by a kill
-            stale.unlink(missing_ok=True)
+        _sweep_temps(out)
+        _truncate_log(out / LOG_FILE, start)
     logger = Logger(out / LOG_FILE, spec.steps, ddp.main)
+    data = meta.get("data")
+    if isinstance(data, dict) and data.get("skipped_images"):
+        logger.event(start, "skipped_images", {"count": data["skipped_images"], "skipped": data.get("skipped", [])})
+
+    saved_step = [start if ck is not None else -1]
 
     def save(step: int, finished: bool) -> None:
         if not ddp.main:
@@ -203,9 +324,12 @@ def run_loop(
         ot, om = optimizer_tensors(opt)
         tensors.update(ot)
         tensors.update(extra_tensors or {})
+        if state_path.exists() and saved_step[0] != step:  # (re-saving a step only marks it finished)
+            os.replace(state_path, out / PREV_STATE_FILE)  # kept until the next save: the fallback
         save_checkpoint(
             state_path, tensors, {**meta, "stage": spec.stage, "step": step, "finished": finished, "optimizer": om}
         )
+        saved_step[0] = step
 
     last_save = time.time()
     t_start = time.time()
@@ -252,9 +376,9 @@ def run_loop(
 def read_state(run_dir: Path, stage: str, need_finished: bool = True):
     """The saved state of an earlier stage, with a message saying which command to run first."""
     path = Path(run_dir) / stage / STATE_FILE
-    if not path.exists():
+    if not path.exists() and not (path.parent / PREV_STATE_FILE).exists():
         raise SystemExit(f"{path} not found: run `divcolor-train {stage}` with the same --out first")
-    ck = load_checkpoint(path)
+    ck = recover_state(path.parent, repair=int(os.environ.get("RANK", "0")) == 0)
     if need_finished and not ck.meta.get("finished"):
         raise SystemExit(f"stage '{stage}' in {run_dir} is not finished (step {ck.meta.get('step')}); rerun it to resume")
     return ck
