@@ -84,6 +84,12 @@ FIELD_RANGES: dict[str, Range] = {
     "stroke_base": Range(0.0, 1e6),
     "size": Range(8, 1024),
     "hoc_train_size": Range(4, 1024),
+    "warmup": Range(0, MAX_STEPS),
+    "weight_decay": Range(0.0, 10.0),
+    "rebalance": Range(0.0, 1.0),
+    "degrade": Range(0.0, 1.0),
+    "min_crop": Range(0.0, 1.0, low_open=True),
+    "ema": Range(0.0, 1.0),
 }
 
 
