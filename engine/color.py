@@ -78,17 +78,11 @@ def box_filter(x: torch.Tensor, r: int) -> torch.Tensor:
     return F.avg_pool2d(x, k, stride=1)
 
 
-def guided_upsample_ab(
-    ab_low: torch.Tensor, L_full: torch.Tensor, radius: int = 2, eps: float = 1e-3
-) -> torch.Tensor:
-    """Upsample ab (N, 2, h, w) to the size of L_full (H, W) guided by the full-resolution L.
-
-    A fast guided filter (He & Sun 2015): fit ab ~ A * L + B in small windows at low
-    resolution, upsample the smooth coefficients A, B, and apply them to the full-resolution L.
-    Colour edges then follow luminance edges instead of bleeding across them as with plain
-    bilinear interpolation. ``eps`` regularises A, in units of (L/100)^2.
-    """
-    n, _, h, w = ab_low.shape
+def _guided_coefficients(
+    ab_low: torch.Tensor, L_full: torch.Tensor, radius: int, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The guided filter's smoothed A, B at low resolution (ab ~ A * L/100 + B locally)."""
+    h, w = ab_low.shape[-2:]
     H, W = L_full.shape[-2:]
     guide_full = (L_full / 100.0).to(ab_low.dtype).reshape(1, 1, H, W)
     guide_low = F.interpolate(guide_full, size=(h, w), mode="area")
@@ -98,12 +92,69 @@ def guided_upsample_ab(
     cov_ip = box_filter(ab_low * guide_low, radius) - mean_i * mean_p
     A = cov_ip / (var_i + eps)
     B = mean_p - A * mean_i
-    A = box_filter(A, radius)
-    B = box_filter(B, radius)
-    if (h, w) != (H, W):
-        A = F.interpolate(A, size=(H, W), mode="bilinear", align_corners=False)
-        B = F.interpolate(B, size=(H, W), mode="bilinear", align_corners=False)
-    return torch.addcmul(B, A, guide_full)
+    return box_filter(A, radius), box_filter(B, radius)
+
+
+def guided_upsample_ab(
+    ab_low: torch.Tensor, L_full: torch.Tensor, radius: int = 2, eps: float = 1e-3
+) -> torch.Tensor:
+    """Upsample ab (N, 2, h, w) to the size of L_full (H, W) guided by the full-resolution L.
+
+    A fast guided filter (He & Sun 2015): fit ab ~ A * L + B in small windows at low
+    resolution, upsample the smooth coefficients A, B, and apply them to the full-resolution L.
+    Colour edges then follow luminance edges instead of bleeding across them as with plain
+    bilinear interpolation. ``eps`` regularises A, in units of (L/100)^2.
+
+    Computed as one strip of :class:`StripUpsampler`, so writing a result strip by strip gives
+    exactly (bit for bit) the pixels of this whole-image path.
+    """
+    return StripUpsampler(ab_low, L_full, radius, eps).ab(0, int(L_full.shape[-2]))
+
+
+class StripUpsampler:
+    """``recombine(L, guided_upsample_ab(ab_low, L))`` for any band of rows, without ever
+    holding a full-resolution ab or RGB image.
+
+    The models work at 64–128 px; only upsampling and writing happen at full size, so a
+    100-megapixel scan is coloured and written strip by strip in bounded memory. Bilinear
+    interpolation is separable: the coefficients are interpolated along the columns once
+    (N x 2 x h x W, small) and along the rows per strip, with the weights
+    ``F.interpolate`` uses, so strips agree with the whole-image path (tests hold them equal).
+    """
+
+    def __init__(self, ab_low: torch.Tensor, L_full: torch.Tensor, radius: int = 2, eps: float = 1e-3):
+        """``ab_low``: (N, 2, h, w) in Lab units (not divided by AB_SCALE); ``L_full``: (H, W)
+        (leading length-1 axes allowed)."""
+        L_full = L_full.reshape(L_full.shape[-2:])
+        self.L = L_full
+        self.H, self.W = (int(v) for v in L_full.shape[-2:])
+        self.h = int(ab_low.shape[-2])
+        self.dtype = ab_low.dtype
+        A, B = _guided_coefficients(ab_low, L_full, radius, eps)
+        if ab_low.shape[-1] != self.W:
+            A = F.interpolate(A, size=(self.h, self.W), mode="bilinear", align_corners=False)
+            B = F.interpolate(B, size=(self.h, self.W), mode="bilinear", align_corners=False)
+        self.A, self.B = A, B  # (N, 2, h, W)
+
+    def _rows(self, t: torch.Tensor, y0: int, y1: int) -> torch.Tensor:
+        if self.h == self.H:
+            return t[:, :, y0:y1]
+        scale = torch.tensor(self.h / self.H, dtype=torch.float32)
+        src = ((torch.arange(y0, y1, dtype=torch.float32) + 0.5) * scale - 0.5).clamp_(min=0)
+        i0 = src.long().clamp_(max=self.h - 1)
+        i1 = (i0 + 1).clamp_(max=self.h - 1)
+        l1 = (src - i0.float()).to(t.dtype).to(t.device).view(1, 1, -1, 1)
+        i0, i1 = i0.to(t.device), i1.to(t.device)
+        return t[:, :, i0] * (1 - l1) + t[:, :, i1] * l1
+
+    def ab(self, y0: int, y1: int) -> torch.Tensor:
+        """ab (N, 2, y1 - y0, W) of rows y0..y1."""
+        guide = (self.L[y0:y1] / 100.0).to(self.dtype).reshape(1, 1, y1 - y0, self.W)
+        return torch.addcmul(self._rows(self.B, y0, y1), self._rows(self.A, y0, y1), guide)
+
+    def rgb(self, y0: int, y1: int) -> torch.Tensor:
+        """sRGB (N, 3, y1 - y0, W) in [0, 1] of rows y0..y1, luminance = the photo's."""
+        return recombine(self.L[y0:y1], self.ab(y0, y1))
 
 
 def _finv(f: torch.Tensor) -> torch.Tensor:

@@ -1,43 +1,42 @@
-"""Hand-written file encoders for what Pillow cannot write.
+"""File encoders: a streaming PNG encoder, and JPEG/TIFF writers that carry metadata.
 
-Pillow cannot write a 16-bit RGB or RGBA PNG (it has no 16-bit colour image mode to save), so a
-result exported at 16 bits would silently lose precision. :func:`write_png16` is a small
-16-bit PNG encoder (numpy + zlib) used for every 16-bit PNG, grey included, so there is one
-path; :func:`write_tiff` writes 8- or 16-bit TIFF with unassociated alpha through tifffile.
-Both take already-quantised (H, W, C) pixels and an open binary file: choosing the format,
-quantising and the atomic rename stay in :func:`engine.io.save_image`.
+Why hand-written PNG: Pillow cannot write a 16-bit RGB or RGBA PNG (it has no 16-bit colour
+image mode to save), and it needs the whole image in memory, while a 100-megapixel scan's
+result should be written a strip at a time. :class:`PngStream` takes rows as they are made
+(8 or 16 bit, grey/grey+alpha/RGB/RGBA) and writes the iCCP, eXIf and XMP (iTXt) chunks the
+export metadata asks for. JPEG goes through Pillow, with the XMP packet spliced in as an APP1
+segment ourselves (Pillow's own ``xmp=`` only exists in recent versions); TIFF goes through
+tifffile with the ICC profile (tag 34675), XMP (tag 700) and descriptive EXIF tags in IFD0.
+
+Everything here takes already-quantised (H, W, C) pixels and an open binary file: choosing the
+format, quantising and the atomic rename stay in :mod:`engine.io`.
 """
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
+from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
 
-__all__ = ["IDAT_MAX", "write_png16", "write_tiff"]
+__all__ = ["IDAT_MAX", "Metadata", "PngStream", "write_jpeg", "write_png16", "write_tiff"]
 
 IDAT_MAX = 1 << 23  # split the PNG stream into IDAT chunks of at most this many bytes
+XMP_KEYWORD = b"XML:com.adobe.xmp"
+JPEG_XMP_ID = b"http://ns.adobe.com/xap/1.0/\x00"
 
 
-def write_tiff(fh: BinaryIO, pixels: np.ndarray) -> None:
-    """8- or 16-bit TIFF with unassociated alpha, deflate-compressed, via tifffile."""
-    import tifffile
+@dataclass(frozen=True)
+class Metadata:
+    """What an output file carries besides pixels; every field optional (None: not written)."""
 
-    c = pixels.shape[2]
-    kwargs = {}
-    if c in (2, 4):
-        kwargs["extrasamples"] = ("unassalpha",)
-    data = pixels[..., 0] if c == 1 else pixels
-    tifffile.imwrite(
-        fh,
-        data,
-        photometric="rgb" if c >= 3 else "minisblack",
-        planarconfig="contig" if c > 1 else None,
-        compression="zlib",
-        **kwargs,
-    )
+    icc: bytes | None = None  # the profile of the written pixels (sRGB for divcolor's results)
+    exif: bytes | None = None  # b"Exif\0\0" + TIFF-structured EXIF, as Pillow's Exif.tobytes()
+    xmp: str | None = None  # a complete XMP packet
+    tiff_tags: tuple[tuple[int, str], ...] = ()  # (tag, text) for TIFF IFD0 (Make, Model, …)
 
 
 def _png_chunk(fh: BinaryIO, tag: bytes, data: bytes) -> None:
@@ -47,31 +46,151 @@ def _png_chunk(fh: BinaryIO, tag: bytes, data: bytes) -> None:
     fh.write(struct.pack(">I", zlib.crc32(data, zlib.crc32(tag)) & 0xFFFFFFFF))
 
 
-def write_png16(fh: BinaryIO, pixels: np.ndarray) -> None:
-    """A minimal 16-bit PNG encoder, because Pillow cannot write 16-bit colour PNGs.
+class PngStream:
+    """A PNG encoder that takes rows as they come, so memory does not grow with the image.
 
-    Non-interlaced, filter type 0 on every row, big-endian samples; colour type 0 (grey),
-    4 (grey+alpha), 2 (RGB) or 6 (RGBA). Rows are compressed in blocks and the stream is split
-    over several IDAT chunks, so memory stays bounded for large images.
+    Non-interlaced, big-endian samples, colour type 0 (grey), 4 (grey+alpha), 2 (RGB) or 6
+    (RGBA) at 8 or 16 bits. Every row uses the "Up" filter (difference to the row above, on
+    bytes), which costs one numpy subtraction and compresses photos much better than no filter.
+    The zlib stream is split over IDAT chunks of at most ``IDAT_MAX`` bytes.
     """
+
+    def __init__(
+        self, fh: BinaryIO, width: int, height: int, channels: int, bit_depth: int,
+        metadata: Metadata | None = None, level: int = 6,
+    ):
+        if bit_depth not in (8, 16) or channels not in (1, 2, 3, 4):
+            raise ValueError(f"PNG cannot hold {channels} channels at {bit_depth} bits")
+        self.fh, self.width, self.height, self.channels, self.depth = fh, width, height, channels, bit_depth
+        self.rows_done = 0
+        self._prev: np.ndarray | None = None
+        self._comp = zlib.compressobj(level)
+        self._pending = bytearray()
+        colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+        fh.write(b"\x89PNG\r\n\x1a\n")
+        _png_chunk(fh, b"IHDR", struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0))
+        m = metadata or Metadata()
+        if m.icc:
+            _png_chunk(fh, b"iCCP", b"ICC profile\x00\x00" + zlib.compress(m.icc))
+        if m.exif:
+            raw = m.exif[6:] if m.exif.startswith(b"Exif\x00\x00") else m.exif
+            _png_chunk(fh, b"eXIf", raw)
+        if m.xmp:
+            _png_chunk(fh, b"iTXt", XMP_KEYWORD + b"\x00\x00\x00\x00\x00" + m.xmp.encode("utf-8"))
+
+    def write(self, rows: np.ndarray) -> None:
+        """Append rows: (r, W, C) or (r, W) uint8/uint16 matching the header."""
+        rows = np.asarray(rows)
+        if rows.ndim == 2:
+            rows = rows[..., None]
+        r = rows.shape[0]
+        if rows.shape[1:] != (self.width, self.channels) or self.rows_done + r > self.height:
+            raise ValueError(f"rows of shape {rows.shape} do not fit a {self.width}x{self.height}x{self.channels} PNG")
+        data = np.ascontiguousarray(rows, dtype=">u2" if self.depth == 16 else np.uint8).reshape(r, -1).view(np.uint8)
+        prev = self._prev if self._prev is not None else np.zeros((1, data.shape[1]), np.uint8)
+        lines = np.empty((r, data.shape[1] + 1), np.uint8)
+        lines[:, 0] = 2  # filter type 2: Up
+        np.subtract(data[:1], prev, out=lines[:1, 1:])
+        np.subtract(data[1:], data[:-1], out=lines[1:, 1:])
+        self._prev = data[-1:].copy()
+        self._pending += self._comp.compress(lines.data)
+        self.rows_done += r
+        self._flush(final=False)
+
+    def _flush(self, final: bool) -> None:
+        while len(self._pending) >= IDAT_MAX or (final and self._pending):
+            _png_chunk(self.fh, b"IDAT", bytes(self._pending[:IDAT_MAX]))
+            del self._pending[:IDAT_MAX]
+
+    def close(self) -> None:
+        """Finish the stream; every row must have been written."""
+        if self.rows_done != self.height:
+            raise ValueError(f"PNG has {self.height} rows but {self.rows_done} were written")
+        self._pending += self._comp.flush()
+        self._flush(final=True)
+        _png_chunk(self.fh, b"IEND", b"")
+
+
+def write_png16(fh: BinaryIO, pixels: np.ndarray, metadata: Metadata | None = None) -> None:
+    """A whole (H, W, C) uint16 image as a 16-bit PNG (in blocks of rows, through PngStream)."""
+    write_png(fh, pixels, 16, metadata)
+
+
+def write_png(fh: BinaryIO, pixels: np.ndarray, bit_depth: int, metadata: Metadata | None = None, level: int = 6) -> None:
+    """A whole (H, W, C) uint8/uint16 image as PNG, through :class:`PngStream`."""
     h, w, c = pixels.shape
-    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[c]
-    fh.write(b"\x89PNG\r\n\x1a\n")
-    _png_chunk(fh, b"IHDR", struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0))
-    comp = zlib.compressobj(6)
-    pending = bytearray()
-    row_bytes = w * c * 2
-    rows = max(1, (1 << 20) // (row_bytes + 1))
+    png = PngStream(fh, w, h, c, bit_depth, metadata, level)
+    rows = max(1, (1 << 20) // max(1, w * c * (bit_depth // 8)))
     for y0 in range(0, h, rows):
-        block = np.ascontiguousarray(pixels[y0 : y0 + rows], dtype=">u2")
-        n = block.shape[0]
-        lines = np.zeros((n, row_bytes + 1), np.uint8)  # column 0: filter type 0 (None)
-        lines[:, 1:] = block.reshape(n, -1).view(np.uint8)
-        pending += comp.compress(lines.tobytes())
-        while len(pending) >= IDAT_MAX:
-            _png_chunk(fh, b"IDAT", bytes(pending[:IDAT_MAX]))
-            del pending[:IDAT_MAX]
-    pending += comp.flush()
-    for start in range(0, len(pending), IDAT_MAX):
-        _png_chunk(fh, b"IDAT", bytes(pending[start : start + IDAT_MAX]))
-    _png_chunk(fh, b"IEND", b"")
+        png.write(pixels[y0 : y0 + rows])
+    png.close()
+
+
+def _jpeg_with_xmp(data: bytes, xmp: str) -> bytes:
+    """Insert an XMP APP1 segment after the JPEG's leading APPn segments (JFIF, EXIF, ICC)."""
+    packet = xmp.encode("utf-8")
+    if len(JPEG_XMP_ID) + len(packet) + 2 > 0xFFFF:
+        raise ValueError("XMP packet too large for one JPEG segment")
+    pos = 2  # after SOI
+    while pos + 4 <= len(data) and data[pos] == 0xFF and 0xE0 <= data[pos + 1] <= 0xEF:
+        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
+        pos += 2 + length
+    seg = b"\xff\xe1" + struct.pack(">H", len(JPEG_XMP_ID) + len(packet) + 2) + JPEG_XMP_ID + packet
+    return data[:pos] + seg + data[pos:]
+
+
+def write_jpeg(fh: BinaryIO, pixels: np.ndarray, quality: int = 95, metadata: Metadata | None = None) -> None:
+    """8-bit (H, W, 1|3) pixels as baseline JPEG without chroma subsampling, with metadata."""
+    from PIL import Image
+
+    m = metadata or Metadata()
+    im = Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)
+    kwargs: dict = {"quality": quality, "subsampling": 0}
+    if m.icc:
+        kwargs["icc_profile"] = m.icc
+    if m.exif:
+        kwargs["exif"] = m.exif
+    if not m.xmp:
+        im.save(fh, format="JPEG", **kwargs)
+        return
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", **kwargs)
+    del im
+    fh.write(_jpeg_with_xmp(buf.getbuffer().tobytes(), m.xmp))
+
+
+def write_tiff(fh: BinaryIO, pixels: np.ndarray, metadata: Metadata | None = None) -> None:
+    """8- or 16-bit TIFF with unassociated alpha, deflate-compressed, via tifffile; the ICC
+    profile, XMP packet and descriptive tags go into IFD0."""
+    import tifffile
+
+    m = metadata or Metadata()
+    c = pixels.shape[2]
+    kwargs: dict = {}
+    if c in (2, 4):
+        kwargs["extrasamples"] = ("unassalpha",)
+    extratags = []
+    if m.icc:
+        extratags.append((34675, "B", len(m.icc), m.icc, True))
+    if m.xmp:
+        packet = m.xmp.encode("utf-8")
+        extratags.append((700, "B", len(packet), packet, True))
+    description = None
+    for tag, text in m.tiff_tags:
+        if tag == 270:
+            description = text
+        else:
+            extratags.append((tag, "s", 0, text, True))
+    data = pixels[..., 0] if c == 1 else pixels
+    tifffile.imwrite(
+        fh,
+        data,
+        photometric="rgb" if c >= 3 else "minisblack",
+        planarconfig="contig" if c > 1 else None,
+        compression="zlib",
+        metadata=None,  # no tifffile JSON in ImageDescription
+        description=description,
+        software="divcolor" if m.xmp else None,
+        extratags=extratags,
+        **kwargs,
+    )

@@ -20,39 +20,54 @@ import logging
 import re
 import struct
 import sys
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import TYPE_CHECKING, BinaryIO, Iterator, Sequence
 
 import numpy as np
 import torch
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from .color import grey_to_L, rgb_to_lab
+from .color import AB_SCALE, StripUpsampler, grey_to_L, linear_to_srgb, rgb_to_lab
 from .errors import UnsupportedImage
 from .files import atomic_write
 from .icc import cmyk_to_rgb, srgb_profile, to_srgb
+from .metadata import source_exif
 from .pixels import quantize, to_unit
-from .image_writers import write_png16, write_tiff
+from .image_writers import Metadata, PngStream, write_jpeg, write_png, write_png16, write_tiff
+
+if TYPE_CHECKING:
+    from .types import CancelToken
 
 __all__ = [
     "MAX_PIXELS",
+    "Metadata",
+    "save_colorizations",
     "SUPPORTED_SAVE",
     "Photo",
     "load_photo",
+    "photo_from_L",
     "photo_from_array",
     "save_image",
 ]
 
 log = logging.getLogger(__name__)
 
-MAX_PIXELS: int = 100_000_000
-"""Refuse images with more pixels than this: a small file can declare a huge size (a
-"decompression bomb") and exhaust memory. Pillow's own guard is ``Image.MAX_IMAGE_PIXELS``."""
+MAX_PIXELS: int = 160_000_000
+"""Refuse images that claim more pixels than this: a small file can declare a huge size (a
+"decompression bomb") and exhaust memory. Real archive scans reach 60–150 megapixels and are
+colorized (a strip at a time, see :func:`save_colorizations`); Pillow's own guard
+(``Image.MAX_IMAGE_PIXELS``, an error at twice its value) still applies below ours."""
 
 SUPPORTED_SAVE = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+
+# Pillow warns (with its own file path) about anything over Image.MAX_IMAGE_PIXELS (89 MP):
+# every real large scan. Sizes are checked here against MAX_PIXELS before decoding, with a
+# message for people, so that warning only adds noise to the user's terminal.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 _JPEG_QUALITY = 95
 _GREY_TOL = 1.0 / 255.0 + 1e-6  # R, G, B this close count as "no colour" (JPEG chroma noise)
@@ -144,7 +159,7 @@ def load_photo(path: str | Path) -> Photo:
             f"Cannot read “{p.name}”: decoding failed ({_detail(exc)}). "
             "Try converting it to PNG or JPEG with another program."
         ) from exc
-    return _make_photo(colour, d.alpha, d.depth, d.grey, p)
+    return _make_photo(colour, d.alpha, d.depth, d.grey, p, d.exif)
 
 
 def photo_from_array(
@@ -173,6 +188,20 @@ def photo_from_array(
         if a.shape != colour.shape[:2]:
             raise ValueError(f"alpha shape {a.shape} does not match image {colour.shape[:2]}")
     return _make_photo(colour, a, bit_depth, colour.ndim == 2, None)
+
+
+def photo_from_L(L: np.ndarray) -> Photo:
+    """A grey photo whose L is exactly ``L`` (H, W) (0–100): a photo as the models see it.
+
+    The CLI samples on the photo's L reduced to the model's size with this, then upsamples and
+    writes at full size itself, so no full-size colorization is ever held in memory.
+    """
+    L = np.clip(np.asarray(L, dtype=np.float32), 0, 100)
+    with torch.no_grad():
+        t = torch.from_numpy(L)
+        y = torch.where(t > 8, ((t + 16) / 116) ** 3, t / (24389 / 27))
+        grey = linear_to_srgb(y.clamp(0, 1)).clamp(0, 1).numpy().astype(np.float32)
+    return Photo(L=np.ascontiguousarray(L), pixels=grey, alpha=None, bit_depth=8, is_grey=True)
 
 
 def _check_file(p: Path) -> None:
@@ -259,6 +288,7 @@ class _Decoded:
     depth: int
     grey: bool
     icc: bytes | None = None  # embedded profile still to be applied
+    exif: bytes | None = None  # EXIF worth keeping (engine.metadata.source_exif), orientation reset
 
 
 def _decode(p: Path) -> _Decoded:
@@ -282,10 +312,16 @@ def _decode(p: Path) -> _Decoded:
         passes = _wide_passes(im)
         if passes is None:
             im.load()  # full decode, so truncation is found now and not later
-            return _decode_pillow(im, p.name)
+            exif = source_exif(im, p.name)
+            decoded = _decode_pillow(im, p.name)
+            decoded.exif = exif
+            return decoded
+        exif = source_exif(im, p.name) if fmt == "TIFF" else None
     if fmt == "TIFF":
         try:
-            return _decode_tifffile(p)
+            decoded = _decode_tifffile(p)
+            decoded.exif = exif
+            return decoded
         except UnsupportedImage:
             raise
         except Exception as exc:  # e.g. LZW, which tifffile only decodes with imagecodecs
@@ -380,7 +416,7 @@ def _decode_two_pass(p: Path, fmt: str, passes: tuple[str, ...]) -> _Decoded:
     pixel) the plain "RGBA" unpacker keeps all four bytes in one pass.
     """
     planes = []
-    orientation, transparency, icc = 1, None, None
+    orientation, transparency, icc, exif = 1, None, None, None
     for raw in passes:
         with _open(p, (fmt,)) as im:
             _check_size(im.width, im.height, p.name)
@@ -390,6 +426,7 @@ def _decode_two_pass(p: Path, fmt: str, passes: tuple[str, ...]) -> _Decoded:
             orientation = _exif_orientation(im)
             transparency = im.info.get("transparency")
             icc = im.info.get("icc_profile") or None
+            exif = source_exif(im, p.name)
     if len(planes) == 1:  # grey+alpha PNG
         b = planes[0]
         arr = np.stack([b[..., 0] << 8 | b[..., 1], b[..., 2] << 8 | b[..., 3]], axis=-1)
@@ -397,12 +434,12 @@ def _decode_two_pass(p: Path, fmt: str, passes: tuple[str, ...]) -> _Decoded:
         arr = planes[0] << 8 | planes[1]
     arr = _orient(arr, orientation)
     if arr.shape[2] == 2:
-        return _Decoded(arr[..., 0], to_unit(arr[..., 1], 65535), 16, True, icc)
+        return _Decoded(arr[..., 0], to_unit(arr[..., 1], 65535), 16, True, icc, exif)
     if arr.shape[2] == 4:
         alpha = to_unit(arr[..., 3], 65535)
     else:
         alpha = _key_alpha(arr, transparency)  # PNG tRNS colour key
-    return _Decoded(arr[..., :3], alpha, 16, False, icc)
+    return _Decoded(arr[..., :3], alpha, 16, False, icc, exif)
 
 
 def _with_rawmode(tile, raw: str):
@@ -605,21 +642,21 @@ def _lightness(pixels: np.ndarray) -> np.ndarray:
 
 
 def save_image(
-    path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = None, bit_depth: int = 8
+    path: str | Path,
+    rgb: np.ndarray,
+    alpha: np.ndarray | None = None,
+    bit_depth: int = 8,
+    metadata: Metadata | None = None,
 ) -> Path:
     """Write a result as PNG, JPEG or TIFF (by extension), atomically.
 
     ``rgb`` is float (H, W, 3) or (H, W) in [0, 1]. ``bit_depth=16`` keeps 16-bit precision for
-    PNG and TIFF (JPEG is always 8-bit, and drops alpha). The file appears complete or not at
-    all: it is written next to the target and renamed over it. Returns the written path.
+    PNG and TIFF (JPEG is always 8-bit, and drops alpha). ``metadata`` (see
+    :func:`engine.metadata.export_metadata`) is written in the format's own places; None writes
+    none. The file appears complete or not at all (:func:`engine.files.atomic_write`).
     """
     p = Path(path).expanduser()
-    ext = p.suffix.lower()
-    if ext not in SUPPORTED_SAVE:
-        raise ValueError(
-            f"Cannot save “{p.name}”: unknown file type “{p.suffix or '(none)'}”. "
-            f"Use one of {', '.join(SUPPORTED_SAVE)}."
-        )
+    ext = _save_ext(p)
     if bit_depth not in (8, 16):
         raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth!r}")
     colour = _unit_float(np.asarray(rgb), "rgb")
@@ -635,35 +672,111 @@ def save_image(
         if a.shape != colour.shape[:2]:
             raise ValueError(f"alpha shape {a.shape} does not match image {colour.shape[:2]}")
 
-    jpeg = ext in (".jpg", ".jpeg")
-    if jpeg:
+    if ext in _JPEG_SUFFIXES:
         bit_depth, a = 8, None
     planes = [colour[..., None] if colour.ndim == 2 else colour]
     if a is not None:
         planes.append(a[..., None])
     pixels = quantize(np.concatenate(planes, axis=2), bit_depth)  # (H, W, C), C in 1..4
 
-    if ext == ".png" and bit_depth == 16:
-
-        def write(fh: BinaryIO) -> None:
-            write_png16(fh, pixels)
-
-    elif ext in (".tif", ".tiff"):
-
-        def write(fh: BinaryIO) -> None:
-            write_tiff(fh, pixels)
-
-    else:
-
-        def write(fh: BinaryIO) -> None:
-            im = Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)
-            if jpeg:
-                im.save(fh, format="JPEG", quality=_JPEG_QUALITY, subsampling=0)
-            else:
-                im.save(fh, format="PNG", compress_level=6)
+    def write(fh: BinaryIO) -> None:
+        _encode(fh, ext, pixels, bit_depth, metadata)
 
     atomic_write(p, write)
     return p
+
+
+_JPEG_SUFFIXES = (".jpg", ".jpeg")
+RESULT_STRIP_PIXELS = 1 << 21
+"""Pixels per strip when results are upsampled and written (:func:`save_colorizations`)."""
+
+
+def _save_ext(p: Path) -> str:
+    ext = p.suffix.lower()
+    if ext not in SUPPORTED_SAVE:
+        raise ValueError(
+            f"Cannot save “{p.name}”: unknown file type “{p.suffix or '(none)'}”. "
+            f"Use one of {', '.join(SUPPORTED_SAVE)}."
+        )
+    return ext
+
+
+def _encode(fh: BinaryIO, ext: str, pixels: np.ndarray, bit_depth: int, metadata: Metadata | None) -> None:
+    """A whole quantised (H, W, C) image in the format ``ext`` names."""
+    if ext == ".png":
+        if bit_depth == 16:
+            write_png16(fh, pixels, metadata)
+        else:
+            write_png(fh, pixels, 8, metadata)
+    elif ext in _TIFF_SUFFIXES:
+        write_tiff(fh, pixels, metadata)
+    else:
+        write_jpeg(fh, pixels, _JPEG_QUALITY, metadata)
+
+
+def save_colorizations(
+    paths: Sequence[str | Path],
+    photo: Photo,
+    ab_low: torch.Tensor,
+    metadata: Sequence[Metadata | None] | None = None,
+    *,
+    strip_rows: int | None = None,
+    cancel: CancelToken | None = None,
+) -> list[Path]:
+    """Upsample each low-resolution ab (``ab_low[k]``, ab/128 at the model's size) onto the
+    photo's full-resolution L and write it to ``paths[k]``, a strip of rows at a time.
+
+    The same pixels as ``Colorizer.upsample`` followed by :func:`save_image` (tests hold them
+    equal), but no full-size float image ever exists: PNG is encoded strip by strip; JPEG and
+    TIFF gather the quantised strips (1–2 bytes a sample) and encode once. This is what lets a
+    100-megapixel scan be colorized in a bounded amount of memory. ``strip_rows`` overrides
+    the strip height (tests use a small one).
+    """
+    if len(paths) > ab_low.shape[0]:
+        raise ValueError(f"{len(paths)} paths for {ab_low.shape[0]} colorizations")
+    metas = list(metadata) if metadata is not None else [None] * len(paths)
+    L = torch.from_numpy(photo.L)
+    H, W = photo.L.shape
+    written = []
+    for k, path in enumerate(paths):
+        p = Path(path).expanduser()
+        ext = _save_ext(p)
+        jpeg = ext in _JPEG_SUFFIXES
+        depth = 8 if jpeg else photo.bit_depth
+        alpha = None if jpeg else photo.alpha
+        channels = 3 if alpha is None else 4
+        rows = strip_rows or max(1, RESULT_STRIP_PIXELS // W)
+        with torch.no_grad():
+            up = StripUpsampler(ab_low[k : k + 1].detach().float().cpu() * AB_SCALE, L)
+
+        def strips(up=up, alpha=alpha, depth=depth, channels=channels, rows=rows):
+            for y0 in range(0, H, rows):
+                if cancel is not None:
+                    cancel.check()
+                y1 = min(H, y0 + rows)
+                with torch.no_grad():
+                    rgb = up.rgb(y0, y1)[0].permute(1, 2, 0).numpy()
+                px = np.empty((y1 - y0, W, channels), np.uint16 if depth == 16 else np.uint8)
+                px[..., :3] = quantize(rgb, depth)
+                if alpha is not None:
+                    px[..., 3] = quantize(alpha[y0:y1], depth)
+                yield y0, px
+
+        def write(fh: BinaryIO, ext=ext, depth=depth, channels=channels, strips=strips, meta=metas[k]) -> None:
+            if ext == ".png":
+                png = PngStream(fh, W, H, channels, depth, meta)
+                for _, px in strips():
+                    png.write(px)
+                png.close()
+                return
+            full = np.empty((H, W, channels), np.uint16 if depth == 16 else np.uint8)
+            for y0, px in strips():
+                full[y0 : y0 + px.shape[0]] = px
+            _encode(fh, ext, full, depth, meta)
+
+        atomic_write(p, write)
+        written.append(p)
+    return written
 
 
 def _unit_float(a: np.ndarray, what: str) -> np.ndarray:

@@ -1,9 +1,20 @@
+"""engine.cli and the divcolor command: batches, names, arguments, manners, large scans."""
+
+import argparse
+import subprocess
+import sys
+import warnings
+from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 from PIL import Image
 
-from engine.cli import main
+from engine.cli import build_parser, main, output_paths
 from engine.io import load_photo
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _photos(tmp_path):
@@ -66,3 +77,223 @@ def test_bad_checkpoint_is_a_clear_error(tmp_path, capsys):
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(img)
     assert main(["colorize", str(img), "-o", str(tmp_path / "o"), "--checkpoint", str(ck)]) == 2
     assert "model.safetensors" in capsys.readouterr().err
+
+
+# --- batch naming and inputs --------------------------------------------------------------------
+
+
+def _grey(path, size=(30, 20), value=90):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[0 : size[1], 0 : size[0]]
+    Image.fromarray(((xx * 5 + yy * 3 + value) % 256).astype(np.uint8)).save(path)
+    return path
+
+
+def test_photos_sharing_a_name_never_share_a_result(tiny_model, tmp_path, capsys):
+    """photo.jpg and photo.png in one folder both wrote photo_vae-mdn_0.png (the audit: 88
+    results reported, 72 files written)."""
+    src = tmp_path / "in"
+    _grey(src / "photo.png", (30, 20))
+    _grey(src / "photo.jpg", (24, 18), value=10)
+    _grey(tmp_path / "other" / "photo.png", (16, 12))
+    out = tmp_path / "out"
+    rc = main(["colorize", str(src), str(tmp_path / "other" / "photo.png"), "-o", str(out), "-n", "2",
+               "--checkpoint", str(tiny_model), "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    names = sorted(p.name for p in out.iterdir())
+    assert len(names) == 6  # 3 photos x 2 colorizations, every one written
+    sizes = {}
+    for n in names:
+        with Image.open(out / n) as im:
+            sizes.setdefault(im.size, []).append(n)
+    assert sorted(len(v) for v in sizes.values()) == [2, 2, 2]  # each photo's own two results
+    assert "shares its name" in captured.err
+    assert any(n.startswith("photo_jpg_vae-mdn_") for n in names) and any(n.startswith("photo_png_vae-mdn_") for n in names)
+
+
+def test_output_paths_are_unique_without_case_and_across_folders(tmp_path):
+    files = [Path("a/Photo.PNG"), Path("a/photo.jpg"), Path("b/photo.png"), Path("c/x.png"), Path("c/x.png.png")]
+    plans, notes = output_paths(files, tmp_path, "pic", 3, ".tif")
+    flat = [p.name.casefold() for plan in plans for p in plan]
+    assert len(flat) == len(set(flat)) == 15
+    assert plans[3][0].name == "x_pic_0.tif"  # a name nobody shares stays as it was
+    assert len(notes) == 3
+
+
+def test_a_result_never_overwrites_an_input_photo(tiny_model, tmp_path, capsys):
+    _grey(tmp_path / "a.png")
+    victim = _grey(tmp_path / "a_vae-mdn_0.png", value=200)  # an input named like a's result
+    before = victim.read_bytes()
+    rc = main(["colorize", str(tmp_path), "-o", str(tmp_path), "-n", "1", "--checkpoint", str(tiny_model)])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert victim.read_bytes() == before
+    assert "would overwrite the input photo" in err and "-o" in err
+    assert (tmp_path / "a_vae-mdn_0_vae-mdn_0.png").exists()  # the other photo still done
+
+
+def test_a_folder_of_photos_loads_the_model_once(tiny_model, tmp_path, monkeypatch, capsys):
+    import engine.colorizer as ec
+
+    calls = []
+    real = ec.load_model
+    monkeypatch.setattr(ec, "load_model", lambda p: calls.append(p) or real(p))
+    for i in range(4):
+        _grey(tmp_path / "in" / f"p{i}.png", value=40 * i)
+    rc = main(["colorize", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-n", "1", "--checkpoint", str(tiny_model), "-q"])
+    assert rc == 0 and len(list((tmp_path / "out").iterdir())) == 4
+    assert len(calls) == 1
+
+
+# --- argument validation and manners ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "shown"),
+    [
+        (["-n", "0"], "0"), (["-n", "-1"], "-1"), (["-n", "many"], "many"), (["-n", "101"], "101"),
+        (["--seed", "12345678901234567890"], "12345678901234567890"), (["--seed", "-3"], "-3"),
+        (["--temperature", "nan"], "nan"), (["--temperature", "inf"], "inf"), (["--temperature", "-1"], "-1"),
+        (["--temperature", "0"], "0"), (["--method", "magic"], "magic"), (["--format", "gif"], "gif"),
+    ],
+)
+def test_bad_values_are_refused_with_a_sentence(tmp_path, capsys, args, shown):
+    with pytest.raises(SystemExit) as info:
+        main(["colorize", str(tmp_path / "a.png"), "-o", str(tmp_path / "o"), *args])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert shown in err and "Traceback" not in err
+    assert "must be" in err or "choose from" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_every_option_says_what_it_does_and_method_lists_its_choices():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    colorize = sub.choices["colorize"]
+    for action in colorize._actions:
+        assert action.help, f"{action.option_strings or action.dest} has no help"
+    text = colorize.format_help()
+    assert "{vae-mdn,gcrf,pic,levin}" in text
+    for flag in ("-o", "--seed", "--device", "-q", "--format", "--no-metadata"):
+        assert flag in text
+
+
+def test_version_and_dispatch_live_in_the_app_package(monkeypatch, capsys, tmp_path):
+    from divcolor_gui import command
+
+    with pytest.raises(SystemExit) as info:
+        command.main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.startswith("divcolor ")
+    opened = []
+    monkeypatch.setattr(command, "gui", lambda image, screenshot=None: opened.append(image) or 0)
+    assert command.main([]) == 0 and command.main(["gui", "x.png"]) == 0
+    assert opened == [None, "x.png"]
+    assert command.main(["colorize", str(tmp_path / "missing.png"), "-o", str(tmp_path / "o"), "--method", "levin"]) == 2
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert pyproject["project"]["gui-scripts"]["divcolor"] == "divcolor_gui.command:main"
+
+
+def test_the_engine_never_names_the_gui():
+    offenders = [
+        str(f.relative_to(ROOT)) for f in (ROOT / "engine").rglob("*.py") if "divcolor_gui" in f.read_text(encoding="utf-8")
+    ]
+    assert offenders == []
+    code = (
+        "import sys, pkgutil, importlib\n"
+        "sys.modules['divcolor_gui'] = None\n"
+        "import engine\n"
+        "for m in pkgutil.walk_packages(engine.__path__, 'engine.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "from engine.cli import main\n"
+        "try:\n"
+        "    main(['--version'])\n"
+        "except SystemExit as e:\n"
+        "    assert e.code == 0\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_library_warnings_reach_the_terminal_as_one_plain_line(tiny_model, tmp_path, monkeypatch, capsys):
+    import engine.io as eio
+
+    real = eio._decode
+
+    def noisy(p):
+        warnings.warn_explicit("Possibly corrupt EXIF data.", UserWarning, "/usr/lib/python3/PIL/TiffImagePlugin.py", 900)
+        return real(p)
+
+    monkeypatch.setattr(eio, "_decode", noisy)
+    _grey(tmp_path / "a.png")
+    assert main(["colorize", str(tmp_path / "a.png"), "-o", str(tmp_path / "o"), "-n", "1", "--checkpoint", str(tiny_model)]) == 0
+    err = capsys.readouterr().err
+    assert "divcolor: note: Possibly corrupt EXIF data." in err
+    assert "TiffImagePlugin" not in err and "/usr/lib" not in err
+
+
+def test_running_out_of_memory_is_one_clear_sentence(tiny_model, tmp_path, monkeypatch, capsys):
+    import engine.io as eio
+
+    def oom(*a, **k):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] . DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 4608000000 bytes. Error code 12 (Cannot allocate memory)")
+
+    monkeypatch.setattr(eio, "save_colorizations", oom)
+    _grey(tmp_path / "scan.png")
+    rc = main(["colorize", str(tmp_path / "scan.png"), "-o", str(tmp_path / "o"), "--checkpoint", str(tiny_model)])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "scan.png" in err and "not enough memory" in err and "-n" in err
+    assert "Traceback" not in err and "alloc_cpu" not in err
+
+
+def test_write_errors_name_the_output_and_the_fix(tiny_model, tmp_path, capsys):
+    _grey(tmp_path / "a.png")
+    blocker = tmp_path / "out"
+    blocker.write_text("a file where the folder should be")
+    rc = main(["colorize", str(tmp_path / "a.png"), "-o", str(blocker), "--checkpoint", str(tiny_model)])
+    assert rc == 2 and "is a file, not a folder" in capsys.readouterr().err
+
+
+# --- large scans: strips equal the whole image --------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpg", "tiff"])
+def test_cli_strip_output_equals_the_whole_image_path(tiny_model, colorizer, tmp_path, monkeypatch, fmt):
+    """The CLI samples at the model's size and writes strips (forced to 7 rows here); the result
+    must be the pixels the whole-image path (Colorizer.sample at full size + save_image) gives."""
+    import engine.io as eio
+    from engine.io import load_photo, save_image
+
+    monkeypatch.setattr(eio, "RESULT_STRIP_PIXELS", 7 * 53)  # 7-row strips on a 53-wide photo
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[0:41, 0:53]
+    grey = np.clip(xx * 4 + yy * 2 + rng.normal(0, 6, (41, 53)), 0, 255).astype(np.uint8)
+    Image.fromarray(np.dstack([grey, np.full_like(grey, 180)]), "LA").save(tmp_path / "p.png")
+    out = tmp_path / "out"
+    assert main(["colorize", str(tmp_path / "p.png"), "-o", str(out), "-n", "3", "--seed", "7", "--format", fmt,
+                 "--checkpoint", str(tiny_model), "--device", "cpu", "-q"]) == 0
+    photo = load_photo(tmp_path / "p.png")
+    whole = colorizer.sample(photo, "vae-mdn", n=3, seed=7)
+    ext = {"png": ".png", "jpg": ".jpg", "tiff": ".tif"}[fmt]
+    for k in range(3):
+        ref = save_image(tmp_path / f"ref{k}{ext}", whole[k].rgb, photo.alpha, photo.bit_depth)
+        with Image.open(out / f"p_vae-mdn_{k}{ext}") as a, Image.open(ref) as b:
+            assert a.size == (53, 41) and a.mode == b.mode
+            assert np.array_equal(np.asarray(a), np.asarray(b)), k
+
+
+def test_strips_of_any_height_equal_one_strip(colorizer, tmp_path):
+    from engine.io import load_photo, save_colorizations
+
+    _grey(tmp_path / "p.png", (37, 29))
+    photo = load_photo(tmp_path / "p.png")
+    ab = torch.stack([c.ab_low for c in colorizer.sample(photo, "vae-mdn", n=2, seed=1)])
+    base = save_colorizations([tmp_path / "w0.png", tmp_path / "w1.png"], photo, ab, strip_rows=29)
+    for rows in (1, 4, 28):
+        parts = save_colorizations([tmp_path / f"s{rows}_0.png", tmp_path / f"s{rows}_1.png"], photo, ab, strip_rows=rows)
+        for a, b in zip(parts, base):
+            assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))

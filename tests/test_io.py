@@ -533,7 +533,7 @@ def test_save_creates_folders_and_is_atomic(tmp_path: Path, monkeypatch) -> None
     eio.save_image(target, np.full((4, 4, 3), 0.25))
     before = target.read_bytes()
 
-    def crash(fh, pixels):
+    def crash(fh, pixels, metadata=None):
         fh.write(b"\x89PNG half written")
         raise RuntimeError("disk unplugged")
 
