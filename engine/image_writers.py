@@ -190,7 +190,7 @@ def write_tiff(fh: BinaryIO, pixels: np.ndarray, metadata: Metadata | None = Non
         compression="zlib",
         metadata=None,  # no tifffile JSON in ImageDescription
         description=description,
-        software="divcolor" if m.xmp else None,
+        software="divcolor" if metadata is not None else False,  # --no-metadata: no Software tag either
         extratags=extratags,
         **kwargs,
     )
