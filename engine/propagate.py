@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from .color import AB_SCALE, guided_upsample_ab, recombine, rgb_to_lab
-from .gcrf_solver import attention_row
+from .gcrf_solver import GCRFSolver, attention_row, similarity
 from .models.gcrf import METHOD as GCRF_METHOD, GCRF, GCRFField
 from .strokes import Stroke, rasterize
 from .types import CancelToken, Colorization, ProgressFn, StrokeField
@@ -59,15 +59,16 @@ STROKE_WEIGHT = 1e3
 """Unary weight of a fully covered cell toward its stroke colour. The smoothness term's diagonal
 is about 1, so 1e3 makes strokes practically hard constraints (within 0.1 %)."""
 
-BASE_REACH = 0.25
+BASE_REACH = 0.1
 """How far a stroke's edit reaches through a uniform region before fading, as a fraction of the
 solve grid's long side. It sets the weak pull toward the base colorization: the smoothness term
 behaves like (3/8)²(ΔU)², so against a unary λ an edit decays over ℓ = (9/64/λ)^(1/4) cells, and
 λ = (9/64)/ℓ⁴ makes the behaviour the same at every grid size. Farther reach recolours textured
-regions more completely but leaks more across edges; on synthetic two-region photos 0.5 recolours
-the stroked region at ~95 % while the other one changes by ~1 % (the tests check this), but on
-real photos (low-contrast backgrounds) 0.5 let a few strokes repaint most of the picture, so the
-default is 0.25: a stroke recolours its neighbourhood and the picked sample stays elsewhere."""
+regions more completely but leaks more across weak edges. Measured with one red stroke over a
+sample (generated scenes: a textured disc and box on a texture, grey levels 0.08 apart; and
+three bw_demo photos): at 0.25 the mean |Δab| outside the stroked object was 5.8 (inside 56)
+and 50-70 % of the real photos changed by more than 5 ab units; at 0.1 it is 0.48 outside
+(inside 41) and 14-25 %; 0.05 leaks less still but recolours the object only halfway."""
 
 _LN100 = math.log(100.0)
 _SIGMA_FLOOR = 2e-6  # floor on 2σ², in (L/100)^2: keeps flat regions' weights finite
@@ -353,6 +354,35 @@ class LevinField:
         return None
 
 
+STROKE_SHARPEN = 4.0
+"""The stroke field multiplies the G-CRF's attention logits by this (Ŝ = row-softmax(k AᵀA/√D)).
+
+The HOC term is trained on a coarser grid than the 64x64 one strokes are solved on (embeddings
+average-pooled, see training/stages/gcrf.py), so at 64x64 each row's softmax runs over 4-16x
+more pixels with similar logits and its mass spreads thin over the whole photo: a stroke then
+leaked colour everywhere ("a red stroke on a bodice turns the hair auburn"). Measured on
+generated two-object scenes (object and background 0.08 apart in grey level, textured): mean
+|Δab| outside the stroked object 1.9 at k = 1 vs 0.28 at k = 4, with the same change inside
+(29 vs 30) at the same weak unary; k = 8 gains little more."""
+
+STROKE_BASE_MIN = 0.02
+"""Floor on the weak unary toward the picked colorization (x β) under strokes. Export tunes
+``stroke_base`` for PSNR with ten random true-colour points over the whole image, which rewards
+colouring the whole photo from each point and picked 0.005 for the shipped general model; on
+real photos one small stroke then changed 40-50 % of the picture by more than 5 ab units. With
+0.02 and :data:`STROKE_SHARPEN` it changes 6-17 %, and the leak outside the stroked object on
+the generated scenes drops from 7.5 to 0.28 while the object still takes the colour."""
+
+STROKE_WEIGHT_GAIN = 4.0
+"""Stroke unary weight as a multiple of β: covered pixels reach their stroke colour (at 1x,
+the smoothness term held them back from it)."""
+
+HINTS_ONLY_BASE = 1e-3
+"""Weak unary toward grey (x β) when strokes are propagated with no base (hints-only mode):
+nothing to keep, so colour should fill the region it belongs to; small but not 0, so far,
+unrelated regions stay grey."""
+
+
 class GCRFStrokeField:
     """The G-CRF as a stroke field on one full-resolution photo (a :class:`StrokeField`).
 
@@ -370,6 +400,7 @@ class GCRFStrokeField:
         self._lock = threading.RLock()
         self._A: torch.Tensor | None = None
         self._field: GCRFField | None = None
+        self._hints_only: GCRFField | None = None
         self._bases = _BaseCache()
 
     def _device(self) -> torch.device:
@@ -382,21 +413,28 @@ class GCRFStrokeField:
 
     @torch.no_grad()
     def embeddings(self) -> torch.Tensor:
-        """A (D, P) of the photo at the model grid, cached."""
+        """A (D, P) of the photo at the model grid, scaled by √STROKE_SHARPEN, cached."""
         with self._lock:
             if self._A is None:
-                self._A = self.model.embeddings(self.L_small())[0].float().flatten(1)
+                self._A = self.model.embeddings(self.L_small())[0].float().flatten(1) * STROKE_SHARPEN**0.5
             return self._A
 
-    def grid_field(self, check: Callable[[], None] | None = None) -> GCRFField:
-        """The cached model-grid field (built on first use)."""
+    def grid_field(self, check: Callable[[], None] | None = None, hints_only: bool = False) -> GCRFField:
+        """The cached model-grid field (built on first use): over a base, or for hints alone."""
         with self._lock:
+            cfg = self.model.cfg
+            stroke_w = cfg.beta_test * STROKE_WEIGHT_GAIN
             if self._field is None:
-                cfg = self.model.cfg
-                self._field = GCRFField.from_embeddings(
-                    self.embeddings(), cfg.beta_test * cfg.stroke_base, cfg.beta_test, cfg.exclude_self, self.max_rank, check
-                )
-            return self._field
+                base_w = cfg.beta_test * max(cfg.stroke_base, STROKE_BASE_MIN)
+                self._field = GCRFField.from_embeddings(self.embeddings(), base_w, stroke_w, cfg.exclude_self, self.max_rank, check)
+            if not hints_only:
+                return self._field
+            if self._hints_only is None:  # same Ŝ, another weak unary: share (I-Ŝ)ᵀ(I-Ŝ)
+                f = self._field
+                solver = GCRFSolver(None, cfg.beta_test * HINTS_ONLY_BASE, max_rank=self.max_rank, check=check, KtK=f.solver.KtK)
+                self._hints_only = GCRFField(f.S_hat if f.A is None else similarity(f.A, cfg.exclude_self), solver.base[0].item(),
+                                             stroke_w, f.A, cfg.exclude_self, self.max_rank, check, solver=solver)
+            return self._hints_only
 
     @torch.no_grad()
     def propagate(
@@ -414,7 +452,7 @@ class GCRFStrokeField:
         with self._lock:
             if self._field is None:
                 report(0.05, "building the G-CRF field")
-            field = self.grid_field(check)
+            field = self.grid_field(check, hints_only=base is None)
             check()
             report(0.5, "solving")
             L_grid = self.L_small()[0, 0].cpu().numpy()

@@ -3,8 +3,10 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from skimage.color import rgb2lab
 
+from engine.color import rgb_to_lab
 from engine.errors import StrokesError
 from engine.strokes import (
     Stroke,
@@ -178,3 +180,53 @@ def test_round_trip_and_file_errors(tmp_path):
     bad.write_text('{"version": 1, "strokes": [{"color": "#zzzzzz", "radius": 1, "points": [[0, 0]]}]}')
     with pytest.raises(StrokesError, match=r"bad\.json.*stroke 0"):
         load_strokes(bad)
+
+
+# --- dark and light pixels take colour ---------------------------------------------------------
+
+
+def _hue(a: float, b: float) -> float:
+    return math.degrees(math.atan2(b, a)) % 360
+
+
+def _linear_rgb(lab) -> np.ndarray:
+    """Lab -> linear sRGB without any clipping (scikit-image's XYZ and sRGB matrix)."""
+    from skimage.color import lab2xyz
+    from skimage.color.colorconv import rgb_from_xyz
+
+    return lab2xyz(np.asarray(lab, np.float64).reshape(1, 1, 3)).reshape(3) @ rgb_from_xyz.T
+
+
+@pytest.mark.parametrize("color, L", [((30, 60, 230), 15.0), ((240, 220, 40), 95.0), ((200, 40, 40), 25.0)])
+def test_a_stroke_colour_is_applied_at_the_pixels_lightness(color, L):
+    """Blue on a dark coat reads dark blue, yellow on a white shirt pale yellow: the output keeps
+    the photo's L, is in gamut there (not clipped to another hue) and has the stroke's hue."""
+    from engine.color import lab_to_rgb
+    from engine.io import photo_from_array
+    from engine.propagate import LevinField
+    from engine.strokes import color_ab_at, displayed_color
+
+    grey = lab_to_rgb(torch.tensor([L, 0.0, 0.0], dtype=torch.float64).view(3, 1, 1))[0, 0, 0].item()
+    photo = photo_from_array(np.full((24, 32), grey, np.float32))
+    out = LevinField(photo).propagate([Stroke(color, 6, ((8.0, 12.0), (24.0, 12.0)))]).rgb
+    lab = rgb_to_lab(torch.from_numpy(out).permute(2, 0, 1).double())[:, 12, 16].numpy()
+    want = rgb_to_lab(torch.tensor(color, dtype=torch.float64).view(3, 1, 1) / 255)[:, 0, 0].numpy()
+    assert abs(lab[0] - L) < 1.0  # the photo's lightness
+    chroma = math.hypot(lab[1], lab[2])
+    assert chroma > 8  # visibly coloured, even at L = 15 or 95
+    dh = abs((_hue(lab[1], lab[2]) - _hue(want[1], want[2]) + 180) % 360 - 180)
+    assert dh < 6  # the stroke's hue, not the hue clipping would give
+    ab = color_ab_at(color, L) * 128
+    lin = _linear_rgb([L, *ab])
+    assert lin.min() > -1e-3 and lin.max() < 1 + 1e-3  # in gamut at that L
+    np.testing.assert_allclose(lab[1:], ab, atol=1.5)
+    swatch = displayed_color(color, L)  # the preview swatch: the same colour at that lightness
+    sw = rgb_to_lab(torch.tensor(swatch, dtype=torch.float64).view(3, 1, 1) / 255)[:, 0, 0].numpy()
+    assert abs(sw[0] - L) < 1.0 and np.linalg.norm(sw[1:] - ab) < 2.0
+
+
+def test_naive_ab_at_a_dark_pixel_would_clip_to_another_hue():
+    """Why color_ab_at exists: pure blue's own ab at L = 15 is far outside sRGB."""
+    a, b = (v * 128 for v in stroke_ab((30, 60, 230)))
+    lin = _linear_rgb([15.0, a, b])
+    assert lin.min() < -0.05 or lin.max() > 1.05
