@@ -143,10 +143,19 @@ def test_backbone_trains_resumes_exactly_exports_and_evaluates(tiny_data, tmp_pa
     assert model.best_guess(L).shape == (2, 2, 64, 64)
     assert float(model.best_guess(L).abs().max()) <= 110 / AB_SCALE + 1e-6
 
-    assert main(["eval", "--out", str(whole), "--data", tiny_data]) == 0
+    from PIL import Image
+
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    Image.fromarray((torch.rand(40, 30) * 255).byte().numpy(), "L").save(demo / "old.jpg")
+    Image.fromarray((torch.rand(30, 50, 3) * 255).byte().numpy()).save(demo / "wide.png")
+    sheet = tmp_path / "sheet.png"
+    assert main(["eval", "--out", str(whole), "--data", tiny_data, "--sheet", str(sheet), "--demo", str(demo)]) == 0
     ev = json.loads((whole / "eval.json").read_text())
     assert ev["method"] == "backbone" and 0 < ev["baseline_true_tint_l1"] < ev["baseline_grey_l1"]
     assert ev["error_l1"] > 0 and ev["colourfulness_truth"] > 0
+    assert ev["demo_photos"] == 2 and ev["demo_mean_chroma"] > 0
+    assert Image.open(sheet).size[1] > 0 and Image.open(tmp_path / "sheet_demo.png").size[0] > 0
 
 
 def test_backbone_warm_starts_from_a_file_and_refuses_another_shape(tiny_data, tmp_path, monkeypatch, capsys):

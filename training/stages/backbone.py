@@ -243,7 +243,8 @@ def colourfulness(rgb: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate_backbone(ckpt: Path, data: str, split: str = "test", limit: int = 0, batch: int = 64) -> dict[str, Any]:
+def evaluate_backbone(ckpt: Path, data: str, split: str = "test", limit: int = 0, batch: int = 64,
+                      sheet: str | Path | None = None, demo: str | Path | None = None) -> dict[str, Any]:
     """The backbone's single best guess (annealed mean) on a test split, beside grey and the
     oracle flat tint (each photo painted in its own true mean ab). L1 in ab/128 units at the
     photo's resolution; the model sees L downscaled to its training size."""
@@ -254,6 +255,8 @@ def evaluate_backbone(ckpt: Path, data: str, split: str = "test", limit: int = 0
     rgb_all = cache.cached_split(data, split, 0, limit)
     err = {"model": [], "grey": [], "tint": []}
     colf_pred, colf_true = [], []
+    rows: list[list[torch.Tensor]] = []
+    show = set(np.linspace(0, len(rgb_all) - 1, 12).astype(int).tolist()) if sheet else set()
     for i in range(0, len(rgb_all), batch):
         rgb = torch.from_numpy(np.array(rgb_all[i : i + batch])).permute(0, 3, 1, 2).float() / 255.0
         L, ab = _to_lab(rgb)
@@ -264,10 +267,20 @@ def evaluate_backbone(ckpt: Path, data: str, split: str = "test", limit: int = 0
         tint = ab.mean((2, 3), keepdim=True).expand_as(ab)
         for k, v in (("model", pred), ("grey", torch.zeros_like(ab)), ("tint", tint)):
             err[k].append((v - ab).abs().flatten(1).mean(1))
-        colf_pred.append(colourfulness(lab_to_rgb(torch.cat([L, pred * AB_SCALE], 1))))
+        pred_rgb = lab_to_rgb(torch.cat([L, pred * AB_SCALE], 1))
+        colf_pred.append(colourfulness(pred_rgb))
         colf_true.append(colourfulness(rgb))
+        for j in sorted(k - i for k in show if i <= k < i + len(rgb)):  # grey | best guess | truth
+            rows.append([lab_to_rgb(torch.cat([L[j], torch.zeros_like(ab[j])]))[None][0], pred_rgb[j], rgb[j]])
     e = {k: float(torch.cat(v).mean()) for k, v in err.items()}
     cp, ct = float(torch.cat(colf_pred).mean()), float(torch.cat(colf_true).mean())
+    extra: dict[str, Any] = {}
+    if sheet:
+        from .evaluate import contact_sheet
+
+        extra["contact_sheet"] = str(contact_sheet(rows, sheet))
+    if demo:
+        extra.update(demo_sheet(model, Path(demo), Path(sheet).with_name(Path(sheet).stem + "_demo.png") if sheet else None))
     return {
         "method": METHOD,
         "checkpoint": Path(ckpt).name,
@@ -278,8 +291,49 @@ def evaluate_backbone(ckpt: Path, data: str, split: str = "test", limit: int = 0
         "vs_tint": round(e["model"] / e["tint"] - 1, 4),
         "colourfulness": round(cp, 2),
         "colourfulness_truth": round(ct, 2),
+        "units": "mean absolute ab error / 128 of the single best guess; baselines: no colour, and each photo "
+        "painted flat in its own true mean ab (an oracle); colourfulness: Hasler & Süsstrunk 2003",
+        **extra,
         "seconds": round(time.time() - t0, 1),
     }
+
+
+@torch.no_grad()
+def demo_sheet(model: Backbone, folder: Path, dest: Path | None, height: int = 192) -> dict[str, Any]:
+    """Best guesses on real historical photos (no ground truth): mean chroma, and a sheet of
+    grey | colorized pairs to look at."""
+    from PIL import Image
+
+    from engine.color import grey_to_L, guided_upsample_ab, lab_to_rgb
+
+    chroma, tiles = [], []
+    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in {".jpg", ".jpeg", ".png", ".tif", ".tiff"})
+    for f in files:
+        im = Image.open(f).convert("L")
+        im = im.resize((max(1, round(im.width * height / im.height)), height), Image.LANCZOS)
+        L = grey_to_L(torch.from_numpy(np.asarray(im, np.float32) / 255.0))[None, None]
+        small = F.interpolate(L, size=(model.cfg.size,) * 2, mode="area")
+        ab = model.annealed_mean(model(small).logits) * AB_SCALE
+        ab = guided_upsample_ab(ab, L[0, 0])
+        chroma.append(float(ab.norm(dim=1).mean()))
+        tiles.append(torch.cat([lab_to_rgb(torch.cat([L[0], torch.zeros_like(ab[0])])), lab_to_rgb(torch.cat([L[0], ab[0]]))], 2))
+    out: dict[str, Any] = {"demo_photos": len(files), "demo_mean_chroma": round(float(np.mean(chroma)), 2) if chroma else 0.0}
+    if dest is not None and tiles:
+        rows, row, width = [], [], 0
+        for t in tiles:  # rows of about 1600 px
+            if row and width + t.shape[-1] > 1600:
+                rows.append(row)
+                row, width = [], 0
+            row.append(t)
+            width += t.shape[-1]
+        rows.append(row)
+        w = max(sum(t.shape[-1] for t in r) for r in rows)
+        grid = torch.cat([F.pad(torch.cat(r, 2), (0, w - sum(t.shape[-1] for t in r)), value=1.0) for r in rows], 1)
+        arr = (grid.permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(arr).save(dest)
+        out["demo_sheet"] = str(dest)
+    return out
 
 
 def write_eval(result: dict[str, Any], dest: Path) -> None:
