@@ -81,8 +81,9 @@ class Hints:
         h, w = size
         if tuple(self.coverage.shape[-2:]) == (h, w):
             return self
-        c = self.coverage.float()[None, None]
-        ab = self.ab.float()[None]
+        dt = self.ab.dtype if self.ab.is_floating_point() else torch.float32
+        c = self.coverage.to(dt)[None, None]
+        ab = self.ab.to(dt)[None]
         c2 = torch.nn.functional.interpolate(c, size=(h, w), mode="area")
         ab2 = torch.nn.functional.interpolate(ab * c, size=(h, w), mode="area") / c2.clamp(min=1e-8)
         return Hints(c2[0, 0], ab2[0])

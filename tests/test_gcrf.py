@@ -271,3 +271,59 @@ def test_stages_resume_export_load_and_eval(tiny_data, tmp_path, capsys):
 def test_hoc_before_unary_says_what_to_run(tiny_data, tmp_path):
     with pytest.raises(SystemExit, match="gcrf-unary"):
         main(["gcrf-hoc", "--data", tiny_data, "--out", str(tmp_path / "empty")])
+
+
+def test_gcrf_samples_the_mixture_and_honours_hints():
+    from engine.sampling import sample_generators
+    from engine.types import Hints
+
+    model = _tiny_gcrf()
+    L = torch.rand(1, 1, 16, 16) * 100
+    draw = lambda seed, t, **kw: model.sample(L, 4, generator=sample_generators(seed, 0, 4), temperature=t, **kw)
+    a, b = draw(1, 1.0), draw(2, 1.0)
+    assert torch.equal(a[0], b[0])  # the top mixture mean first
+    assert all(not torch.equal(a[k], b[k]) for k in range(1, 4))  # (an untrained decoder barely uses z)
+    cold, hot = draw(1, 0.5), draw(1, 1.5)
+    assert all(not torch.equal(cold[k], hot[k]) for k in range(1, 4))
+    codes = lambda t: model.sample_codes(L, 4, sample_generators(1, 0, 4), t)
+    c_cold, c_hot = codes(0.5), codes(1.5)
+    assert torch.equal(c_cold[0], c_hot[0]) and bool(((c_cold[1:] - c_hot[1:]).norm(dim=1) > 1e-3).all())
+    cov = torch.zeros(16, 16)
+    cov[4:8, 4:8] = 1.0
+    target = torch.zeros(2, 16, 16)
+    target[0], target[1] = 0.5, 0.3
+    locked = draw(1, 1.0, hints=Hints(cov, target))
+    err = lambda x: float((x[:, :, 4:8, 4:8] - target[None, :, 4:8, 4:8]).abs().mean())
+    assert err(locked) < 0.1 < err(a)  # every sample agrees with the hints there
+    assert not torch.equal(locked[1], locked[2])  # and still differs elsewhere
+
+
+def test_vae_mdn_codes_are_chosen_to_agree_with_hints():
+    from engine.models.vae_mdn import _hint_error
+    from engine.sampling import sample_generators
+    from engine.types import Hints
+
+    model = _tiny_gcrf()  # a VAE-MDN underneath: its codes and decoder
+    L = torch.rand(1, 1, 16, 16) * 100
+    cov = torch.zeros(16, 16)
+    cov[2:6, 8:14] = 1.0
+    target = torch.zeros(2, 16, 16)
+    target[0], target[1] = -0.2, 0.4
+    feats, grey = model.grey_features(L)
+    gens = lambda: sample_generators(3, 0, 6)
+    free = model.decoder(model.codes(L, 6, gens(), 1.0, True, None, feats, grey), feats, grey)
+    hinted = model.decoder(model.codes(L, 6, gens(), 1.0, True, Hints(cov, target), feats, grey), feats, grey)
+    assert float(_hint_error(hinted, cov, target).mean()) < float(_hint_error(free, cov, target).mean())
+
+
+def test_attention_of_a_real_tiny_gcrf_stroke_field_peaks_at_the_query():
+    """The app's attention overlay: a real (untrained, tiny) G-CRF's field on a photo."""
+    from engine.io import photo_from_array
+
+    model = _tiny_gcrf()
+    photo = photo_from_array(synthetic_images(1, size=48)[0])
+    field = GCRFStrokeField(model, photo)
+    att = field.attention(10.0, 30.0)
+    assert att.shape == (48, 48) and att.min() >= 0 and abs(att.max() - 1) < 1e-6
+    ref = attention_row(field.embeddings(), (30 * 16 // 48) * 16 + 10 * 16 // 48, True).view(16, 16)
+    assert abs(float(ref.sum()) - 1) < 1e-5

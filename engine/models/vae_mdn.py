@@ -354,14 +354,15 @@ def refine_codes(
     """A few Adam steps on z towards decodings that match the hints, held near z0 by a
     Gaussian prior of standard deviation ``spread`` (the mixture's σ·T), so the code moves only
     as far as the hints ask and the sample keeps its own colours elsewhere."""
+    feats = [f.detach() for f in feats]
+    grey = grey.detach()
     z = z0.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([z], lr=lr)
     with torch.enable_grad():
         for _ in range(steps):
-            opt.zero_grad()
             fit = _hint_error(decoder(z, feats, grey), cov, target).sum()
             prior = (((z - z0) / spread) ** 2).sum() / (2 * z.shape[1]) * 1e-2
-            (fit + prior).backward()
+            (z.grad,) = torch.autograd.grad(fit + prior, [z])  # the decoder's weights get no .grad
             opt.step()
     return z.detach()
 
