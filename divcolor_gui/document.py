@@ -20,10 +20,11 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QImage
 
 from engine.colorizer import Colorization
-from engine.errors import DivcolorError
+from engine.errors import ConfigError, DivcolorError
 from engine.files import atomic_write
 from engine.io import Photo
 from engine.strokes import Stroke, strokes_to_json
+from engine.schema import check_project, read_json_file
 
 from .imaging import grey_display
 
@@ -175,12 +176,10 @@ def write_project(path: Path, data: dict[str, Any]) -> None:
 
 def read_project(path: Path) -> Project:
     """Parse and check a project file; ProjectError says what is wrong in words."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise ProjectError(f"Cannot read the project “{Path(path).name}”: {e}.") from e
-    except json.JSONDecodeError as e:
-        raise ProjectError(f"“{Path(path).name}” is not a divcolor project (invalid JSON at line {e.lineno}).") from e
+    try:  # one engine-side schema: types, ranges, strokes, JSON size and depth (engine.schema)
+        data = check_project(read_json_file(path), PROJECT_VERSION)
+    except ConfigError as e:
+        raise ProjectError(f"“{Path(path).name}” cannot be opened: {e}.") from e
     if not isinstance(data, dict) or data.get("format") != PROJECT_FORMAT:
         raise ProjectError(f"“{Path(path).name}” is not a divcolor project file.")
     if int(data.get("version", 0)) > PROJECT_VERSION:

@@ -33,6 +33,7 @@ import torch
 from .color import AB_SCALE, lab_to_rgb, rgb_to_lab
 from .errors import StrokesError
 from .files import atomic_write
+from .schema import check_json, loads
 
 __all__ = [
     "FORMAT_VERSION",
@@ -176,6 +177,7 @@ def parse_strokes(source: Any, image_size: tuple[int, int] | None = None) -> lis
     elif isinstance(source, (str, bytes)):
         obj = _loads(source, where)
     try:
+        check_json(obj, StrokesError, "the strokes")  # depth and number size, before anything walks it
         strokes = _from_obj(obj)
     except StrokesError as e:
         raise StrokesError(f"{where}{e}") from None
@@ -183,11 +185,11 @@ def parse_strokes(source: Any, image_size: tuple[int, int] | None = None) -> lis
 
 
 def _loads(text: str | bytes, where: str) -> Any:
-    try:
-        return json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise StrokesError(f"{where}not valid JSON ({e}). Strokes files look like "
-                           '{"version": 1, "strokes": [{"color": "#RRGGBB", "radius": 6, "points": [[x, y], ...]}]}') from None
+    def error(msg: str) -> StrokesError:
+        return StrokesError(f"{where}{msg}. Strokes files look like "
+                            '{"version": 1, "strokes": [{"color": "#RRGGBB", "radius": 6, "points": [[x, y], ...]}]}')
+
+    return loads(text, error)
 
 
 def _from_obj(obj: Any) -> list[Stroke]:
