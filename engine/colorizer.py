@@ -24,6 +24,8 @@ from .color import AB_SCALE, guided_upsample_ab, recombine
 from .errors import CheckpointError, DivcolorError, OutOfMemory
 from .io import Photo
 from .models import labels, model_class
+from .models.backbone import METHOD as BACKBONE_METHOD
+from .models.backbone import find_and_attach
 from .sampling import sample_generators
 from .strokes import Stroke, rasterize
 from .types import CancelToken, Colorization, Hints, ProgressFn, SamplingModel, StrokeField
@@ -91,15 +93,22 @@ def default_model_name(method: str, family: str) -> str:
     return f"{method.replace('-', '_')}_{family}"
 
 
-def load_model(path: str | Path) -> torch.nn.Module:
-    """Load any divcolor model file, whatever its method."""
+def load_model(path: str | Path, backbone_dirs: list[Path] | None = None) -> torch.nn.Module:
+    """Load any divcolor model file, whatever its method, with the shared backbone it looks
+    through (found beside it, then in ``backbone_dirs``, by default the model directories)."""
     path = Path(path)
     ck = load_checkpoint(path)
+    if ck.method == BACKBONE_METHOD:
+        raise CheckpointError(f"'{path.name}' is a backbone (the grey network the methods share), not a colorization "
+                              "model; load a VAE-MDN, G-CRF or PIC file trained on it.")
     cls = model_class(ck.method)
     if cls is None:
         known = ", ".join(METHOD_LABELS)
         raise CheckpointError(f"'{path.name}' holds a '{ck.method}' model, which this divcolor cannot run (it knows {known}).")
-    return cls.from_loaded(ck, path.name)
+    model = cls.from_loaded(ck, path.name)
+    dirs = backbone_dirs if backbone_dirs is not None else [default_model_dir(), user_model_dir()]
+    find_and_attach(model, path, dirs)
+    return model
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -134,7 +143,7 @@ class Colorizer:
                 continue
             for f in sorted(d.glob("*.safetensors")):
                 ck_meta = self._file_meta(f)
-                if ck_meta is None:
+                if ck_meta is None or ck_meta.get("method") == BACKBONE_METHOD:  # shared part, not a method
                     continue
                 fam = f.stem.rsplit("_", 1)[-1] if f.stem.rsplit("_", 1)[-1] in FAMILIES else "user"
                 found.setdefault(f.stem, ModelInfo(f.stem, ck_meta.get("method", "?"), fam, f, ck_meta))
@@ -163,7 +172,7 @@ class Colorizer:
         for info in self._extra.values():
             if info.path == path:
                 return info
-        model = load_model(path)
+        model = load_model(path, self.model_dirs)
         name = "user:" + re.sub(r"\W", "_", path.stem)
         info = ModelInfo(name, model.meta.get("method", "?"), "user", path, model.meta)
         with self._lock:
@@ -189,7 +198,7 @@ class Colorizer:
     def model(self, info: ModelInfo) -> torch.nn.Module:
         with self._lock:
             if info.name not in self._models:
-                self._models[info.name] = load_model(info.path).to(self.device)
+                self._models[info.name] = load_model(info.path, self.model_dirs).to(self.device)
             return self._models[info.name]
 
     # --- strokes ------------------------------------------------------------------------------

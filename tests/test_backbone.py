@@ -177,3 +177,83 @@ def test_backbone_warm_starts_from_a_file_and_refuses_another_shape(tiny_data, t
     capsys.readouterr()
     assert _train(tiny_data, tmp_path / "other", 1, "--init", str(init), "--width", "8") == 2
     assert "another shape" in capsys.readouterr().err
+
+
+@pytest.fixture
+def tiny_backbone(tiny_data, tmp_path, monkeypatch):
+    """A tiny backbone trained two steps and exported into a model folder of its own."""
+    from training.cli import main
+
+    monkeypatch.setenv("DIVCOLOR_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "bb"
+    assert _train(tiny_data, run, 2) == 0
+    models = tmp_path / "models"
+    assert main(["export", "--out", str(run), "--half", "--dest", str(models / "backbone_general.safetensors")]) == 0
+    return models / "backbone_general.safetensors"
+
+
+def test_vae_mdn_and_gcrf_look_through_one_shared_backbone(tiny_data, tiny_backbone, tmp_path):
+    from engine.colorizer import Colorizer, load_model
+    from engine.errors import CheckpointError
+    from training.cli import main
+
+    from conftest import TINY_VAE
+
+    models = tiny_backbone.parent
+    run = tmp_path / "heads"
+    common = ["--data", tiny_data, "--out", str(run)]
+    assert main(["vae", *common, "--steps", "2", *TINY_VAE, "--backbone-file", str(tiny_backbone)]) == 0
+    assert main(["mdn", *common, "--steps", "2", "--batch-size", "8", "--log-every", "1"]) == 0
+    assert main(["export", "--out", str(run), "--dest", str(models / "vae_mdn_general.safetensors")]) == 0
+    grun = tmp_path / "gcrf"
+    assert main(["gcrf-unary", "--data", tiny_data, "--out", str(grun), "--init-from", str(run)]) == 0
+    assert main(["gcrf-hoc", "--data", tiny_data, "--out", str(grun), "--steps", "2", "--batch-size", "4", "--embed-width", "4",
+                 "--embed-dim", "4", "--hoc-train-size", "16", "--log-every", "1"]) == 0
+    assert main(["export", "--out", str(grun), "--dest", str(models / "gcrf_general.safetensors")]) == 0
+
+    vae = load_model(models / "vae_mdn_general.safetensors", [])
+    digest = Backbone.from_checkpoint(tiny_backbone).meta["digest"]
+    assert vae.cfg.backbone == digest and vae.meta["backbone_file"] == "backbone_general.safetensors"
+    assert "backbone" not in {k.split(".")[0] for k in vae.inference_tensors()}  # not copied into the method file
+
+    c = Colorizer(device="cpu", model_dirs=[models])
+    assert {m.method for m in c.available()} == {"vae-mdn", "gcrf"}  # the backbone is no method
+    a = c.model(c.resolve("vae-mdn", "general"))
+    g = c.model(c.resolve("gcrf", "general"))
+    assert a.backbone is g.backbone is not None  # one instance for the family
+    L = torch.rand(1, 1, 64, 64) * 100
+    out = a.sample(L, 3, generator=torch.Generator().manual_seed(0))
+    assert out.shape[0] == 3 and torch.isfinite(out).all()
+
+    # Another backbone (same shape, other weights) under the same name: refused with a reason.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "vae_mdn_general.safetensors").write_bytes((models / "vae_mdn_general.safetensors").read_bytes())
+    run2 = tmp_path / "bb2"
+    assert _train(tiny_data, run2, 3) == 0
+    assert main(["export", "--out", str(run2), "--half", "--dest", str(other / "backbone_general.safetensors")]) == 0
+    with pytest.raises(CheckpointError, match="digest"):
+        load_model(other / "vae_mdn_general.safetensors", [])
+    (other / "backbone_general.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="backbone"):
+        load_model(other / "vae_mdn_general.safetensors", [])
+    with pytest.raises(CheckpointError, match="not a colorization"):
+        load_model(tiny_backbone, [])
+
+
+def test_a_backbone_file_whose_weights_were_altered_is_refused(tiny_backbone, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from engine.errors import CheckpointError
+    from engine.models.backbone import load_shared
+
+    with safe_open(str(tiny_backbone), framework="pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    k = next(k for k, v in tensors.items() if v.is_floating_point() and v.numel() > 1)
+    tensors[k] = tensors[k] * 2
+    bad = tmp_path / "altered.safetensors"
+    save_file(tensors, str(bad), metadata=meta)
+    with pytest.raises(CheckpointError, match="digest"):
+        load_shared(bad)

@@ -1,6 +1,6 @@
 """``divcolor-train STAGE --data PATH --out RUN_DIR [--preset cpu|paper] …``.
 
-Stages: vae, mdn (VAE-MDN); gcrf-unary, gcrf-hoc, gcrf-mdn (G-CRF); pic (PIC); eval; export. Rerunning a
+Stages: backbone (shared grey network); vae, mdn (VAE-MDN); gcrf-unary, gcrf-hoc, gcrf-mdn (G-CRF); pic (PIC); eval; export. Rerunning a
 stage's command resumes it. Every stage works under ``torchrun --nproc-per-node N``.
 """
 
@@ -16,9 +16,11 @@ from engine.errors import ConfigError, DivcolorError
 
 from .config import add_config_args, check_data_path, config_from_args
 from .loop import recover_run, teardown_distributed
-from .stages import gcrf, pic, vae_mdn
+from .stages import backbone, gcrf, pic, vae_mdn
 
 TRAIN_STAGES = {
+    "backbone": (backbone.BackboneStageConfig, backbone.train_backbone,
+                 "the shared grey-image network: per-pixel ab classifier (Zhang et al. 2016)"),
     "vae": (vae_mdn.VAEStageConfig, vae_mdn.train_vae, "VAE-MDN step 1: VAE on ab fields (+ grey encoder)"),
     "mdn": (vae_mdn.MDNStageConfig, vae_mdn.train_mdn, "VAE-MDN step 2: MDN P(z | grey) on the frozen VAE"),
     "gcrf-unary": (gcrf.GCRFUnaryStageConfig, gcrf.train_unary, "G-CRF phase 1: the VAE (= vae stage; --init-from reuses a VAE-MDN run)"),
@@ -43,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=_count(0), default=0, help="evaluate only the first N images")
     ev.add_argument("--json", help="also write the result to this file")
     ev.add_argument("--sheet", help="also save a contact sheet PNG (grey | truth | samples) of the first images")
+    ev.add_argument("--demo", help="backbone: also colorize the historical photos in this folder (mean chroma; "
+                    "a second sheet beside --sheet)")
     ev.add_argument("--reveal-data", help="G-CRF: also PSNR vs revealed points (Table 3) on this data (natural128)")
     ev.add_argument("--sample-limit", type=_count(1), default=200, help="PIC: diversity metrics on the first N images (bpd uses all)")
     ex = sub.add_parser("export", help="write the checkpoint the app loads")
@@ -51,9 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--half", action="store_true", help="store weights as float16 (halves the file)")
     ex.add_argument("--data", help="G-CRF / PIC: training data to tune the stroke weight / sampling temperature on "
                     "(default: the training stage's); VAE-MDN ignores it")
-    ex.add_argument("--method", choices=["auto", "vae-mdn", "gcrf", "pic"], default="auto",
-                    help="auto: pic if RUN_DIR has a pic stage, gcrf if it has gcrf-hoc, else vae-mdn")
-    ex.add_argument("--unfinished", action="store_true", help="PIC: export the averaged weights of a stage that is not finished yet")
+    ex.add_argument("--method", choices=["auto", "backbone", "vae-mdn", "gcrf", "pic"], default="auto",
+                    help="auto: backbone if RUN_DIR has a backbone stage, pic if a pic stage, gcrf if gcrf-hoc, else vae-mdn")
+    ex.add_argument("--unfinished", action="store_true",
+                    help="PIC / backbone: export the averaged weights of a stage that is not finished yet")
     return p
 
 
@@ -102,9 +107,13 @@ def _run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--out {args.out} is not a run directory; give the --out of a finished training run.")
         metrics = json.loads((run / "eval.json").read_text()) if (run / "eval.json").exists() else None
         method = args.method
+        if method == "auto" and (run / backbone.STAGE).is_dir():
+            method = "backbone"
         if method == "auto":
             method = "pic" if (run / pic.STAGE).is_dir() else "gcrf" if (run / gcrf.HOC_STAGE).is_dir() else "vae-mdn"
-        if method == "pic":
+        if method == "backbone":
+            backbone.export(run, Path(args.dest) if args.dest else None, metrics, args.half, need_finished=not args.unfinished)
+        elif method == "pic":
             pic.export(run, Path(args.dest) if args.dest else None, metrics, args.half, need_finished=not args.unfinished,
                        data=args.data)
         elif method == "gcrf":
@@ -119,9 +128,12 @@ def _run(args: argparse.Namespace) -> int:
             print("divcolor-train eval: give --checkpoint or --out", file=sys.stderr)
             return 2
         check_data_path(args.data)
-        ckpt = Path(args.checkpoint) if args.checkpoint else Path(args.out) / vae_mdn.MODEL_FILE
+        ckpt = Path(args.checkpoint) if args.checkpoint else Path(args.out) / (
+            backbone.MODEL_FILE if (Path(args.out) / backbone.STAGE).is_dir() else vae_mdn.MODEL_FILE)
         method = gcrf.checkpoint_method(ckpt)
-        if method == pic.METHOD:
+        if method == backbone.METHOD:
+            result = backbone.evaluate_backbone(ckpt, args.data, args.split, args.limit, sheet=args.sheet, demo=args.demo)
+        elif method == pic.METHOD:
             result = pic.evaluate_pic(ckpt, args.data, args.split, args.samples, args.limit, args.sample_limit, sheet=args.sheet)
         elif method == gcrf.METHOD:
             result = gcrf.evaluate_gcrf(ckpt, args.data, args.split, args.samples, args.limit, sheet=args.sheet,

@@ -20,7 +20,9 @@ Deviations from the paper, and why:
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass
+from pathlib import Path
 from functools import lru_cache
 from typing import ClassVar, NamedTuple
 
@@ -196,3 +198,68 @@ def weights_digest(tensors: dict[str, torch.Tensor]) -> str:
         h.update(str(t.dtype).encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:16]
+
+
+_SHARED: dict[tuple[str, str], Backbone] = {}  # (digest, device) -> the one loaded instance
+_SHARED_LOCK = threading.Lock()
+
+
+def load_shared(path: str | Path, device: str | torch.device = "cpu") -> Backbone:
+    """The backbone in ``path``, loaded once per process and device: every method of a family
+    looks through the same instance (one copy in memory).
+    The file's weights must still match the digest it was exported with."""
+    from ..checkpoint import load_checkpoint
+    from ..errors import CheckpointError
+
+    path = Path(path)
+    ck = load_checkpoint(path, METHOD)
+    digest = ck.meta.get("digest", "")
+    actual = weights_digest(ck.tensors)  # as stored (the export digested these exact tensors)
+    if not digest or actual != digest:
+        raise CheckpointError(
+            f"'{path.name}': its weights do not match the digest it was exported with "
+            f"({actual} vs {digest or 'none'}); the file was altered or damaged; export it again."
+        )
+    key = (str(digest), str(torch.device(device)))
+    with _SHARED_LOCK:
+        if key in _SHARED:
+            return _SHARED[key]
+        model = Backbone.from_loaded(ck, path.name)
+        model = model.to(device)
+        _SHARED[key] = model
+        return model
+
+
+def find_and_attach(model: torch.nn.Module, model_path: str | Path, search_dirs: list[Path], device: str | torch.device = "cpu") -> None:
+    """Give a method model loaded from ``model_path`` the backbone its config names, if any.
+
+    The backbone file named in the model's metadata is looked for beside the model file first,
+    then in ``search_dirs``; the first file with the right digest wins."""
+    from ..checkpoint import load_checkpoint
+    from ..errors import CheckpointError
+
+    cfg = getattr(model, "cfg", None)
+    digest = getattr(cfg, "backbone", "") if cfg is not None else ""
+    if not digest:
+        return
+    name = str(model.meta.get("backbone_file") or f"{METHOD}.safetensors")
+    places = [Path(model_path).resolve().parent, *[Path(d) for d in search_dirs]]
+    seen: list[str] = []
+    for d in dict.fromkeys(places):
+        cand = d / name
+        if not cand.is_file():
+            continue
+        try:
+            other = load_checkpoint(cand, METHOD).meta.get("digest", "")
+        except CheckpointError:
+            continue
+        if other == digest:
+            model.attach_backbone(load_shared(cand, device))
+            return
+        seen.append(f"{cand} ({other})")
+    where = ", ".join(str(p) for p in dict.fromkeys(places))
+    found = f"; found only other backbones: {', '.join(seen)}" if seen else ""
+    raise CheckpointError(
+        f"'{Path(model_path).name}' looks through the backbone '{name}' with digest {digest}, "
+        f"which is not in {where}{found}. Put the backbone file it was exported with beside it."
+    )

@@ -6,11 +6,11 @@ Deviations from the paper, and why:
 - The decoder also receives features of the grey image through skip connections (the paper's
   "ours+skip" variant, §7): at CPU-trainable widths it puts colour edges where the luminance
   edges are, which a 1x1 code alone cannot.
-- Grey features: the paper feeds the MDN conv-7 features of Zhang et al.'s colorization CNN,
-  which we do not have. Ours come from the VAE's own grey encoder, trained in the VAE stage on
-  the colorization task itself (its features must tell the decoder where and what colour goes);
-  the MDN stage freezes it and trains a small conv + FC head on top, mirroring the paper's
-  "first layers pre-trained on colorization and held fixed".
+- Grey features: the paper feeds the MDN conv-7 features of Zhang et al.'s colorization CNN.
+  Ours come from the shared backbone (``engine.models.backbone``, that same kind of network,
+  trained as an ab classifier) through a small trained adapter, when the config names one;
+  older files use the VAE's own grey encoder, trained in the VAE stage. Either way the MDN stage
+  freezes them and trains a small conv + FC head on top, as the paper holds its first layers fixed.
 - Widths are ``width * (1, 2, 4, 8)`` instead of 128..1024, so small builds train on a CPU;
   ``width=128`` is the paper's network.
 - The colour encoder is needed only for training; exported checkpoints omit it.
@@ -42,8 +42,15 @@ class VAEMDNConfig(ModelConfig):
     mdn_sigma: float = 0.1  # fixed spherical standard deviation of each component
     mdn_hidden: int = 512  # MDN fully connected width
     dropout: float = 0.1  # on fully connected layers, as in the paper
+    backbone: str = ""  # digest of the shared grey backbone this model looks through ("" = its own encoder)
+    backbone_width: int = 0  # that backbone's width (sizes the adapter)
+    backbone_bins: int = 0  # that backbone's number of ab classes
 
     LABEL: ClassVar[str] = "VAE-MDN"
+
+    def validate(self) -> None:
+        if self.backbone and (self.backbone_width <= 0 or self.backbone_bins <= 0):
+            raise ValueError("a model on a backbone needs backbone_width and backbone_bins")
 
 
 def _conv_bn(cin: int, cout: int, k: int, stride: int) -> nn.Sequential:
@@ -77,6 +84,26 @@ class Encoder(nn.Module):
             x = block(x)
             feats.append(x)
         return feats  # sizes /2, /4, /8, /16
+
+
+class BackboneAdapter(nn.Module):
+    """The grey encoder's four scales (/2, /4, /8, /16; widths w, 2w, 4w, 8w) made from the shared
+    backbone's features instead of learned from scratch: the paper's "features of a colorization
+    network" for the MDN, and the "+skip" features for the decoder. The /4 level also sees the
+    backbone's ab class probabilities, the most direct statement of which colours belong where.
+    Only these 1x1 / 3x3 projections are trained with the head; the backbone stays frozen."""
+
+    def __init__(self, cfg: VAEMDNConfig):
+        super().__init__()
+        w, bw = cfg.width, cfg.backbone_width
+        self.s2 = _conv_bn(2 * bw, w, 1, 1)
+        self.s4 = _conv_bn(4 * bw + cfg.backbone_bins, 2 * w, 1, 1)
+        self.s8 = _conv_bn(8 * bw, 4 * w, 1, 1)
+        self.s16 = _conv_bn(8 * bw, 8 * w, 3, 2)
+
+    def forward(self, f: Any) -> list[torch.Tensor]:
+        probs = torch.softmax(f.logits.float(), dim=1).to(f.s4.dtype)
+        return [self.s2(f.s2), self.s4(torch.cat([f.s4, probs], 1)), self.s8(f.s8), self.s16(f.s8)]
 
 
 class ColorEncoder(nn.Module):
@@ -176,7 +203,8 @@ class VAEMDN(LoadableModel):
     def __init__(self, cfg: VAEMDNConfig, with_color_encoder: bool = True):
         super().__init__()
         self.cfg = cfg
-        self.grey_encoder = Encoder(1, cfg.width)
+        self.grey_encoder = BackboneAdapter(cfg) if cfg.backbone else Encoder(1, cfg.width)
+        self.backbone: nn.Module | None = None  # the shared backbone (attach_backbone); not in this model's files
         self.decoder = Decoder(cfg)
         self.mdn = MDN(cfg)
         self.color_encoder = ColorEncoder(cfg) if with_color_encoder else None
@@ -186,9 +214,27 @@ class VAEMDN(LoadableModel):
     def for_inference(cls, cfg: VAEMDNConfig) -> "VAEMDN":
         return cls(cfg, with_color_encoder=False)  # the colour encoder is needed only to train
 
+    def attach_backbone(self, backbone: nn.Module) -> None:
+        """Look through ``backbone`` (shared, frozen); it must be the one this model was trained on."""
+        from ..errors import CheckpointError
+
+        digest = getattr(backbone, "meta", {}).get("digest", "")
+        if digest != self.cfg.backbone:
+            raise CheckpointError(
+                f"this {self.LABEL} model was trained on the backbone {self.cfg.backbone or '(none)'}, "
+                f"but the backbone given is {digest or 'unnamed'}; use the backbone file it was exported with."
+            )
+        self.backbone = backbone.requires_grad_(False).eval()
+
     def grey_features(self, L: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         grey = _grey_input(L)
-        return self.grey_encoder(grey), grey
+        if not self.cfg.backbone:
+            return self.grey_encoder(grey), grey
+        if self.backbone is None:
+            raise RuntimeError("this model looks through a shared backbone: attach_backbone() first")
+        with torch.no_grad():
+            feats = self.backbone(L)
+        return self.grey_encoder(feats), grey
 
     def decode(self, z: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
         feats, grey = self.grey_features(L)

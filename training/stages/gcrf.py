@@ -62,7 +62,7 @@ from ..batches import BatchSampler
 from ..config import StageConfig
 from ..loop import STATE_FILE, LoopSpec, autocast, cosine, prepare, read_state, run_loop
 from ..losses import ColorStats, grad_loss, hist_loss, mah_loss
-from .vae_mdn import MDNStageConfig, VAEStageConfig, load_vae, train_mdn, train_vae
+from .vae_mdn import MDNStageConfig, VAEStageConfig, backbone_meta, load_vae, train_mdn, train_vae
 
 MODEL_FILE = "model.safetensors"
 HOC_STAGE = "gcrf-hoc"
@@ -265,6 +265,8 @@ def build_from_vae(run_dir: Path, cfg: GCRFHocStageConfig, device: torch.device)
     model = GCRF(cfg.model_config(vae.cfg.to_dict())).to(device)
     for part in ("grey_encoder", "decoder", "color_encoder"):
         getattr(model, part).load_state_dict(getattr(vae, part).state_dict())
+    if vae.backbone is not None:
+        model.attach_backbone(vae.backbone)
     return model, stats, vmeta
 
 
@@ -333,6 +335,8 @@ def assemble(run_dir: Path) -> tuple[GCRF, ColorStats, dict[str, Any]]:
     cfg = GCRFConfig.from_dict(hoc.config)
     model = GCRF(cfg, with_color_encoder=False)
     model.grey_encoder.load_state_dict(vae.grey_encoder.state_dict())
+    if vae.backbone is not None:
+        model.attach_backbone(vae.backbone)
     model.decoder.load_state_dict(hoc.subset("decoder"))
     model.embed.load_state_dict(hoc.subset("embed"))
     model.mdn.load_state_dict(mck.subset("mdn"))
@@ -376,6 +380,7 @@ def export(
         "statistics": {"pca_components": int(stats.pca_components.shape[0]), "ab_histogram_bins": list(stats.hist_weights.shape)},
         "stroke_tuning": tune or {},
         "metrics": metrics or {},
+        **backbone_meta(vmeta.get("stage_config")),
     }
     dest = Path(dest) if dest else run_dir / MODEL_FILE
     save_checkpoint(dest, tensors, meta)

@@ -15,6 +15,8 @@ from typing import Any, ClassVar
 import torch
 
 from engine.checkpoint import load_checkpoint, save_checkpoint
+from engine.errors import ConfigError
+from engine.models.backbone import load_shared
 from engine.models.vae_mdn import METHOD, VAEMDN, VAEMDNConfig
 
 from .. import data as D
@@ -39,6 +41,7 @@ class VAEStageConfig(StageConfig):
     mdn_hidden: int = 512
     dropout: float = 0.1
     kl_weight: float = 1e-2
+    backbone_file: str = ""
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "cpu": {"width": 24, "steps": 2000, "batch_size": 64},
@@ -48,11 +51,31 @@ class VAEStageConfig(StageConfig):
         "latent_dim": "d: 64 for natural photos, 32 for faces",
         "width": "base channels; 128 is the paper's net",
         "kl_weight": "weight of the KL term (paper: 1e-2); larger keeps the codes closer to N(0, I)",
+        "backbone_file": "look through this shared backbone (.safetensors from `divcolor-train export` of a backbone "
+        "run, the file shipped beside the model) instead of learning a grey encoder",
     }
 
     def model_config(self) -> VAEMDNConfig:
         names = {f.name for f in fields(VAEMDNConfig)}
-        return VAEMDNConfig(**{k: v for k, v in asdict(self).items() if k in names})
+        values = {k: v for k, v in asdict(self).items() if k in names}
+        if self.backbone_file:
+            bb = load_shared(self.backbone_file)
+            if bb.cfg.size != self.size:
+                raise ConfigError(f"--backbone-file {self.backbone_file} works at {bb.cfg.size} px, this model at "
+                                  f"{self.size}; give --size {bb.cfg.size}.")
+            values.update(backbone=bb.meta["digest"], backbone_width=bb.cfg.width, backbone_bins=bb.n_bins)
+        return VAEMDNConfig(**values)
+
+
+def attach_stage_backbone(model: VAEMDN, stage_config: dict[str, Any] | None, device: torch.device) -> None:
+    """Give a model rebuilt from a run's state the backbone its stage was trained with."""
+    if not model.cfg.backbone:
+        return
+    path = (stage_config or {}).get("backbone_file", "")
+    if not path or not Path(path).is_file():
+        raise ConfigError(f"this run was trained on the backbone file {path or '(unrecorded)'}, which is not there any more; "
+                          "put it back (the same file, digest " + model.cfg.backbone + ").")
+    model.attach_backbone(load_shared(path, device))
 
 
 @dataclass
@@ -77,6 +100,7 @@ def train_vae(cfg: VAEStageConfig) -> int:
         stats = compute_stats(train.ab)
     stats = ColorStats(*(t.to(device) for t in stats.__dict__.values()))
     model = VAEMDN(mcfg).to(device)
+    attach_stage_backbone(model, cfg.public(), device)
     parts = {"color_encoder": model.color_encoder, "grey_encoder": model.grey_encoder, "decoder": model.decoder}
     params = [p for m in parts.values() for p in m.parameters()]
     opt = torch.optim.Adam(params, lr=cfg.lr)
@@ -97,11 +121,18 @@ def train_vae(cfg: VAEStageConfig) -> int:
     return run_loop(spec, parts, opt, step, meta, {k: v.cpu() for k, v in stats.tensors().items()}, cosine(cfg.steps), ddp)
 
 
+def backbone_meta(stage_config: dict[str, Any] | None) -> dict[str, Any]:
+    """What an exported method file says about its backbone: the file name the app looks for."""
+    path = (stage_config or {}).get("backbone_file", "")
+    return {"backbone_file": Path(path).name} if path else {}
+
+
 def load_vae(run_dir: Path, device: torch.device) -> tuple[VAEMDN, ColorStats, dict]:
     ck = read_state(run_dir, "vae")
     model = VAEMDN(VAEMDNConfig.from_dict(ck.config)).to(device)
     for part in ("color_encoder", "grey_encoder", "decoder"):
         getattr(model, part).load_state_dict(ck.subset(part))
+    attach_stage_backbone(model, ck.meta.get("stage_config"), device)
     return model, ColorStats.from_tensors(ck.tensors), ck.meta
 
 
@@ -165,6 +196,7 @@ def export(run_dir: Path, dest: Path | None = None, metrics: dict | None = None,
         "training": {"vae": vmeta.get("stage_config"), "mdn": mck.meta.get("stage_config")},
         "statistics": {"pca_components": int(stats.pca_components.shape[0]), "ab_histogram_bins": list(stats.hist_weights.shape)},
         "metrics": metrics or {},
+        **backbone_meta(vmeta.get("stage_config")),
     }
     dest = Path(dest) if dest else run_dir / MODEL_FILE
     save_checkpoint(dest, tensors, meta)
