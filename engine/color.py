@@ -134,7 +134,7 @@ class StripUpsampler:
         if ab_low.shape[-1] != self.W:
             A = F.interpolate(A, size=(self.h, self.W), mode="bilinear", align_corners=False)
             B = F.interpolate(B, size=(self.h, self.W), mode="bilinear", align_corners=False)
-        self.A, self.B = A, B  # (N, 2, h, W)
+        self.AB = torch.cat([A, B], 1)  # (N, 4, h, W): one row interpolation for both
 
     def _rows(self, t: torch.Tensor, y0: int, y1: int) -> torch.Tensor:
         if self.h == self.H:
@@ -150,7 +150,8 @@ class StripUpsampler:
     def ab(self, y0: int, y1: int) -> torch.Tensor:
         """ab (N, 2, y1 - y0, W) of rows y0..y1."""
         guide = (self.L[y0:y1] / 100.0).to(self.dtype).reshape(1, 1, y1 - y0, self.W)
-        return torch.addcmul(self._rows(self.B, y0, y1), self._rows(self.A, y0, y1), guide)
+        AB = self._rows(self.AB, y0, y1)
+        return torch.addcmul(AB[:, 2:], AB[:, :2], guide)
 
     def rgb(self, y0: int, y1: int) -> torch.Tensor:
         """sRGB (N, 3, y1 - y0, W) in [0, 1] of rows y0..y1, luminance = the photo's."""
@@ -228,7 +229,8 @@ def _recombine_block(L_full: torch.Tensor, ab_full: torch.Tensor) -> torch.Tenso
             ch = out[:, c]
             torch.mul(X, m[c][0], out=ch)
             ch.add_(Z, alpha=m[c][2]).add_(Y * m[c][1])
-        if bool(((out < 0) | (out > 1)).any()):
+        lo, hi = torch.aminmax(out)  # one pass instead of two comparisons, an or and an any
+        if bool(lo < 0) or bool(hi > 1):
             out = _into_gamut(out, Y)
         out.clamp_(0, 1)
         low = out <= 0.0031308

@@ -19,13 +19,15 @@ import contextlib
 import logging
 import re
 import struct
+import queue
 import sys
+import threading
 import warnings
 import zlib
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Iterator, Sequence
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -765,8 +767,7 @@ def save_colorizations(
         def write(fh: BinaryIO, ext=ext, depth=depth, channels=channels, strips=strips, meta=metas[k]) -> None:
             if ext == ".png":
                 png = PngStream(fh, W, H, channels, depth, meta)
-                for _, px in strips():
-                    png.write(px)
+                _pipelined(strips(), lambda item: png.write(item[1]))
                 png.close()
                 return
             full = np.empty((H, W, channels), np.uint16 if depth == 16 else np.uint8)
@@ -777,6 +778,38 @@ def save_colorizations(
         atomic_write(p, write)
         written.append(p)
     return written
+
+
+_DONE = object()
+
+
+def _pipelined(items: Iterator, consume: Callable[[object], None]) -> None:
+    """``consume`` every item on a worker thread while the next one is produced: zlib releases
+    the GIL, so compressing strip k overlaps the colour maths of strip k + 1. Order is kept,
+    at most two items wait, and the first error (either side) is raised here."""
+    pending: queue.Queue = queue.Queue(maxsize=2)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        while (item := pending.get()) is not _DONE:
+            if not errors:
+                try:
+                    consume(item)
+                except BaseException as exc:  # handed to the caller below
+                    errors.append(exc)
+
+    worker = threading.Thread(target=work, name="divcolor-encode", daemon=True)
+    worker.start()
+    try:
+        for item in items:
+            if errors:
+                break
+            pending.put(item)
+    finally:
+        pending.put(_DONE)
+        worker.join()
+    if errors:
+        raise errors[0]
 
 
 def _unit_float(a: np.ndarray, what: str) -> np.ndarray:

@@ -138,7 +138,7 @@ def test_a_folder_of_photos_loads_the_model_once(tiny_model, tmp_path, monkeypat
 
     calls = []
     real = ec.load_model
-    monkeypatch.setattr(ec, "load_model", lambda p: calls.append(p) or real(p))
+    monkeypatch.setattr(ec, "load_model", lambda *a, **k: calls.append(a) or real(*a, **k))
     for i in range(4):
         _grey(tmp_path / "in" / f"p{i}.png", value=40 * i)
     rc = main(["colorize", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-n", "1", "--checkpoint", str(tiny_model), "-q"])
