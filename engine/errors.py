@@ -36,3 +36,7 @@ class ConfigError(DivcolorError):
 
 class DataError(DivcolorError):
     """Training or evaluation data cannot be used (missing, corrupt, too many bad images)."""
+
+
+class TrainingError(DivcolorError):
+    """Training cannot go on (the loss diverged); the message says how to resume."""

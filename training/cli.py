@@ -1,7 +1,7 @@
 """``divcolor-train STAGE --data PATH --out RUN_DIR [--preset cpu|paper] …``.
 
 Stages: backbone (shared grey network); vae, mdn (VAE-MDN); gcrf-unary, gcrf-hoc, gcrf-mdn (G-CRF); pic (PIC); eval; export. Rerunning a
-stage's command resumes it. Every stage works under ``torchrun --nproc-per-node N``.
+stage's command resumes it; `report RUN_DIR` plots its curves. Every stage works under ``torchrun --nproc-per-node N``.
 """
 
 from __future__ import annotations
@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="auto: backbone if RUN_DIR has a backbone stage, pic if a pic stage, gcrf if gcrf-hoc, else vae-mdn")
     ex.add_argument("--unfinished", action="store_true",
                     help="PIC / backbone: export the averaged weights of a stage that is not finished yet")
+    rp = sub.add_parser("report", help="plot a run's training curves (every stage's log.jsonl) to a PNG")
+    rp.add_argument("run_dir", metavar="RUN_DIR", help="the --out of a training run (or one stage's directory)")
+    rp.add_argument("--dest", help="where to write the PNG (default RUN_DIR/report.png)")
     return p
 
 
@@ -100,6 +103,11 @@ def _run(args: argparse.Namespace) -> int:
             teardown_distributed(finished=False)
             raise
         teardown_distributed(finished=True)
+        return 0
+    if args.stage == "report":
+        from .report import report
+
+        print(report(args.run_dir, args.dest))
         return 0
     if args.stage == "export":
         run = Path(args.out)

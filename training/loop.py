@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 
 from engine.checkpoint import Checkpoint, load_checkpoint, now_iso, save_checkpoint, state_dict_mismatch
-from engine.errors import CheckpointError, ConfigError
+from engine.errors import CheckpointError, ConfigError, TrainingError
 
 STATE_FILE = "state.safetensors"
 PREV_STATE_FILE = "state.prev.safetensors"  # the state before the last save: the fallback if that one is damaged
@@ -223,13 +223,33 @@ def _check_same_run(ck: Checkpoint, meta: dict[str, Any], modules: dict[str, tor
 
 # --- logging -------------------------------------------------------------------------------
 
-class Logger:
-    """One JSON line per log step in RUN_DIR; a live line on a terminal, plain lines otherwise."""
+TENSORBOARD_DIR = "tensorboard"
 
-    def __init__(self, path: Path, total: int, enabled: bool):
-        self.path, self.total, self.enabled = path, total, enabled
+
+def tensorboard_writer(log_dir: Path, start: int) -> Any | None:
+    """A TensorBoard SummaryWriter when the ``tensorboard`` package is installed, else None
+    (JSONL stays the record; TensorBoard is a convenience for those who use it). Events after
+    ``start`` are purged: a resumed run redoes those steps."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:  # noqa: BLE001 - ImportError, or a tensorboard too broken to import
+        return None
+    try:
+        return SummaryWriter(str(log_dir), purge_step=start + 1 if start else None)
+    except Exception as e:  # noqa: BLE001 - logging must never stop training
+        print(f"TensorBoard logging is off: {e}", file=sys.stderr)
+        return None
+
+
+class Logger:
+    """One JSON line per log step in RUN_DIR; a live line on a terminal, plain lines otherwise;
+    the same scalars in RUN_DIR/STAGE/tensorboard when TensorBoard is installed."""
+
+    def __init__(self, path: Path, total: int, enabled: bool, tag: str = "", start: int = 0):
+        self.path, self.total, self.enabled, self.tag = path, total, enabled, tag
         self.tty = sys.stderr.isatty()
         self.t0 = time.time()
+        self.tb = tensorboard_writer(path.parent / TENSORBOARD_DIR, start) if enabled else None
 
     def log(self, step: int, record: dict[str, Any]) -> None:
         if not self.enabled:
@@ -237,6 +257,10 @@ class Logger:
         rec = {"step": step, "time": round(time.time() - self.t0, 2), **record}
         with open(self.path, "a") as f:
             f.write(json.dumps(rec) + "\n")
+        if self.tb is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    self.tb.add_scalar(f"{self.tag}/{k}" if self.tag else k, v, step)
         pct = 100.0 * step / max(self.total, 1)
         body = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
         line = f"[{pct:5.1f}%] step {step}/{self.total} {body}"
@@ -253,6 +277,8 @@ class Logger:
                 f.write(json.dumps({"step": step, "event": name, **fields}) + "\n")
 
     def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
         if self.enabled and self.tty:
             print(file=sys.stderr)
 
@@ -310,7 +336,7 @@ def run_loop(
         out.mkdir(parents=True, exist_ok=True)
         _sweep_temps(out)
         _truncate_log(out / LOG_FILE, start)
-    logger = Logger(out / LOG_FILE, spec.steps, ddp.main)
+    logger = Logger(out / LOG_FILE, spec.steps, ddp.main, spec.stage, start)
     data = meta.get("data")
     if isinstance(data, dict) and data.get("skipped_images"):
         logger.event(start, "skipped_images", {"count": data["skipped_images"], "skipped": data.get("skipped", [])})
@@ -331,45 +357,50 @@ def run_loop(
         )
         saved_step[0] = step
 
-    last_save = time.time()
-    t_start = time.time()
-    step = start
-    for m in modules.values():
-        m.train()
-    while step < spec.steps:
-        torch.manual_seed(spec.seed * 1_000_003 + step)
-        if sched is not None:
-            for g, lr in zip(opt.param_groups, base_lrs):
-                g["lr"] = lr * sched(step)
-        loss, logs = step_fn(step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if ddp.world > 1:
-            for p in params:
-                if p.grad is not None:
-                    dist.all_reduce(p.grad)
-                    p.grad /= ddp.world
-        if spec.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, spec.grad_clip)
-        opt.step()
-        step += 1
-        if on_step is not None:
-            on_step(step)
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"{spec.stage}: loss became {loss.item()} at step {step}; lower the learning rate")
-        if step % spec.log_every == 0 or step == spec.steps:
-            logger.log(step, {"loss": loss.item(), **logs, "lr": opt.param_groups[0]["lr"]})
-        if time.time() - last_save > spec.checkpoint_minutes * 60:
-            save(step, False)
-            last_save = time.time()
-        if (spec.max_minutes and time.time() - t_start > spec.max_minutes * 60) or (
-            spec.stop_after and step - start >= spec.stop_after
-        ):
-            if ddp.main:
-                print(f"\n{spec.stage}: stopping at step {step} of {spec.steps}; rerun to continue", file=sys.stderr)
-            break
-    save(step, step >= spec.steps)
-    logger.close()
+    try:
+        last_save = time.time()
+        t_start = time.time()
+        step = start
+        for m in modules.values():
+            m.train()
+        while step < spec.steps:
+            torch.manual_seed(spec.seed * 1_000_003 + step)
+            if sched is not None:
+                for g, lr in zip(opt.param_groups, base_lrs):
+                    g["lr"] = lr * sched(step)
+            loss, logs = step_fn(step)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if ddp.world > 1:
+                for p in params:
+                    if p.grad is not None:
+                        dist.all_reduce(p.grad)
+                        p.grad /= ddp.world
+            if spec.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, spec.grad_clip)
+            opt.step()
+            step += 1
+            if on_step is not None:
+                on_step(step)
+            if not math.isfinite(loss.item()):
+                raise TrainingError(
+                    f"{spec.stage}: the loss became {loss.item()} at step {step} (training diverged); rerun with a "
+                    f"lower --lr (now {base_lrs[0]:g}): it resumes from the last saved state, step {max(saved_step[0], 0)}."
+                )
+            if step % spec.log_every == 0 or step == spec.steps:
+                logger.log(step, {"loss": loss.item(), **logs, "lr": opt.param_groups[0]["lr"]})
+            if time.time() - last_save > spec.checkpoint_minutes * 60:
+                save(step, False)
+                last_save = time.time()
+            if (spec.max_minutes and time.time() - t_start > spec.max_minutes * 60) or (
+                spec.stop_after and step - start >= spec.stop_after
+            ):
+                if ddp.main:
+                    print(f"\n{spec.stage}: stopping at step {step} of {spec.steps}; rerun to continue", file=sys.stderr)
+                break
+        save(step, step >= spec.steps)
+    finally:
+        logger.close()  # also flushes TensorBoard when a step fails
     return step
 
 
