@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from PySide6.QtCore import QObject, QThreadPool, Signal, Slot
@@ -114,7 +114,6 @@ class _Handlers:
     on_error: Callback | None = None
     on_cancel: Callable[[], None] | None = None
     on_publish: Callback | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class JobRunner(QObject):

@@ -131,6 +131,10 @@ def add_colorize_command(sub: argparse._SubParsersAction) -> argparse.ArgumentPa
                    help="which shipped model family (default general; faces for portraits)")
     c.add_argument("--checkpoint", metavar="PATH", help="a .safetensors model file to use instead of a shipped one")
     c.add_argument("--strokes", metavar="FILE.json", help="colour strokes to propagate (with --method levin or gcrf)")
+    c.add_argument("--base", choices=["sample", "grey"], default="sample",
+                   help="what --method gcrf --strokes paints over: sample (default) the G-CRF's own most likely "
+                   "colorization, as the app does; grey: nothing, the strokes alone colour the photo (hints-only, "
+                   "the papers' protocol). levin always starts from grey")
     c.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="where to run the models: auto (a CUDA GPU if there is one), cpu or cuda")
     c.add_argument("--format", choices=sorted(FORMATS), default="png",
@@ -406,10 +410,10 @@ def colorize_strokes(args: argparse.Namespace) -> int:
         _check_not_inputs([path], inputs, f)
         t0 = time.perf_counter()
         photo = load_photo(f)
-        # The G-CRF edits one of its own colorizations (the seed's first); Levin starts from grey.
+        # The G-CRF edits one of its own colorizations (the seed's first) unless --base grey; Levin starts from grey.
         base = (
             colorizer.sample(photo, method=method, n=1, seed=args.seed, temperature=args.temperature, family=args.model)[0]
-            if method != "levin" else None
+            if method != "levin" and args.base == "sample" else None
         )
         clipped = clip_strokes(strokes, photo.size)
         result = colorizer.field(photo, method).propagate(clipped, base)

@@ -297,3 +297,28 @@ def test_strips_of_any_height_equal_one_strip(colorizer, tmp_path):
         parts = save_colorizations([tmp_path / f"s{rows}_0.png", tmp_path / f"s{rows}_1.png"], photo, ab, strip_rows=rows)
         for a, b in zip(parts, base):
             assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+
+
+def test_gcrf_strokes_hints_only_base_grey(tmp_path):
+    """--base grey: the strokes alone colour the photo (no sample underneath)."""
+    import numpy as np
+    from PIL import Image
+
+    from engine.cli import main
+    from engine.strokes import Stroke, save_strokes
+
+    img = tmp_path / "p.png"
+    Image.fromarray(np.full((40, 48), 128, np.uint8)).save(img)
+    s = tmp_path / "s.json"
+    save_strokes(s, [Stroke((200, 40, 40), 5, ((10.0, 10.0), (30.0, 20.0)))])
+    outs = {}
+    for base in ("grey",):
+        out = tmp_path / base
+        assert main(["colorize", str(img), "-o", str(out), "--method", "gcrf", "--strokes", str(s), "--base", base, "-q"]) == 0
+        outs[base] = np.asarray(Image.open(next(out.iterdir())).convert("RGB")).astype(int)
+    from skimage.color import rgb2lab
+
+    grey = outs["grey"]
+    assert grey[15, 20, 0] > grey[15, 20, 1] + 20  # under the stroke: red
+    far = rgb2lab(grey[38:, 44:].astype(np.float64) / 255)[..., 1]
+    assert far.min() > -1.0  # the colour fades or fills, never turns to the opposite hue (cyan)
