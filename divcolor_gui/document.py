@@ -23,7 +23,7 @@ from engine.colorizer import Colorization
 from engine.errors import ConfigError, DivcolorError
 from engine.files import atomic_write
 from engine.io import Photo
-from engine.strokes import Stroke, strokes_to_json
+from engine.strokes import Stroke, parse_strokes, strokes_to_json
 from engine.schema import check_project, read_json_file
 
 from .imaging import grey_display
@@ -177,7 +177,7 @@ def write_project(path: Path, data: dict[str, Any]) -> None:
 def read_project(path: Path) -> Project:
     """Parse and check a project file; ProjectError says what is wrong in words."""
     try:  # one engine-side schema: types, ranges, strokes, JSON size and depth (engine.schema)
-        data = check_project(read_json_file(path), PROJECT_VERSION)
+        data = check_project(read_json_file(path), PROJECT_VERSION, parse_strokes=parse_strokes)
     except ConfigError as e:
         raise ProjectError(f"“{Path(path).name}” cannot be opened: {e}.") from e
     if not isinstance(data, dict) or data.get("format") != PROJECT_FORMAT:

@@ -340,9 +340,11 @@ PROJECT = Obj(
 )
 
 
-def check_project(data: Any, max_version: int, error: ErrorType = ConfigError) -> dict[str, Any]:
+def check_project(data: Any, max_version: int, error: ErrorType = ConfigError,
+                  parse_strokes: Callable[[Any], Any] | None = None) -> dict[str, Any]:
     """A parsed project file, checked: divcolor's format, a version this divcolor reads, every
-    field of the right type and range, and strokes that parse. Returns ``data`` unchanged."""
+    field of the right type and range, and (given ``engine.strokes.parse_strokes``, passed in
+    because strokes import this module) strokes that parse. Returns ``data`` unchanged."""
     check_json(data, error)
     if not isinstance(data, dict) or data.get("format") != PROJECT_FORMAT:
         raise error("it is not a divcolor project file (no \"format\": \"divcolor-project\"); open the photo instead")
@@ -351,9 +353,8 @@ def check_project(data: Any, max_version: int, error: ErrorType = ConfigError) -
         raise error(f"it was saved by a newer divcolor (project version {show(version)}, this one reads up to "
                     f"{max_version}); update divcolor to open it")
     check(PROJECT, data, error, fix="fix that value in the file, or delete the entry to use the default")
-    if data.get("strokes"):
+    if data.get("strokes") and parse_strokes is not None:
         from .errors import StrokesError
-        from .strokes import parse_strokes
 
         try:
             parse_strokes(data["strokes"])

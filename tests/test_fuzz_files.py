@@ -52,8 +52,8 @@ DELETE = object()
 
 
 def test_a_good_project_passes_unchanged():
-    assert check_project(copy.deepcopy(GOOD_PROJECT), 1) == GOOD_PROJECT
-    assert check_project(loads(json.dumps(GOOD_PROJECT)), 1) == GOOD_PROJECT
+    assert check_project(copy.deepcopy(GOOD_PROJECT), 1, parse_strokes=parse_strokes) == GOOD_PROJECT
+    assert check_project(loads(json.dumps(GOOD_PROJECT)), 1, parse_strokes=parse_strokes) == GOOD_PROJECT
 
 
 BAD_PROJECTS = [
@@ -88,7 +88,7 @@ BAD_PROJECTS = [
 @pytest.mark.parametrize("path, value, words", BAD_PROJECTS)
 def test_bad_project_values_are_named(path, value, words):
     with pytest.raises(ConfigError) as e:
-        check_project(loads(json.dumps(_with(path, value))), 1)
+        check_project(loads(json.dumps(_with(path, value))), 1, parse_strokes=parse_strokes)
     msg = str(e.value)
     assert words in msg, msg
     assert "\n" not in msg and len(msg) < 400
@@ -213,7 +213,7 @@ def test_fuzzed_projects_pass_or_are_refused_in_words(data):
     doc = _mutate(GOOD_PROJECT, data)
     for candidate in (doc, json.dumps(doc, allow_nan=True)):
         try:
-            d = check_project(loads(candidate) if isinstance(candidate, str) else candidate, 1)
+            d = check_project(loads(candidate) if isinstance(candidate, str) else candidate, 1, parse_strokes=parse_strokes)
         except ConfigError as e:
             assert str(e) and "\n" not in str(e) and len(str(e)) < 600
         else:
@@ -224,7 +224,7 @@ def test_fuzzed_projects_pass_or_are_refused_in_words(data):
 @given(_json)
 def test_fuzzed_json_values_as_projects(value):
     try:
-        check_project(value, 1)
+        check_project(value, 1, parse_strokes=parse_strokes)
     except ConfigError as e:
         assert str(e)
 
@@ -245,7 +245,7 @@ def test_fuzzed_strokes_parse_or_are_refused_in_words(data):
 @FUZZ
 @given(st.text(alphabet='{}[]",:0123456789.eE-tfnulrs #', max_size=200))
 def test_fuzzed_text_is_json_or_a_sentence(text):
-    for parse, error in ((lambda t: check_project(loads(t), 1), ConfigError), (parse_strokes, StrokesError)):
+    for parse, error in ((lambda t: check_project(loads(t), 1, parse_strokes=parse_strokes), ConfigError), (parse_strokes, StrokesError)):
         try:
             parse("{" + text)
         except error as e:
