@@ -100,12 +100,14 @@ def main() -> None:
                    "--device", "cpu", "-q"] + (["--checkpoint", args.checkpoint] if args.checkpoint else [])
             t, peak, rc = measure(cmd, args.threads)
             rows.append((f"strips {w}x{h} ({mp:.0f} MP)", t, peak, rc))
+            print(f"  {rows[-1][0]}: {t:.1f} s, {peak:.2f} GiB peak, exit {rc}", flush=True)
             if i == 0 and not args.no_baseline:
                 out = Path(tmp) / "whole"
                 out.mkdir()
                 cmd = [sys.executable, "-c", WHOLE, str(scan), str(out), str(args.n), args.checkpoint]
                 tb, peakb, rcb = measure(cmd, args.threads)
                 rows.append((f"whole {w}x{h} ({mp:.0f} MP), baseline", tb, peakb, rcb))
+                print(f"  {rows[-1][0]}: {tb:.1f} s, {peakb:.2f} GiB peak, exit {rcb}", flush=True)
             for f in Path(tmp).glob("*/*.png"):
                 f.unlink()  # keep the disk small between runs
 

@@ -14,13 +14,17 @@ import sys
 from engine import cli as engine_cli
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = engine_cli.build_parser()
-    sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+def _add_gui(sub: argparse._SubParsersAction) -> None:
     g = sub.add_parser("gui", help="open the app (what `divcolor` alone does)", description="Open the divcolor app.")
     g.add_argument("image", nargs="?", help="a photo to open")
     g.add_argument("--screenshot", metavar="OUT.png",
                    help="open IMAGE, wait for the first results, save a screenshot of the window and exit")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``divcolor``'s parser: the engine's commands plus ``gui``."""
+    p = engine_cli.build_parser(_add_gui)
+    p.epilog = "Without a command, divcolor opens the app. `divcolor COMMAND --help` tells more."
     return p
 
 
@@ -38,6 +42,7 @@ def gui(image: str | None, screenshot: str | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``divcolor`` command (pyproject's gui-scripts)."""
     args = build_parser().parse_args(argv)
     if args.command in (None, "gui"):
         return gui(getattr(args, "image", None), getattr(args, "screenshot", None))

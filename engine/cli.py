@@ -96,14 +96,19 @@ def version_text() -> str:
     return f"divcolor {divcolor_version()}"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The parser for ``divcolor`` with the engine's commands (``colorize``); the app adds ``gui``."""
+def build_parser(
+    more_commands: Callable[[argparse._SubParsersAction], None] | None = None,
+) -> argparse.ArgumentParser:
+    """The parser for ``divcolor`` with the engine's commands (``colorize``); the app passes
+    ``more_commands`` to add its own (``gui``) without the engine knowing about them."""
     p = argparse.ArgumentParser(
         prog="divcolor", description="Diverse and controllable colorization of black-and-white photos."
     )
     p.add_argument("--version", action="version", version=version_text(), help="print divcolor's version and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     add_colorize_command(sub)
+    if more_commands is not None:
+        more_commands(sub)
     return p
 
 
