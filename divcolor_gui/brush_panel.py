@@ -1,7 +1,10 @@
-"""Brush controls: colour (picker, eyedropper, palette of the picked sample), radius, tools.
+"""Brush controls: colour (picker, eyedropper, suggestions, palette, recent), radius, tools.
 
-The palette holds the dominant colours of the sample the user picked, because the quickest way
-to fix one region is usually to borrow a plausible colour the model already used elsewhere.
+Three rows of one-click colours, because the quickest way to fix a region is usually to borrow
+a plausible colour: *suggestions* are the colours the gallery's samples put at the spot last
+clicked, each already at that pixel's lightness (what a stroke of it will really look like
+there); the *palette* holds the dominant colours of the picked sample; *recent* the colours
+last painted with.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from PySide6.QtWidgets import (
 
 MAX_RADIUS = 200
 SWATCHES_PER_ROW = 6
+MAX_RECENT = 6
 HINTS = "<table cellspacing=0 cellpadding=1>" + "".join(
     f"<tr><td><b>{k}</b>&nbsp;&nbsp;</td><td>{v}</td></tr>"
     for k, v in (
@@ -86,6 +90,21 @@ class BrushPanel(QWidget):
         rrow.addWidget(self.radius_slider, 1)
         rrow.addWidget(self.radius_spin)
 
+        self.suggest_title = QLabel("Suggestions: click the photo")
+        self.suggest_title.setObjectName("hint")
+        self.suggest_title.setWordWrap(True)
+        self.suggest_title.setToolTip("The colours the gallery's samples give the spot you last clicked, at that pixel's lightness")
+        self.suggest_grid = QGridLayout()
+        self.suggest_grid.setSpacing(3)
+        self.suggest_grid.setAlignment(Qt.AlignmentFlag.AlignLeft)
+        self.suggestions: list[QToolButton] = []
+        self.recent_title = QLabel("Recent colours")
+        self.recent_title.setObjectName("hint")
+        self.recent_grid = QGridLayout()
+        self.recent_grid.setSpacing(3)
+        self.recent_grid.setAlignment(Qt.AlignmentFlag.AlignLeft)
+        self.recent_buttons: list[QToolButton] = []
+        self.recent: list[tuple[int, int, int]] = []
         self.palette_title = QLabel("Palette of the picked sample")
         self.palette_title.setObjectName("hint")
         self.palette_grid = QGridLayout()
@@ -108,8 +127,12 @@ class BrushPanel(QWidget):
         lay.addLayout(crow)
         lay.addWidget(QLabel("Radius"))
         lay.addLayout(rrow)
+        lay.addWidget(self.suggest_title)
+        lay.addLayout(self.suggest_grid)
         lay.addWidget(self.palette_title)
         lay.addLayout(self.palette_grid)
+        lay.addWidget(self.recent_title)
+        lay.addLayout(self.recent_grid)
         lay.addLayout(srow)
         lay.addStretch(1)
         self.hints = QLabel(HINTS)
@@ -117,7 +140,9 @@ class BrushPanel(QWidget):
         self.hints.setWordWrap(True)
         self.hints.setTextFormat(Qt.TextFormat.RichText)
         lay.addWidget(self.hints)
+        self.suggestion_colors: list[tuple[int, int, int]] = []
         self.set_palette([])
+        self.set_recent([])
 
     # --- colour ----------------------------------------------------------------------------------
     @property
@@ -145,20 +170,39 @@ class BrushPanel(QWidget):
         self.radius_spin.setValue(int(round(min(MAX_RADIUS, max(1, r)))))
 
     # --- palette ---------------------------------------------------------------------------------
-    def set_palette(self, colors: list[tuple[int, int, int]]) -> None:
-        for b in self.swatches:
-            self.palette_grid.removeWidget(b)
+    def _fill(self, grid: QGridLayout, buttons: list[QToolButton], colors: list[tuple[int, int, int]]) -> list[QToolButton]:
+        """Replace a row of swatches: one button per colour, a click makes it the brush colour."""
+        for b in buttons:
+            grid.removeWidget(b)
             b.deleteLater()
-        self.swatches = []
+        out = []
         for i, c in enumerate(colors):
             b = QToolButton()
             b.setObjectName("swatch")
             b.setIcon(color_icon(c, 24))
-            b.setIconSize(b.iconSize().expandedTo(b.iconSize()))
-            b.setToolTip("Use #%02X%02X%02X" % c)
+            b.setToolTip("Use #%02X%02X%02X" % tuple(c))
+            b.setProperty("rgb", "#%02X%02X%02X" % tuple(c))
             b.clicked.connect(lambda _=False, c=c: self.set_color(c))
-            self.palette_grid.addWidget(b, i // SWATCHES_PER_ROW, i % SWATCHES_PER_ROW)
-            self.swatches.append(b)
+            grid.addWidget(b, i // SWATCHES_PER_ROW, i % SWATCHES_PER_ROW)
+            out.append(b)
+        return out
+
+    def set_suggestions(self, colors: list[tuple[int, int, int]]) -> None:
+        self.suggestions = self._fill(self.suggest_grid, self.suggestions, colors[: 2 * SWATCHES_PER_ROW])
+        self.suggestion_colors = list(colors[: 2 * SWATCHES_PER_ROW])
+        self.suggest_title.setText("Samples' colours here (at its lightness)" if colors else "Suggestions: click the photo")
+
+    def set_recent(self, colors: list[tuple[int, int, int]]) -> None:
+        self.recent = [tuple(int(v) for v in c) for c in colors][:MAX_RECENT]  # type: ignore[misc]
+        self.recent_buttons = self._fill(self.recent_grid, self.recent_buttons, self.recent)
+        self.recent_title.setVisible(bool(self.recent))
+
+    def add_recent(self, rgb: tuple[int, int, int]) -> None:
+        c = tuple(int(v) for v in rgb)
+        self.set_recent([c] + [r for r in self.recent if r != c])  # type: ignore[list-item]
+
+    def set_palette(self, colors: list[tuple[int, int, int]]) -> None:
+        self.swatches = self._fill(self.palette_grid, self.swatches, colors)
         self.palette_title.setText(
             "Palette of the picked sample" if colors else "Palette: pick a sample to see its colours"
         )

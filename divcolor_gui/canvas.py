@@ -16,7 +16,7 @@ import enum
 import math
 
 import numpy as np
-from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtCore import QEvent, QObject, QPointF, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import (
     QBrush,
     QColor,
@@ -31,14 +31,19 @@ from PySide6.QtGui import (
     QWheelEvent,
 )
 from PySide6.QtWidgets import (
+    QApplication,
     QFrame,
+    QGridLayout,
     QGraphicsEllipseItem,
     QGraphicsItem,
     QGraphicsScene,
     QGraphicsView,
     QHBoxLayout,
     QLabel,
+    QPushButton,
     QSlider,
+    QStackedLayout,
+    QToolButton,
     QStyleOptionGraphicsItem,
     QVBoxLayout,
     QWidget,
@@ -47,6 +52,7 @@ from PySide6.QtWidgets import (
 from engine.strokes import Stroke
 
 from .imaging import qimage_from_rgb
+from .samples import sample_photos
 
 SHOW_ORIGINAL_KEY = Qt.Key.Key_Backslash
 MIN_ZOOM, MAX_ZOOM = 0.02, 32.0
@@ -192,6 +198,7 @@ class CanvasView(QGraphicsView):
     hovered = Signal(float, float)  # image coordinates; (-1, -1) when off the image
     zoom_changed = Signal(float)
     show_original_changed = Signal(bool)
+    pressed_at = Signal(float, float)  # a left click on the photo with a painting tool (colour suggestions)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -230,7 +237,12 @@ class CanvasView(QGraphicsView):
         self._erasing: set[int] | None = None
         self._pan_from: QPointF | None = None
         self._space = False
+        self._hover = False  # the mouse is over the view (Space then pans, whoever has focus)
+        app = QApplication.instance()
+        if app is not None:
+            app.installEventFilter(self)
         self.empty_text = "Open a photo with Ctrl+O, or drop one here"
+        self.busy_text = ""  # e.g. "Preparing G-CRF for strokes…", drawn over the photo
 
     # --- content -------------------------------------------------------------------------------
     @property
@@ -410,6 +422,7 @@ class CanvasView(QGraphicsView):
             return
         if not self._inside(x, y):
             return
+        self.pressed_at.emit(x, y)
         if self.tool == Tool.BRUSH:
             self._live_points = [(x, y)]
             s = self._stroke(self._live_points)
@@ -421,6 +434,7 @@ class CanvasView(QGraphicsView):
             self.erase_preview.emit(sorted(self._erasing))
 
     def mouseMoveEvent(self, event: QMouseEvent) -> None:  # noqa: N802
+        self._hover = True
         x, y = self._image_pos(event)
         self._place_cursor(QPointF(x, y))
         if self._inside(x, y):
@@ -469,12 +483,32 @@ class CanvasView(QGraphicsView):
             else:
                 self.erase_preview.emit([])
 
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802
+        """Space held over the canvas means "pan", even when the keyboard focus is in a side
+        panel (where Space would press a button or type into a field instead)."""
+        t = event.type()
+        if t in (QEvent.Type.KeyPress, QEvent.Type.KeyRelease) and isinstance(event, QKeyEvent) \
+                and event.key() == Qt.Key.Key_Space and isinstance(obj, QWidget) and obj.window() is self.window():
+            if t == QEvent.Type.KeyPress and (self._hover or self.hasFocus()) and self.has_image:
+                if not event.isAutoRepeat() and not self._space:
+                    self._space = True
+                    self._update_cursor()
+                return True
+            if t == QEvent.Type.KeyRelease and self._space:
+                if not event.isAutoRepeat():
+                    self._space = False
+                    self._update_cursor()
+                return True
+        return False
+
     def leaveEvent(self, event) -> None:  # noqa: N802
+        self._hover = False
         self.cursor_item.setVisible(False)
         self.hovered.emit(-1.0, -1.0)
         super().leaveEvent(event)
 
     def enterEvent(self, event) -> None:  # noqa: N802
+        self._hover = True
         self._update_cursor()
         super().enterEvent(event)
 
@@ -483,46 +517,115 @@ class CanvasView(QGraphicsView):
         if event.key() == SHOW_ORIGINAL_KEY and not event.isAutoRepeat():
             self.set_show_original(True)
             return
-        if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
-            self._space = True
-            self._update_cursor()
-            return
         super().keyPressEvent(event)
 
     def keyReleaseEvent(self, event: QKeyEvent) -> None:  # noqa: N802
         if event.key() == SHOW_ORIGINAL_KEY and not event.isAutoRepeat():
             self.set_show_original(False)
             return
-        if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
-            self._space = False
-            self._update_cursor()
-            return
         super().keyReleaseEvent(event)
 
+    def set_busy(self, on: bool, text: str = "") -> None:
+        """Say that strokes are not ready yet (the first stroke will wait for it)."""
+        self.busy_text = text if on else ""
+        self.viewport().update()
+
     def drawForeground(self, painter: QPainter, rect: QRectF) -> None:  # noqa: N802
-        if self.has_image:
+        if self.has_image and not self.busy_text:
             return
         painter.save()
         painter.resetTransform()
-        painter.setPen(self.palette().color(self.palette().ColorRole.PlaceholderText))
         f = painter.font()
-        f.setPointSizeF(f.pointSizeF() * 1.3)
-        painter.setFont(f)
-        painter.drawText(self.viewport().rect(), Qt.AlignmentFlag.AlignCenter, self.empty_text)
+        if not self.has_image:
+            painter.setPen(self.palette().color(self.palette().ColorRole.PlaceholderText))
+            f.setPointSizeF(f.pointSizeF() * 1.3)
+            painter.setFont(f)
+            painter.drawText(self.viewport().rect(), Qt.AlignmentFlag.AlignCenter, self.empty_text)
+        else:
+            painter.setFont(f)
+            fm = painter.fontMetrics()
+            w, h = fm.horizontalAdvance(self.busy_text) + 28, fm.height() + 12
+            box = QRectF((self.viewport().width() - w) / 2, 12, w, h)
+            painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(QColor(0, 0, 0, 170))
+            painter.drawRoundedRect(box, h / 2, h / 2)
+            painter.setPen(QColor(255, 255, 255))
+            painter.drawText(box, Qt.AlignmentFlag.AlignCenter, self.busy_text)
         painter.restore()
 
 
+class EmptyState(QWidget):
+    """What the canvas offers before any photo: the sample photos and "Open photo…"."""
+
+    open_requested = Signal()
+    sample_requested = Signal(object)  # Path
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("emptyState")
+        title = QLabel("Colour a black-and-white photo")
+        title.setObjectName("emptyTitle")
+        title.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        text = QLabel("Open one of yours — or drop it here — or start with a historical photo:")
+        text.setObjectName("hint")
+        text.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.open_btn = QPushButton("Open photo…")
+        self.open_btn.setObjectName("primary")
+        self.open_btn.setToolTip("Open a photo or a divcolor project (Ctrl+O)")
+        self.open_btn.clicked.connect(self.open_requested.emit)
+        grid = QGridLayout()
+        grid.setSpacing(12)
+        self.sample_buttons: list[QToolButton] = []
+        for i, (name, path) in enumerate(sample_photos()):
+            b = QToolButton()
+            b.setObjectName("sampleButton")
+            b.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextUnderIcon)
+            b.setText(name)
+            b.setToolTip(f"Open the sample photo {path.name}")
+            pm = QPixmap(str(path))
+            if not pm.isNull():
+                b.setIcon(pm.scaled(QSize(150, 150), Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation))
+                b.setIconSize(QSize(150, 150))
+            b.setProperty("path", str(path))
+            b.clicked.connect(lambda _=False, p=path: self.sample_requested.emit(p))
+            grid.addWidget(b, 0, i)
+            self.sample_buttons.append(b)
+        lay = QVBoxLayout(self)
+        lay.addStretch(1)
+        lay.addWidget(title)
+        lay.addWidget(text)
+        lay.addSpacing(8)
+        row = QHBoxLayout()
+        row.addStretch(1)
+        row.addLayout(grid)
+        row.addStretch(1)
+        lay.addLayout(row)
+        lay.addSpacing(12)
+        brow = QHBoxLayout()
+        brow.addStretch(1)
+        brow.addWidget(self.open_btn)
+        brow.addStretch(1)
+        lay.addLayout(brow)
+        lay.addStretch(2)
+
+
 class CanvasPanel(QWidget):
-    """The view plus its compare bar: a before/after split slider and the zoom readout."""
+    """The view plus its compare bar: a before/after split slider and the zoom readout.
+
+    Before a photo is open it shows :class:`EmptyState` instead of the view.
+    """
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.view = CanvasView(self)
+        self.empty = EmptyState(self)
         self.split = QSlider(Qt.Orientation.Horizontal)
         self.split.setRange(0, 100)
         self.split.setValue(0)
         self.split.setToolTip(
-            "Before/after: drag right to reveal the grey original from the left.\nHold \\ to see the whole original."
+            "Before/after: left of the handle is the grey original (before), right of it the result (after).\n"
+            "Hold \\ to see the whole original."
         )
         self.split.valueChanged.connect(lambda v: self.view.set_split(v / 100))
         self.zoom_label = QLabel("")
@@ -530,9 +633,10 @@ class CanvasPanel(QWidget):
         self.zoom_label.setMinimumWidth(56)
         self.zoom_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         self.view.zoom_changed.connect(lambda z: self.zoom_label.setText(f"{z * 100:.0f}%"))
-        bar = QHBoxLayout()
+        self.bar = QWidget()
+        bar = QHBoxLayout(self.bar)
         bar.setContentsMargins(8, 2, 8, 4)
-        before, after = QLabel("Original"), QLabel("Result")
+        before, after = QLabel("Before"), QLabel("After")
         before.setObjectName("hint")
         after.setObjectName("hint")
         bar.addWidget(before)
@@ -540,8 +644,16 @@ class CanvasPanel(QWidget):
         bar.addWidget(after)
         bar.addSpacing(12)
         bar.addWidget(self.zoom_label)
+        self.stack = QStackedLayout()
+        self.stack.addWidget(self.empty)
+        self.stack.addWidget(self.view)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(0)
-        lay.addWidget(self.view, 1)
-        lay.addLayout(bar)
+        lay.addLayout(self.stack, 1)
+        lay.addWidget(self.bar)
+        self.show_empty(True)
+
+    def show_empty(self, on: bool) -> None:
+        self.stack.setCurrentWidget(self.empty if on else self.view)
+        self.bar.setVisible(not on)

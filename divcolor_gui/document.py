@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +146,7 @@ class Project:
     samples: int
     family: str
     checkpoint: str | None
+    batches: list[tuple[int, int, float, int]] = field(default_factory=list)  # (seed, n, temperature, first) per gallery batch
 
 
 def project_dict(
@@ -201,6 +202,12 @@ def read_project(path: Path) -> Project:
         except TypeError as e:
             raise ProjectError(f"“{Path(path).name}” has a malformed sample entry ({e}).") from e
     g = data.get("gallery") or {}
+    batches = []
+    for b in g.get("batches") or []:
+        try:
+            batches.append((int(b["seed"]), int(b["n"]), float(b["temperature"]), int(b.get("first", 0))))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ProjectError(f"“{Path(path).name}” has a malformed gallery batch ({e}).") from e
     strokes = data.get("strokes") or {"version": 1, "strokes": []}
     if not isinstance(strokes, dict):
         raise ProjectError(f"“{Path(path).name}” has a malformed strokes entry.")
@@ -213,4 +220,5 @@ def read_project(path: Path) -> Project:
         samples=int(g.get("samples", 6)),
         family=str(g.get("family", "general")),
         checkpoint=g.get("checkpoint"),
+        batches=batches,
     )

@@ -10,11 +10,10 @@ with the eyedropper (or Alt+click) it picks the colour under the mouse from the 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
-from PySide6.QtGui import QImage, QMouseEvent, QPainter, QPaintEvent, QPixmap
+from PySide6.QtGui import QMouseEvent, QPainter, QPaintEvent, QPixmap
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -38,18 +37,12 @@ import qtawesome as qta
 from engine.colorizer import METHOD_LABELS, Colorization
 
 from .document import SampleRef
+from .session import MethodPlan, Sample
 
 THUMB = 150  # longer side of a thumbnail, in pixels
 MAX_SEED = 2**31 - 1
 
-
-@dataclass
-class Sample:
-    """One gallery entry: the full-resolution result, how to regenerate it, its thumbnail."""
-
-    colorization: Colorization
-    ref: SampleRef
-    thumb: QImage
+__all__ = ["GalleryPanel", "MethodGroup", "Sample", "THUMB", "Thumbnail"]
 
 
 class Thumbnail(QFrame):
@@ -113,14 +106,40 @@ class Thumbnail(QFrame):
         self.clicked.emit(self.sample, fx, fy, alt)
 
 
+class PendingTile(QLabel):
+    """Where a sample will appear (or, after a failure, why it did not)."""
+
+    def __init__(self, text: str = "…", parent: QWidget | None = None) -> None:
+        super().__init__(text, parent)
+        self.setObjectName("pendingTile")
+        self.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.setWordWrap(True)
+        self.setFixedSize(THUMB + 6, round(THUMB * 2 / 3) + 6)
+
+    def fail(self, text: str) -> None:
+        self.setObjectName("failedTile")
+        self.setText(text)
+        self.setToolTip(text)
+        self.style().unpolish(self)
+        self.style().polish(self)
+
+
 class MethodGroup(QWidget):
-    """A titled grid of one method's thumbnails; columns follow the panel's width."""
+    """A titled grid of one method's thumbnails; columns follow the panel's width.
+
+    Tiles for samples still being made stand in until each sample arrives; a method that
+    failed shows its error in its tiles; a method that cannot run for the chosen model says why.
+    """
 
     def __init__(self, method: str, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.method = method
         self.title = QLabel(METHOD_LABELS.get(method, method))
         self.title.setObjectName("sectionTitle")
+        self.note = QLabel()
+        self.note.setObjectName("hint")
+        self.note.setWordWrap(True)
+        self.note.setVisible(False)
         self.grid = QGridLayout()
         self.grid.setContentsMargins(0, 0, 0, 0)
         self.grid.setSpacing(4)
@@ -128,13 +147,42 @@ class MethodGroup(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 6)
         lay.addWidget(self.title)
+        lay.addWidget(self.note)
         lay.addLayout(self.grid)
         self.thumbs: list[Thumbnail] = []
+        self.pending: list[PendingTile] = []
+        self.unavailable = False
         self._columns = 2
 
     def add(self, thumb: Thumbnail) -> None:
+        if self.pending:
+            tile = self.pending.pop(0)
+            self.grid.removeWidget(tile)
+            tile.deleteLater()
         self.thumbs.append(thumb)
         self._relayout()
+
+    def expect(self, n: int) -> None:
+        """n more samples are on their way: show a tile for each."""
+        self.unavailable = False
+        self.note.setVisible(False)
+        self.pending.extend(PendingTile() for _ in range(n))
+        self._relayout()
+
+    def fail(self, text: str) -> None:
+        """The method failed: its waiting tiles show why."""
+        if not self.pending:
+            self.pending.append(PendingTile())
+        for t in self.pending:
+            t.fail(text)
+        self._relayout()
+
+    def set_unavailable(self, reason: str) -> None:
+        self.unavailable = True
+        self.note.setText(reason)
+        self.note.setVisible(True)
+        self.title.setText(f"{METHOD_LABELS.get(self.method, self.method)}  ·  unavailable")
+        self.title.setToolTip(reason)
 
     def set_columns(self, n: int) -> None:
         if n != self._columns:
@@ -142,12 +190,15 @@ class MethodGroup(QWidget):
             self._relayout()
 
     def _relayout(self) -> None:
-        for t in self.thumbs:
+        tiles: list[QWidget] = [*self.thumbs, *self.pending]
+        for t in tiles:
             self.grid.removeWidget(t)
-        for i, t in enumerate(self.thumbs):
+        for i, t in enumerate(tiles):
             self.grid.addWidget(t, i // self._columns, i % self._columns)
-        n = len(self.thumbs)
-        self.title.setText(f"{METHOD_LABELS.get(self.method, self.method)}  ·  {n} sample{'s' if n != 1 else ''}")
+        if not self.unavailable:
+            n = len(self.thumbs)
+            waiting = f", {len(self.pending)} coming" if self.pending and not any(p.objectName() == "failedTile" for p in self.pending) else ""
+            self.title.setText(f"{METHOD_LABELS.get(self.method, self.method)}  ·  {n} sample{'s' if n != 1 else ''}{waiting}")
 
 
 class GalleryPanel(QWidget):
@@ -165,7 +216,6 @@ class GalleryPanel(QWidget):
         self.groups: dict[str, MethodGroup] = {}
         self.selected: Sample | None = None
         self._want: SampleRef | None = None  # ref of the base, to highlight when it arrives
-        self.batches = 0  # how many batches are shown (the next one uses seed + batches)
 
         self.model_combo = QComboBox()
         self.model_combo.setToolTip("Which trained models colour the photo")
@@ -282,7 +332,7 @@ class GalleryPanel(QWidget):
 
     def set_can_generate(self, on: bool) -> None:
         self.generate_btn.setEnabled(on)
-        self.more_btn.setEnabled(on and bool(self.groups))
+        self.more_btn.setEnabled(on and bool(self.samples()))
 
     def set_busy(self, busy: bool) -> None:
         self.progress_row.setVisible(busy)
@@ -306,19 +356,35 @@ class GalleryPanel(QWidget):
             g.deleteLater()
         self.groups.clear()
         self.selected = None
-        self.batches = 0
         self.more_btn.setEnabled(False)
 
     def samples(self) -> list[Sample]:
         return [t.sample for g in self.groups.values() for t in g.thumbs]
 
-    def add_samples(self, method: str, samples: list[Sample]) -> None:
+    def _group(self, method: str) -> MethodGroup:
         group = self.groups.get(method)
         if group is None:
             group = MethodGroup(method, self.body)
             self.groups[method] = group
             self.body_layout.insertWidget(self.body_layout.count() - 1, group)
             group.set_columns(self._columns())
+        return group
+
+    def begin_batch(self, plans: list[MethodPlan], n: int) -> None:
+        """A batch started: a waiting tile per coming sample, and the reason for each method
+        the chosen model cannot run."""
+        for p in plans:
+            g = self._group(p.method)
+            if p.available:
+                g.expect(n)
+            else:
+                g.set_unavailable(p.reason)
+
+    def fail_method(self, method: str, text: str) -> None:
+        self._group(method).fail(text)
+
+    def add_samples(self, method: str, samples: list[Sample]) -> None:
+        group = self._group(method)
         for s in samples:
             t = Thumbnail(s)
             t.clicked.connect(self._on_thumb_clicked)

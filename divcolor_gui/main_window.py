@@ -1,31 +1,30 @@
-"""The main window: actions, menus, docks, status bar, and the wiring between them.
+"""The main window: builds the views, creates the actions and wires both to the session.
 
-Every user command is a QAction created in :meth:`MainWindow._create_actions` (icon, shortcut,
-tooltip that shows the shortcut), so menus, toolbars and panels share one definition. The
-window owns the engine facade (injected, so tests use a tiny model), the job runners and the
-undo stack; widgets only display and emit. Nothing here blocks on the engine: photo loading,
-sampling, model loading and export run on the thread pool; stroke propagation and attention go
-through the latest-wins lane.
+The state and the work (photo, model per photo, gallery batches, strokes, undo, stroke field,
+jobs) live in :class:`~.session.Session`, which has no widgets. This module only builds views
+(canvas, gallery, brush panel, overlay, dialogs), turns user commands into session calls and
+session signals into what the views show. Every user command is a QAction created in
+:meth:`MainWindow._create_actions` (icon, shortcut, tooltip that shows the shortcut), so menus,
+toolbars and panels share one definition.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from PySide6.QtCore import QSize, Qt, QThreadPool, Signal
+from PySide6.QtCore import QRect, QSize, Qt, Signal
 from PySide6.QtGui import (
     QAction,
     QActionGroup,
     QCloseEvent,
     QDragEnterEvent,
     QDropEvent,
+    QGuiApplication,
     QKeyEvent,
     QKeySequence,
-    QUndoStack,
 )
 from PySide6.QtWidgets import (
     QApplication,
@@ -34,49 +33,46 @@ from PySide6.QtWidgets import (
     QLabel,
     QMainWindow,
     QMessageBox,
+    QSizePolicy,
     QToolBar,
     QWidget,
 )
 
 import qtawesome as qta
 
-from engine.colorizer import METHOD_LABELS, Colorizer, ModelInfo
-from engine.errors import Cancelled, DivcolorError
-from engine.io import Photo, load_photo, save_image
-from engine.strokes import Stroke, parse_strokes
+from engine.colorizer import Colorizer, ModelInfo
+from engine.errors import DivcolorError
+from engine.io import Photo
+from engine.strokes import Stroke
 
 from . import theme
 from .brush_panel import BrushPanel
 from .canvas import SHOW_ORIGINAL_KEY, CanvasPanel, Tool
-from .commands import AddStroke, ClearStrokes, EraseStrokes, PickSample
-from .document import PROJECT_SUFFIX, Document, SampleRef, project_dict, read_project, write_project
+from .document import PROJECT_SUFFIX, project_dict, write_project
+from .errors import error_text
 from .gallery import THUMB, GalleryPanel, Sample
-from .imaging import dominant_colors, qimage_from_rgb, thumbnail
-from .jobs import JobContext, JobRunner, LatestWins
+from .imaging import dominant_colors
 from .models_dialog import ModelsDialog
 from .overlay import AttentionOverlay
+from .samples import sample_photos
+from .session import FieldState, MethodPlan, Session
 from .settings import Settings
+
+__all__ = ["MainWindow", "error_text"]
 
 log = logging.getLogger(__name__)
 
 IMAGE_FILTER = "Photos (*.jpg *.jpeg *.png *.tif *.tiff *.webp *.bmp);;divcolor projects (*.divcolor);;All files (*)"
 OPEN_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", PROJECT_SUFFIX}
 EXPORT_FILTERS = {"PNG image (*.png)": ".png", "JPEG image (*.jpg *.jpeg)": ".jpg", "TIFF image (*.tif *.tiff)": ".tif"}
-FAMILY_LABELS = {"general": "General photos", "faces": "Faces"}
+DEFAULT_SIZE = (1440, 900)
+SCREEN_SHARE = 0.92  # of the available screen a first window takes at most
 
 
-def error_text(exc: BaseException) -> str:
-    """User-facing errors verbatim; anything else is a bug, said plainly with what to do."""
-    if isinstance(exc, DivcolorError):
-        return str(exc)
-    if isinstance(exc, MemoryError):
-        return "There is not enough memory for this. Close other programs, or use a smaller photo or fewer samples."
-    if isinstance(exc, OSError):
-        return f"{exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}. Check the folder exists and you can write to it."
-    return (
-        f"Something went wrong inside divcolor ({type(exc).__name__}: {exc}). Your work is still open; "
-        "try again, and please report this with the steps that led to it."
-    )
+def available_geometry(widget: QWidget) -> QRect:
+    """The usable part of the screen the window is on (without panels and docks)."""
+    screen = widget.screen() or QGuiApplication.primaryScreen()
+    return screen.availableGeometry() if screen is not None else QRect(0, 0, *DEFAULT_SIZE)
 
 
 class MainWindow(QMainWindow):
@@ -97,37 +93,23 @@ class MainWindow(QMainWindow):
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
-        self.colorizer = colorizer if colorizer is not None else Colorizer()
         self.settings = settings if settings is not None else Settings()
-        self.models: list[ModelInfo] = []
-        self.field: Any = None  # StrokeField of the current photo, built on the live lane
-        self._field_photo: Photo | None = None  # the photo self.field belongs to
-        self._awaiting_ready = False
+        self.session = Session(colorizer if colorizer is not None else Colorizer(), self)
         self._times: dict[str, float] = {}
         self._icons: dict[QAction, str] = {}
         self._models_dialog: ModelsDialog | None = None
+        self._batch_dialog: Any = None
         self._tool_before_eyedropper = Tool.BRUSH
-        self._pending_choice: tuple[str, str | None] | None = None  # model to select once listed
         self.error_sink: Callable[[str, str], None] | None = None  # headless runs: errors go here, not to dialogs
         self.force_close = False  # close without asking (screenshot mode)
         self.setWindowTitle("divcolor[*]")
         self.setAcceptDrops(True)
 
-        # --- state and workers ----------------------------------------------------------------
-        self.pool = QThreadPool(self)
-        self.pool.setMaxThreadCount(4)
-        self.sampling = JobRunner(self.pool, self)  # the gallery
-        self.io = JobRunner(self.pool, self)  # photos, projects, export
-        self.model_jobs = JobRunner(self.pool, self)  # listing and loading checkpoints
-        self.live = LatestWins(self.pool, priority=("field", "propagate", "attention"), parent=self)
-        self.doc = Document(self)
-        self.undo_stack = QUndoStack(self)
-
         # --- widgets ----------------------------------------------------------------------------
         self.canvas_panel = CanvasPanel(self)
         self.canvas = self.canvas_panel.view
         self.setCentralWidget(self.canvas_panel)
-        self.overlay = AttentionOverlay(self.canvas, self.live, lambda: self.field, self)
+        self.overlay = AttentionOverlay(self.canvas, self.live, lambda: self.session.field, self)
         self.gallery = GalleryPanel()
         self._create_actions()
         self.brush = BrushPanel(
@@ -135,8 +117,8 @@ class MainWindow(QMainWindow):
         )
         self.gallery_dock = self._dock("Samples", self.gallery, Qt.DockWidgetArea.RightDockWidgetArea, "gallery")
         self.brush_dock = self._dock("Brush", self.brush, Qt.DockWidgetArea.LeftDockWidgetArea, "brush")
-        self.gallery_dock.setMinimumWidth(2 * THUMB + 64)
-        self.brush_dock.setMinimumWidth(200)
+        self.gallery_dock.setMinimumWidth(THUMB + 48)
+        self.brush_dock.setMinimumWidth(170)
         self._create_menus()
         self._create_toolbars()
         self._create_status_bar()
@@ -145,21 +127,81 @@ class MainWindow(QMainWindow):
         # --- restore ------------------------------------------------------------------------------
         self.brush.set_color(self.settings.brush_color)
         self.brush.set_radius(self.settings.brush_radius)
+        self.brush.set_recent(self.settings.recent_colors)
         self.gallery.count.setValue(self.settings.samples_per_batch)
+        self.session.set_params(self.gallery.seed.value(), self.gallery.count.value(), self.gallery.temperature.value())
         self.act["dark"].setChecked(self.settings.theme == "dark")
         self.apply_theme(self.settings.theme)
         self._rebuild_recent_menu()
-        self.resize(1440, 900)
-        if self.settings.window_geometry is not None:
-            self.restoreGeometry(self.settings.window_geometry)
+        self.place_on_screen()
         if self.settings.window_state is not None:
             self.restoreState(self.settings.window_state)
         self._update_enabled()
-        self.refresh_models()
+        self.session.refresh_models()
+
+    # --- the session's parts, under the names views and tests use ---------------------------------
+    @property
+    def colorizer(self) -> Colorizer:
+        return self.session.colorizer
+
+    @property
+    def doc(self):
+        return self.session.doc
+
+    @property
+    def undo_stack(self):
+        return self.session.undo_stack
+
+    @property
+    def live(self):
+        return self.session.live
+
+    @property
+    def sampling(self):
+        return self.session.sampling
+
+    @property
+    def io(self):
+        return self.session.io
+
+    @property
+    def model_jobs(self):
+        return self.session.model_jobs
+
+    @property
+    def models(self) -> list[ModelInfo]:
+        return self.session.models
+
+    @property
+    def field(self) -> Any:
+        return self.session.field
 
     # ==========================================================================================
     # construction
     # ==========================================================================================
+    def place_on_screen(self) -> None:
+        """Open where the user left the window, or at 1440x900 — never larger than the screen.
+
+        At 150 % scaling a 1920x1080 screen is 1280x720 logical pixels: a fixed 1440x900 window
+        ran off it. The saved geometry is clamped too (the screen may have changed since).
+        """
+        avail = available_geometry(self)
+        saved = self.settings.window_geometry
+        if saved is not None and self.restoreGeometry(saved):
+            g = self.geometry()
+            w, h = min(g.width(), avail.width()), min(g.height(), avail.height())
+            x = min(max(g.x(), avail.left()), avail.right() - w + 1)
+            y = min(max(g.y(), avail.top()), avail.bottom() - h + 1)
+            if self.isMaximized():
+                return
+            self.setGeometry(x, y, w, h)
+            return
+        w = min(DEFAULT_SIZE[0], int(avail.width() * SCREEN_SHARE))
+        h = min(DEFAULT_SIZE[1], int(avail.height() * SCREEN_SHARE))
+        self.resize(w, h)
+        fw, fh = self.frameGeometry().width(), self.frameGeometry().height()
+        self.move(avail.left() + max(0, (avail.width() - fw) // 2), avail.top() + max(0, (avail.height() - fh) // 2))
+
     def _action(
         self,
         key: str,
@@ -196,10 +238,12 @@ class MainWindow(QMainWindow):
         # file
         A("open", "&Open…", "mdi6.folder-open", self.open_dialog, QKeySequence.StandardKey.Open, "Open a photo or a divcolor project")
         A("save", "&Save Project", "mdi6.content-save", self.save_project, QKeySequence.StandardKey.Save,
-          "Save photo, chosen sample and strokes as a project")
+          "Save photo, chosen model, gallery, picked sample and strokes as a project")
         A("save_as", "Save Project &As…", "mdi6.content-save-edit", lambda: self.save_project(ask=True), "Ctrl+Shift+S")
         A("export", "&Export Image…", "mdi6.export", self.export_dialog, "Ctrl+E",
           "Export the coloured photo at full size (PNG, JPEG or TIFF)")
+        A("batch", "Colori&ze Folder…", "mdi6.folder-multiple-image", self.show_batch,
+          "Ctrl+Shift+B", "Colorize every photo of a folder into another folder, as `divcolor colorize` does")
         A("quit", "&Quit", "mdi6.exit-to-app", self.close, QKeySequence.StandardKey.Quit)
         # edit
         undo = self.undo_stack.createUndoAction(self, "&Undo")
@@ -250,7 +294,7 @@ class MainWindow(QMainWindow):
         A("more", "&More Samples", "mdi6.plus-box-multiple", lambda: self.generate(append=True), "Ctrl+M",
           "Add another batch with the next seed")
         A("cancel", "&Cancel", "mdi6.close-circle-outline", self.cancel_jobs, "Esc", "Stop generating samples")
-        A("models", "&Models…", "mdi6.cube-outline", self.show_models, "Ctrl+Shift+M", "Loaded models and their training metadata")
+        A("models", "&Models…", "mdi6.cube-outline", self.show_models, "Ctrl+Shift+M", "The models, what they were trained on and how good they are")
         A("load_model", "&Load Model…", "mdi6.file-upload-outline", self.load_model_dialog, "Ctrl+Shift+L",
           "Add your own .safetensors model")
         # help
@@ -278,10 +322,20 @@ class MainWindow(QMainWindow):
         mb = self.menuBar()
         f = mb.addMenu("&File")
         f.addAction(self.act["open"])
+        self.sample_menu = f.addMenu(qta.icon("mdi6.image-multiple-outline"), "Open Sa&mple")
+        for name, path in sample_photos():
+            a = self.sample_menu.addAction(name)
+            a.setToolTip(str(path))
+            a.setData(str(path))
+            a.triggered.connect(lambda _=False, p=path: self.open_path(p))
+        if self.sample_menu.isEmpty():
+            self.sample_menu.addAction("No sample photos installed").setEnabled(False)
         self.recent_menu = f.addMenu(qta.icon("mdi6.history"), "Open &Recent")
         f.addSeparator()
         for k in ("save", "save_as", "export"):
             f.addAction(self.act[k])
+        f.addSeparator()
+        f.addAction(self.act["batch"])
         f.addSeparator()
         f.addAction(self.act["quit"])
         e = mb.addMenu("&Edit")
@@ -344,10 +398,13 @@ class MainWindow(QMainWindow):
         sb = self.statusBar()
         self.pixel_label = QLabel("")
         self.method_label = QLabel("")
+        self.method_label.setToolTip("What your strokes are propagated with, and whether it is ready")
         self.time_label = QLabel("")
+        self.time_label.setToolTip("How long you waited: samples from Generate to the last one, strokes from release to result")
         self.device_label = QLabel(self._device_text())
         self.device_label.setToolTip("Where the models run")
         for w in (self.pixel_label, self.method_label, self.time_label, self.device_label):
+            w.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)  # never widen the window
             sb.addPermanentWidget(w)
 
     def _device_text(self) -> str:
@@ -355,21 +412,26 @@ class MainWindow(QMainWindow):
         return "Device: CPU" if d.type == "cpu" else f"Device: GPU ({d})"
 
     def _connect(self) -> None:
-        c, g, d = self.canvas, self.gallery, self.doc
+        c, g, d, s = self.canvas, self.gallery, self.doc, self.session
         c.stroke_preview.connect(self._stroke_preview)
         c.stroke_finished.connect(self.add_stroke)
         c.stroke_aborted.connect(self._show_doc_result)
         c.erase_preview.connect(self._erase_preview)
         c.erase_finished.connect(self.erase_strokes)
         c.color_picked.connect(self._color_picked)
+        c.pressed_at.connect(self._suggest_at)
         c.hovered.connect(self._hovered)
         c.show_original_changed.connect(self._sync_original_action)
+        self.canvas_panel.empty.open_requested.connect(self.open_dialog)
+        self.canvas_panel.empty.sample_requested.connect(self.open_path)
         g.color_picked.connect(self._color_picked)
         g.sample_clicked.connect(self.pick_sample)
         g.generate_requested.connect(self.generate)
-        g.cancel_requested.connect(self.sampling.cancel)
+        g.cancel_requested.connect(self.cancel_jobs)
         g.load_model_requested.connect(self.load_model_dialog)
         g.count.valueChanged.connect(self._count_changed)
+        g.seed.valueChanged.connect(lambda v: self.session.set_params(seed=v))
+        g.temperature.valueChanged.connect(lambda v: self.session.set_params(temperature=v))
         g.model_combo.currentIndexChanged.connect(self._model_choice_changed)
         self.brush.color_changed.connect(self._brush_color_changed)
         self.brush.radius_changed.connect(self._brush_radius_changed)
@@ -381,9 +443,27 @@ class MainWindow(QMainWindow):
         for runner in (self.sampling, self.io, self.model_jobs):
             runner.job_failed.connect(self._job_failed)
         self.live.job_failed.connect(self._job_failed)
+        d.photo_changed.connect(self._photo_changed)
         d.strokes_changed.connect(self._strokes_changed)
         d.base_changed.connect(self._base_changed)
         d.result_changed.connect(self._show_doc_result)
+        s.models_changed.connect(self._models_changed)
+        s.choice_changed.connect(self._choice_changed)
+        s.photo_opened.connect(self._photo_opened)
+        s.gallery_cleared.connect(self._gallery_cleared)
+        s.batch_started.connect(self._batch_started)
+        s.samples_added.connect(self._samples_added)
+        s.method_failed.connect(self.gallery.fail_method)
+        s.generation_finished.connect(self._generation_finished)
+        s.field_changed.connect(self._field_changed)
+        s.attention_available.connect(lambda on: self.overlay.set_available(on))
+        s.preview.connect(self._preview)
+        s.message.connect(lambda text, ms: self.statusBar().showMessage(text, ms))
+        s.error.connect(self.show_error)
+        s.timing.connect(self._set_time)
+        s.ready.connect(self.ready.emit)
+        s.exported.connect(self._exported)
+        s.project_opened.connect(self._project_opened)
         self.undo_stack.cleanChanged.connect(self._clean_changed)
         self.overlay.availability_changed.connect(self._attention_availability)
 
@@ -392,22 +472,43 @@ class MainWindow(QMainWindow):
         self.set_tool(a.data())
 
     def _stroke_preview(self, s: Stroke) -> None:
-        self.request_propagation(self.doc.strokes + [s], preview=True)
+        self.session.request_propagation(self.doc.strokes + [s], preview=True)
 
     def _erase_preview(self, indices: list[int]) -> None:
         drop = set(indices)
-        self.request_propagation([s for i, s in enumerate(self.doc.strokes) if i not in drop], preview=True)
+        self.session.request_propagation([s for i, s in enumerate(self.doc.strokes) if i not in drop], preview=True)
+
+    def _preview(self, rgb, image) -> None:
+        if not self.canvas.painting and self.doc.result_is_current and rgb is not None and image is not None:
+            return  # the drag ended and the final result is already shown
+        self.canvas.set_result(rgb, image)
+        self.result_updated.emit()
 
     def erase_strokes(self, indices: list[int]) -> None:
-        if indices:
-            self.undo_stack.push(EraseStrokes(self.doc, indices))
+        self.session.erase_strokes(indices)
 
     def _model_choice_changed(self, _index: int) -> None:
-        if self.doc.photo is not None and self.models:
-            self.generate(append=False)
+        choice = self.gallery.model_choice()
+        if choice is not None and self.doc.photo is not None:
+            self.session.set_choice(choice, regenerate=False)
+            if self.models:
+                self.generate(append=False)
+
+    def _choice_changed(self, choice) -> None:
+        self.gallery.set_model_choices(self.session.model_choices(), choice)
+
+    def _models_changed(self, infos: list[ModelInfo]) -> None:
+        self.gallery.set_model_choices(self.session.model_choices(), self.session.choice if self.doc.photo else None)
+        if self._models_dialog is not None:
+            self._models_dialog.set_models(infos)
+        if not infos:
+            self._show_no_model()
+        self._update_enabled()
+        self.models_changed.emit(infos)
 
     def _count_changed(self, n: int) -> None:
         self.settings.samples_per_batch = n
+        self.session.set_params(n=n)
 
     def _io_progress(self, fraction: float, message: str) -> None:
         if message:
@@ -426,6 +527,7 @@ class MainWindow(QMainWindow):
         for a, icon in self._icons.items():
             a.setIcon(qta.icon(icon))
         self.recent_menu.setIcon(qta.icon("mdi6.history"))
+        self.sample_menu.setIcon(qta.icon("mdi6.image-multiple-outline"))
         self.gallery.refresh_icons()
         self.brush.set_color(self.brush.color)  # re-render the swatch after a palette change
 
@@ -443,7 +545,7 @@ class MainWindow(QMainWindow):
         self.act["clear"].setEnabled(bool(self.doc.strokes))
         can_gen = has_photo and bool(self.models)
         self.act["generate"].setEnabled(can_gen)
-        self.act["more"].setEnabled(can_gen and bool(self.gallery.groups))
+        self.act["more"].setEnabled(can_gen and bool(self.session.samples))
         self.act["cancel"].setEnabled(self.sampling.busy)
         self.gallery.set_can_generate(can_gen)
 
@@ -468,50 +570,41 @@ class MainWindow(QMainWindow):
     # files
     # ==========================================================================================
     def open_dialog(self) -> None:
+        """Ask about unsaved work first, then for the file (not the other way round)."""
+        if not self.confirm_discard():
+            return
         path, _ = QFileDialog.getOpenFileName(self, "Open photo or project", self.settings.last_dir, IMAGE_FILTER)
         if path:
-            self.open_path(path)
+            self.open_path(path, confirmed=True)
 
-    def open_path(self, path: str | Path) -> None:
+    def open_path(self, path: str | Path, confirmed: bool = False) -> None:
         """Open a photo or a project (by extension); errors arrive as dialogs."""
         p = Path(path)
-        if not self.confirm_discard():
+        if not confirmed and not self.confirm_discard():
             return
         self.settings.last_dir = str(p.parent)
         if p.suffix.lower() == PROJECT_SUFFIX:
-            self._open_project(p)
-            return
-        self.statusBar().showMessage(f"Opening {p.name}…")
-        self.io.submit(
-            f"Opening {p.name}",
-            lambda ctx: load_photo(p),
-            on_done=lambda photo: self._photo_opened(photo, p),
-            on_error=lambda e: self._open_failed(p, e),
-        )
+            self.session.open_project(p)
+        else:
+            self.session.open_photo(p)
 
-    def _open_failed(self, p: Path, e: BaseException) -> None:
-        if not p.exists():
-            self.settings.remove_recent(str(p.resolve()))
-            self._rebuild_recent_menu()
-        self.show_error("Cannot open photo", e, p)
-
-    def _photo_opened(self, photo: Photo, path: Path, generate: bool = True) -> None:
+    def _photo_opened(self, path: Path) -> None:
         self.settings.add_recent(path)
         self._rebuild_recent_menu()
-        self.set_photo(photo, generate=generate)
 
     def set_photo(self, photo: Photo, generate: bool = True) -> None:
         """Show a new photo (greyed if it has colour) and start its gallery and stroke field."""
-        self.sampling.cancel()
-        self.live.discard()
-        self.field, self._field_photo = None, None
-        self.undo_stack.clear()
-        self.doc.set_photo(photo)
+        self.session.set_photo(photo, generate=generate)
+
+    def _photo_changed(self) -> None:
+        photo = self.doc.photo
+        self.canvas_panel.show_empty(photo is None)
         self.canvas.set_photo(self.doc.grey)
+        if photo is None:
+            return
         self.canvas.setFocus()
-        self.gallery.clear()
-        self.gallery.show_message(None)
         self.brush.set_palette([])
+        self.brush.set_suggestions([])
         self.brush.set_stroke_count(0)
         self.overlay.reset()
         self.act["attention"].setChecked(False)
@@ -521,12 +614,8 @@ class MainWindow(QMainWindow):
         w, h = photo.size
         note = "" if photo.is_grey else " — a colour photo: its colours are ignored and shown greyed"
         self.statusBar().showMessage(f"{name}: {w} × {h}, {photo.bit_depth}-bit{note}", 10000)
-        self._awaiting_ready = True
-        self._build_field()
         self._update_enabled()
         self.photo_loaded.emit()
-        if generate:
-            self.generate(append=False)
 
     def _rebuild_recent_menu(self) -> None:
         m = self.recent_menu
@@ -555,6 +644,14 @@ class MainWindow(QMainWindow):
             self.open_path(files[0])
 
     # --- export -------------------------------------------------------------------------------
+    def export_suggestion(self) -> Path:
+        """``<last export folder>/<stem>_colorized.png`` (``.tif`` for 16-bit photos)."""
+        photo = self.doc.photo
+        assert photo is not None
+        folder = Path(self.settings.last_export_dir or (photo.path.parent if photo.path else self.settings.last_dir))
+        ext = ".tif" if photo.bit_depth == 16 else ".png"
+        return folder / f"{photo.stem}_colorized{ext}"
+
     def export_dialog(self) -> None:
         photo = self.doc.photo
         if photo is None:
@@ -565,12 +662,10 @@ class MainWindow(QMainWindow):
                 "The photo has no colour yet. Pick a sample from the gallery or paint strokes, then export.",
             )
             return
-        folder = Path(self.settings.last_dir)
-        ext = ".tif" if photo.bit_depth == 16 else ".png"
-        suggested = str(folder / f"{photo.stem}_colorized{ext}")
+        suggested = self.export_suggestion()
         filters = list(EXPORT_FILTERS)
-        chosen = filters[2] if ext == ".tif" else filters[0]
-        path, flt = QFileDialog.getSaveFileName(self, "Export colorized photo", suggested, ";;".join(filters), chosen)
+        chosen = filters[2] if suggested.suffix == ".tif" else filters[0]
+        path, flt = QFileDialog.getSaveFileName(self, "Export colorized photo", str(suggested), ";;".join(filters), chosen)
         if not path:
             return
         p = Path(path)
@@ -580,40 +675,15 @@ class MainWindow(QMainWindow):
 
     def export_to(self, path: str | Path) -> None:
         """Write the current result at the photo's full size, alpha and bit depth (on a worker)."""
-        photo, base, strokes = self.doc.photo, self.doc.base, list(self.doc.strokes)
-        if photo is None:
-            return
-        p = Path(path)
-        current = self.doc.result if self.doc.result_is_current else None
-        field = self.field if self._field_photo is photo else None
+        self.session.export(path)
 
-        def job(ctx: JobContext) -> Path:
-            rgb = current
-            if rgb is None:
-                if strokes:
-                    ctx.progress(0.1, "Applying strokes")
-                    rgb = (field or self.colorizer.field(photo)).propagate(strokes, base, cancel=ctx.cancel_token).rgb
-                elif base is not None:
-                    rgb = base.rgb
-                else:
-                    raise DivcolorError("There is nothing coloured to export yet. Pick a sample or paint strokes first.")
-            ctx.progress(0.6, f"Writing {p.name}")
-            try:
-                return save_image(p, rgb, photo.alpha, photo.bit_depth)
-            except ValueError as e:  # e.g. an unknown extension: the message is written for users
-                raise DivcolorError(str(e)) from e
-
-        def done(out: Path) -> None:
-            self.settings.last_dir = str(out.parent)
-            w, h = photo.size
-            self.statusBar().showMessage(f"Exported {out.name} ({w} × {h}, {photo.bit_depth if out.suffix.lower() != '.jpg' else 8}-bit)", 8000)
-            self.exported.emit(str(out))
-
-        self.io.submit(f"Exporting {p.name}", job, on_done=done, on_error=lambda e: self.show_error("Export failed", e, p))
+    def _exported(self, out: str) -> None:
+        self.settings.last_export_dir = str(Path(out).parent)
+        self.exported.emit(out)
 
     # --- projects -------------------------------------------------------------------------------
     def save_project(self, ask: bool = False) -> bool:
-        """Save photo path, picked sample, gallery settings and strokes; True when saved."""
+        """Save photo path, model, gallery batches, picked sample and strokes; True when saved."""
         photo = self.doc.photo
         if photo is None:
             return False
@@ -633,12 +703,20 @@ class MainWindow(QMainWindow):
 
     def save_project_to(self, path: str | Path) -> bool:
         path = Path(path)
-        choice = self.gallery.model_choice() or ("general", None)
+        family, checkpoint = self.session.choice
+        batches = self.session.batches
+        first = batches[0] if batches else None
         try:
             data = project_dict(
-                self.doc, path, self.gallery.seed.value(), self.gallery.temperature.value(),
-                self.gallery.count.value(), choice[0], choice[1],
+                self.doc, path,
+                first.seed if first else self.gallery.seed.value(),
+                first.temperature if first else self.gallery.temperature.value(),
+                first.n if first else self.gallery.count.value(),
+                family, checkpoint,
             )
+            data["gallery"]["batches"] = [
+                {"seed": b.seed, "n": b.n, "temperature": b.temperature, "first": b.first} for b in batches
+            ]
             write_project(path, data)
         except (OSError, DivcolorError) as e:
             self.show_error("Cannot save project", e, path)
@@ -651,54 +729,11 @@ class MainWindow(QMainWindow):
         self.project_saved.emit(str(path))
         return True
 
-    def _open_project(self, path: Path) -> None:
-        colorizer = self.colorizer
-
-        def job(ctx: JobContext):
-            proj = read_project(path)
-            ctx.progress(0.1, f"Opening {proj.photo.name}")
-            photo = load_photo(proj.photo)
-            strokes = parse_strokes(proj.strokes_json, photo.size)
-            base, warning = None, None
-            if proj.sample is not None:
-                r = proj.sample
-                ctx.progress(0.3, "Recreating the chosen sample")
-                try:
-                    results = colorizer.sample(
-                        photo, r.method, r.n, r.seed, r.temperature, r.family, r.checkpoint,
-                        progress=lambda f, m: ctx.progress(0.3 + 0.7 * f, m), cancel=ctx.cancel_token,
-                    )
-                    base = results[r.index] if r.index < len(results) else None
-                except Cancelled:
-                    raise
-                except DivcolorError as e:
-                    warning = f"The sample this project was built on could not be recreated: {e} The strokes are restored on the grey photo."
-            return proj, photo, strokes, base, warning
-
-        def done(result) -> None:
-            proj, photo, strokes, base, warning = result
-            self.settings.add_recent(path)
-            self._rebuild_recent_menu()
-            g = self.gallery
-            g.seed.setValue(proj.seed)
-            g.temperature.setValue(proj.temperature)
-            g.count.setValue(proj.samples)
-            self._pending_choice = (proj.family, proj.checkpoint)
-            self._apply_model_choices()
-            self.set_photo(photo, generate=False)
-            if base is not None:
-                self.doc.set_base(base, proj.sample)
-            self.doc.set_strokes(strokes)
-            self.doc.project_path = path
-            self.undo_stack.clear()
-            self.undo_stack.setClean()
-            self.setWindowTitle(f"{path.name}[*] — divcolor")
-            if warning:
-                QMessageBox.warning(self, "Project opened with changes", warning)
-            self.generate(append=False)  # the same seed brings back the same gallery
-
-        self.statusBar().showMessage(f"Opening project {path.name}…")
-        self.io.submit(f"Opening {path.name}", job, on_done=done, on_error=lambda e: self.show_error("Cannot open project", e, path))
+    def _project_opened(self, proj) -> None:
+        g = self.gallery
+        for w, v in ((g.seed, proj.seed), (g.temperature, proj.temperature), (g.count, proj.samples)):
+            w.setValue(v)
+        self.setWindowTitle(f"{Path(self.doc.project_path).name}[*] — divcolor")
 
     def confirm_discard(self) -> bool:
         """Ask before unsaved strokes (or unsaved changes to a project) are thrown away."""
@@ -721,32 +756,7 @@ class MainWindow(QMainWindow):
     # models and the gallery
     # ==========================================================================================
     def refresh_models(self, then: Callable[[], None] | None = None) -> None:
-        """List checkpoints off the event loop (reading them validates their metadata)."""
-
-        def done(infos: list[ModelInfo]) -> None:
-            self.models = infos
-            self._apply_model_choices()
-            self.models_changed.emit(infos)
-            if self._models_dialog is not None:
-                self._models_dialog.set_models(infos)
-            if not infos:
-                self._show_no_model()
-            self._update_enabled()
-            if then:
-                then()
-
-        self.model_jobs.submit("Looking for models", lambda ctx: self.colorizer.available(), on_done=done)
-
-    def _apply_model_choices(self) -> None:
-        choices: list[tuple[str, tuple[str, str | None]]] = []
-        families = {i.family for i in self.models}
-        for fam in ("general", "faces"):
-            if fam in families:
-                choices.append((FAMILY_LABELS[fam], (fam, None)))
-        for i in self.models:
-            if i.family not in ("general", "faces"):
-                choices.append((f"{METHOD_LABELS.get(i.method, i.method)}: {i.path.name}", ("general", str(i.path))))
-        self.gallery.set_model_choices(choices, self._pending_choice)
+        self.session.refresh_models(then)
 
     def _show_no_model(self) -> None:
         self.gallery.show_message(
@@ -757,93 +767,44 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage("No colorization model found — strokes still work", 10000)
 
     def generate(self, append: bool = False) -> None:
-        """Sample a batch of colorizations per method in the background; results stream in."""
-        photo = self.doc.photo
-        if photo is None:
-            return
-        family, checkpoint = self.gallery.model_choice() or ("general", None)
-        n = self.gallery.count.value()
-        temperature = self.gallery.temperature.value()
-        if not append:
-            self.gallery.clear()
-        seed = self.gallery.seed.value() + self.gallery.batches
-        self.gallery.batches += 1
+        """A fresh gallery (or, with ``append``, one more batch) from the gallery's settings."""
         self.gallery.show_message(None)
-        colorizer = self.colorizer
-        t_start = time.perf_counter()
-
-        def job(ctx: JobContext) -> int:
-            if checkpoint:
-                methods = [colorizer.add_model(checkpoint).method]
-            else:
-                methods = colorizer.methods()
-            if not methods:
-                return 0
-            for k, m in enumerate(methods):
-                label = METHOD_LABELS.get(m, m)
-                results = colorizer.sample(
-                    photo, m, n, seed, temperature, family, checkpoint,
-                    progress=lambda f, msg, k=k: ctx.progress((k + f) / len(methods), f"{label}: {msg}"),
-                    cancel=ctx.cancel_token,
-                )
-                samples = [
-                    Sample(c, SampleRef.of(c, family, checkpoint, n), qimage_from_rgb(thumbnail(c.rgb, 2 * THUMB)))
-                    for c in results
-                ]
-                ctx.publish((m, samples, colorizer.last_seconds))
-            return len(methods)
-
-        def published(item) -> None:
-            method, samples, seconds = item
-            if self.doc.photo is not photo:
-                return
-            self.gallery.add_samples(method, samples)
-            self._set_time("samples", seconds)
-            if self.doc.base is None and samples:
-                # first results: show one at once, as the starting point (not an undoable edit)
-                self.doc.set_base(samples[0].colorization, samples[0].ref)
-            else:
-                self.gallery.select(self.doc.base, self.doc.base_ref)
-            self._update_enabled()
-            self._maybe_ready()
-
-        def done(count: int) -> None:
-            if count == 0:
-                self._show_no_model()
-            else:
-                self.statusBar().showMessage(f"Samples ready in {time.perf_counter() - t_start:.1f} s", 5000)
-            self._gallery_ended()
-
-        def cancelled() -> None:
-            self.gallery.show_message("Generation cancelled. Press <b>Generate</b> (F5) to try again.")
-            self._gallery_ended()
-
-        def failed(e: BaseException) -> None:
-            self.gallery.show_message(f"Could not generate samples: {error_text(e)}")
-            self._gallery_ended()
-            self.show_error("Cannot colorize", e)
-
-        self.sampling.submit("Generating samples", job, on_done=done, on_error=failed, on_cancel=cancelled, on_publish=published)
+        self.session.generate(append=append)
         self._update_enabled()
 
-    def _gallery_ended(self) -> None:
+    def _gallery_cleared(self) -> None:
+        self.gallery.clear()
+        self.gallery.show_message(None)
+        self._update_enabled()
+
+    def _batch_started(self, plans: list[MethodPlan]) -> None:
+        batch = self.session.batches[-1]
+        self.gallery.begin_batch(plans, batch.n)
+
+    def _samples_added(self, method: str, samples: list[Sample]) -> None:
+        self.gallery.add_samples(method, samples)
+        self.gallery.select(self.doc.base, self.doc.base_ref)
+        self._update_enabled()
+
+    def _generation_finished(self, outcome: str, message: str) -> None:
+        if outcome == "no-model":
+            self._show_no_model()
+        elif outcome in ("cancelled", "failed"):
+            self.gallery.show_message(message)
+            for grp in self.gallery.groups.values():
+                if grp.pending and outcome == "cancelled":
+                    grp.fail("Cancelled")
+        elif message:
+            self.statusBar().showMessage(message, 5000)
         self._update_enabled()
         self.gallery_finished.emit()
-        self._maybe_ready(final=True)
-
-    def _maybe_ready(self, final: bool = False) -> None:
-        if self._awaiting_ready and self.doc.photo is not None and (final or self.gallery.groups):
-            self._awaiting_ready = False
-            self.ready.emit()
 
     def cancel_jobs(self) -> None:
-        self.sampling.cancel()
+        self.session.cancel()
 
     def pick_sample(self, sample: Sample) -> None:
         """Make a gallery sample the base (undoable)."""
-        if self.doc.photo is None or sample.ref == self.doc.base_ref:
-            return
-        self.undo_stack.push(PickSample(self.doc, sample.colorization, sample.ref))
+        self.session.pick(sample)
 
     def show_models(self) -> None:
         if self._models_dialog is None:
@@ -860,17 +821,15 @@ class MainWindow(QMainWindow):
 
     def load_model(self, path: str | Path) -> None:
         """Validate and register a user's checkpoint on a worker; then offer it in the gallery."""
-        p = Path(path)
+        self.session.load_model(path)
 
-        def done(info: ModelInfo) -> None:
-            self._pending_choice = ("general", str(info.path))
-            self.statusBar().showMessage(f"Loaded {info.label} from {p.name}", 6000)
-            self.refresh_models(then=lambda: (self._build_field(), self.generate(False) if self.doc.photo else None))
+    def show_batch(self) -> None:
+        from .batch_dialog import BatchDialog
 
-        self.model_jobs.submit(
-            f"Loading {p.name}", lambda ctx: self.colorizer.add_model(p), on_done=done,
-            on_error=lambda e: self.show_error("Cannot load model", e, p),
-        )
+        if self._batch_dialog is None:
+            self._batch_dialog = BatchDialog(self.session, self.settings, self)
+        self._batch_dialog.show()
+        self._batch_dialog.raise_()
 
     # ==========================================================================================
     # strokes and propagation
@@ -884,95 +843,48 @@ class MainWindow(QMainWindow):
 
     def add_stroke(self, stroke: Stroke) -> None:
         if self.doc.photo is not None:
-            self.undo_stack.push(AddStroke(self.doc, stroke))
+            self.session.add_stroke(stroke)
+            self.brush.add_recent(stroke.color)
+            self.settings.recent_colors = self.brush.recent
 
     def clear_strokes(self) -> None:
-        if self.doc.strokes:
-            self.undo_stack.push(ClearStrokes(self.doc))
-
-    def _build_field(self) -> None:
-        """Build (or fetch) the photo's stroke field on the live lane and learn whether it has
-        attention maps, so the overlay can say so before the user tries."""
-        photo = self.doc.photo
-        if photo is None:
-            return
-        colorizer = self.colorizer
-
-        def job(ctx: JobContext):
-            field = colorizer.field(photo)
-            w, h = photo.size
-            return field, field.attention(w / 2, h / 2) is not None
-
-        def done(result) -> None:
-            if self.doc.photo is not photo:
-                return
-            self.field, has_attention = result
-            self._field_photo = photo
-            name = {"levin": "Levin propagation", "gcrf": "G-CRF"}.get(self.field.method, self.field.method)
-            self.method_label.setText(f"Strokes: {name}")
-            self.overlay.set_available(has_attention)
-
-        self.live.submit("field", job, done, on_error=lambda e: self.show_error("Strokes unavailable", e))
+        self.session.clear_strokes()
 
     def request_propagation(self, strokes: list[Stroke] | None = None, preview: bool = False) -> None:
-        """Colour the photo from strokes over the base, latest request wins.
+        self.session.request_propagation(strokes, preview)
 
-        Previews (while dragging) go straight to the canvas; final results go to the document.
-        """
-        photo, base = self.doc.photo, self.doc.base
-        if photo is None:
-            return
-        strokes = list(self.doc.strokes if strokes is None else strokes)
-        revision = self.doc.revision
-        if not strokes:
-            self.live.discard("propagate")
-            if preview:
-                self.canvas.set_result(base.rgb if base is not None else None)
-                self.result_updated.emit()
-            return
-        colorizer = self.colorizer
-        # reuse the field built for this photo: asking the colorizer again re-lists its models
-        field = self.field if self._field_photo is photo else None
-
-        def job(ctx: JobContext):
-            t0 = time.perf_counter()
-            c = (field or colorizer.field(photo)).propagate(strokes, base, cancel=ctx.cancel_token)
-            return c.rgb, qimage_from_rgb(c.rgb), time.perf_counter() - t0
-
-        def done(result) -> None:
-            rgb, image, seconds = result
-            if self.doc.photo is not photo:
-                return
-            self._set_time("strokes", seconds)
-            if preview:
-                if not self.canvas.painting and self.doc.result_is_current:
-                    return  # the drag ended and the final result is already shown
-                self.canvas.set_result(rgb, image)
-                self.result_updated.emit()
-            elif revision == self.doc.revision:
-                self.doc.set_result(rgb, revision, image)
-
-        self.live.submit("propagate", job, done)
+    def _field_changed(self, state: FieldState) -> None:
+        if state.state == "preparing":
+            self.method_label.setText(f"Strokes: preparing {state.name}…")
+            self.canvas.set_busy(True, f"Preparing {state.name} for strokes…")
+        elif state.state == "ready":
+            self.method_label.setText(f"Strokes: {state.name}")
+            self.canvas.set_busy(False)
+            self._set_time("strokes ready", state.seconds)
+        elif state.state == "failed":
+            self.method_label.setText(f"Strokes: {state.name} unavailable")
+            self.canvas.set_busy(False)
+        else:
+            self.method_label.setText("")
+            self.canvas.set_busy(False)
 
     def _strokes_changed(self) -> None:
         self.canvas.set_strokes(self.doc.strokes)
         self.brush.set_stroke_count(len(self.doc.strokes))
         self._update_enabled()
-        if self.doc.strokes:
-            self.request_propagation()
-        else:
-            self.live.discard("propagate")
 
     def _base_changed(self) -> None:
         base = self.doc.base
         self.gallery.select(base, self.doc.base_ref)
         self.brush.set_palette(dominant_colors(base.rgb) if base is not None else [])
-        if self.doc.strokes:
-            self.request_propagation()
 
     def _show_doc_result(self) -> None:
         self.canvas.set_result(self.doc.result, self.doc.result_image)
         self.result_updated.emit()
+
+    def _suggest_at(self, x: float, y: float) -> None:
+        """Offer the colours the gallery's samples give this spot (at its own lightness)."""
+        self.brush.set_suggestions(self.session.suggestions(x, y))
 
     def _color_picked(self, rgb: tuple[int, int, int]) -> None:
         self.brush.set_color(rgb)
@@ -1058,7 +970,7 @@ class MainWindow(QMainWindow):
 
     def is_idle(self) -> bool:
         """No job running and the canvas shows the result of the current strokes (tests use it)."""
-        return not (self.sampling.busy or self.io.busy or self.model_jobs.busy or self.live.busy) and self.doc.result_is_current
+        return self.session.is_idle()
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
         if not self.force_close and not self.confirm_discard():
@@ -1067,8 +979,7 @@ class MainWindow(QMainWindow):
         self.settings.window_geometry = self.saveGeometry()
         self.settings.window_state = self.saveState()
         self.settings.sync()
-        for r in (self.sampling, self.io, self.model_jobs):
-            r.cancel_all()
-        self.live.close()
-        self.pool.waitForDone(5000)  # engine jobs check the cancel token; this is short
+        if self._batch_dialog is not None:
+            self._batch_dialog.cancel()
+        self.session.close()
         event.accept()

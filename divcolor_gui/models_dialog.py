@@ -1,5 +1,6 @@
-"""The models dialog: which checkpoints divcolor can use, what they were trained on, and
-"Load model…" for a user's own ``.safetensors`` file.
+"""The models dialog: which checkpoints divcolor can use, in words a person reads — name, what
+it was trained on, file size, quality figures from its evaluation, date — with the raw metadata
+behind "Details"; and "Load model…" for a user's own ``.safetensors`` file.
 
 It reads ``Colorizer.available()`` (metadata only; listing happens on a worker thread in the
 window) and asks the window to load new files, so model loading runs off the event loop and its
@@ -80,6 +81,35 @@ def _metric_text(meta: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+_DATA_WORDS = {"natural64": "general photos (Tiny ImageNet, 64 px)", "natural128": "general photos (Imagenette, 128 px)",
+               "lfw64": "faces (LFW, 64 px)", "cifar10": "small photos (CIFAR-10)"}
+
+
+def _trained_on(info: ModelInfo) -> str:
+    """The training data in words, e.g. "faces (LFW, 64 px), 6,000 images"."""
+    meta = info.meta or {}
+    d = meta.get("data")
+    path = str(d.get("path", "")) if isinstance(d, dict) else str(d or "")
+    name = Path(path).name
+    words = next((w for k, w in _DATA_WORDS.items() if name.startswith(k)), name or {"faces": "faces", "general": "general photos"}.get(info.family, "?"))
+    n = d.get("images") if isinstance(d, dict) else None
+    return f"{words}, {n:,} images" if isinstance(n, int) else words
+
+
+def _size_text(path: Path) -> str:
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return "?"
+    return f"{size / 2**20:.1f} MB" if size >= 2**20 else f"{size / 2**10:.0f} KB"
+
+
+def _display_name(info: ModelInfo) -> str:
+    family = {"general": "general photos", "faces": "faces"}.get(info.family)
+    label = METHOD_LABELS.get(info.method, info.method)
+    return f"{label} for {family}" if family else f"{label}: {info.path.name}"
+
+
 class ModelsDialog(QDialog):
     """Lists loaded checkpoints with their metadata; the window does the loading."""
 
@@ -90,13 +120,21 @@ class ModelsDialog(QDialog):
         self.setWindowTitle("Models")
         self.resize(820, 460)
         self.tree = QTreeWidget()
-        self.tree.setHeaderLabels(["Model", "Method", "Family", "Trained on", "Steps", "Metrics", "Created"])
+        self.tree.setHeaderLabels(["Model", "Trained on", "Size", "Quality", "Date"])
         self.tree.setRootIsDecorated(False)
         self.tree.setAlternatingRowColors(True)
         self.tree.currentItemChanged.connect(self._show_details)
+        self.tree.headerItem().setToolTip(3, "From the model's evaluation on held-out photos: eob = error of the best sample "
+                                             "(lower is better), var = how different the samples are, SSIM = how alike they look; "
+                                             "G-CRF: PSNR with 10 revealed colour points")
         self.details = QPlainTextEdit()
         self.details.setReadOnly(True)
         self.details.setPlaceholderText("Select a model to see its configuration, data and metrics.")
+        self.details.setVisible(False)
+        self.details_btn = QPushButton("Details")
+        self.details_btn.setCheckable(True)
+        self.details_btn.setToolTip("Show the selected model's raw metadata (configuration, training data, steps, metrics)")
+        self.details_btn.toggled.connect(self.details.setVisible)
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(self.tree)
         split.addWidget(self.details)
@@ -116,6 +154,7 @@ class ModelsDialog(QDialog):
         close.rejected.connect(self.reject)
         buttons = QHBoxLayout()
         buttons.addWidget(load)
+        buttons.addWidget(self.details_btn)
         buttons.addStretch(1)
         buttons.addWidget(close)
 
@@ -131,18 +170,9 @@ class ModelsDialog(QDialog):
         for info in infos:
             meta = info.meta or {}
             created = str(meta.get("created", ""))[:19].replace("T", " ")
-            item = QTreeWidgetItem(
-                [
-                    info.name,
-                    METHOD_LABELS.get(info.method, info.method),
-                    info.family,
-                    _data_text(meta),
-                    _steps_text(meta),
-                    _metric_text(meta),
-                    created,
-                ]
-            )
-            item.setToolTip(0, str(info.path))
+            steps = _steps_text(meta)
+            item = QTreeWidgetItem([_display_name(info), _trained_on(info), _size_text(info.path), _metric_text(meta), created[:10]])
+            item.setToolTip(0, f"{info.path}\n{info.label}" + (f"\ntrained for {steps}" if steps else ""))
             item.setData(0, Qt.ItemDataRole.UserRole, info)
             self.tree.addTopLevelItem(item)
         for c in range(self.tree.columnCount()):

@@ -12,17 +12,58 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import numpy as np
-from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtCore import QEvent, QObject, Qt, Signal
 from PySide6.QtGui import QColor, QPen, QPixmap, QTransform
-from PySide6.QtWidgets import QGraphicsEllipseItem, QGraphicsItem, QGraphicsPixmapItem
+from PySide6.QtWidgets import QFrame, QGraphicsEllipseItem, QGraphicsItem, QGraphicsPixmapItem, QHBoxLayout, QLabel, QVBoxLayout
 
 from .canvas import CanvasView
-from .imaging import heatmap_rgba, qimage_from_rgba
+from .imaging import HEAT_LUT, heatmap_rgba, qimage_from_rgb, qimage_from_rgba
 from .jobs import JobContext, LatestWins
 
 UNAVAILABLE = "Attention maps need a G-CRF model. Load one with Models → Load model… (the classical propagation has none)."
 NO_PHOTO = "Attention map of the pixel under the cursor (open a photo first)."
 AVAILABLE = "Show which pixels the pixel under the cursor takes its colour from (A)."
+
+
+LEGEND_TEXT = "Attention of the ringed pixel: it takes its colour from the bright places"
+
+
+class Legend(QFrame):
+    """What the heat map's colours mean, in a corner of the canvas while the map is on."""
+
+    def __init__(self, parent) -> None:
+        super().__init__(parent)
+        self.setObjectName("legendBox")
+        self.setStyleSheet("QFrame#legendBox { background: rgba(0, 0, 0, 170); border-radius: 6px; } QLabel { color: white; }")
+        ramp = np.repeat(HEAT_LUT[None, :, :], 10, axis=0)
+        bar = QLabel()
+        bar.setPixmap(QPixmap.fromImage(qimage_from_rgb(ramp)).scaled(160, 10))
+        self.text = QLabel(LEGEND_TEXT)
+        self.text.setWordWrap(True)
+        self.text.setMaximumWidth(260)
+        ends = QHBoxLayout()
+        ends.setContentsMargins(0, 0, 0, 0)
+        ends.addWidget(QLabel("none"))
+        ends.addStretch(1)
+        ends.addWidget(QLabel("most"))
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(8, 6, 8, 6)
+        lay.setSpacing(3)
+        lay.addWidget(self.text)
+        lay.addWidget(bar)
+        lay.addLayout(ends)
+        self.setVisible(False)
+        parent.installEventFilter(self)
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802
+        if event.type() == QEvent.Type.Resize:
+            self.place()
+        return False
+
+    def place(self) -> None:
+        self.adjustSize()
+        p = self.parentWidget()
+        self.move(10, p.height() - self.height() - 10)
 
 
 class AttentionOverlay(QObject):
@@ -50,6 +91,7 @@ class AttentionOverlay(QObject):
         self.marker.setVisible(False)
         canvas.add_overlay(self.marker)
         self.marker.setZValue(6)
+        self.legend = Legend(canvas)
         self.enabled = False
         self.available = False
         self.reason = NO_PHOTO
@@ -66,6 +108,7 @@ class AttentionOverlay(QObject):
     def _hide(self) -> None:
         self.item.setVisible(False)
         self.marker.setVisible(False)
+        self.legend.setVisible(False)
 
     def reset(self) -> None:
         """A new photo: nothing to show until its stroke field says whether it has attention."""
@@ -114,6 +157,9 @@ class AttentionOverlay(QObject):
             self.item.setVisible(self.enabled)
             self.marker.setPos(x + 0.5, y + 0.5)
             self.marker.setVisible(self.enabled)
+            self.legend.setVisible(self.enabled)
+            self.legend.place()
+            self.legend.raise_()
             self.shown.emit(x, y)
 
         self.lane.submit("attention", job, done)

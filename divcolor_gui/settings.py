@@ -82,6 +82,32 @@ class Settings:
         self._q.setValue("files/last_dir", str(value))
 
     @property
+    def last_export_dir(self) -> str:
+        """Where the last export went ("" before the first): the next export starts there."""
+        return self._get("files/last_export_dir", "", str)
+
+    @last_export_dir.setter
+    def last_export_dir(self, value: str | Path) -> None:
+        self._q.setValue("files/last_export_dir", str(value))
+
+    @property
+    def recent_colors(self) -> list[tuple[int, int, int]]:
+        value = self._q.value("brush/recent_colors", [])
+        if isinstance(value, str):
+            value = [value]
+        out = []
+        for text in value or []:
+            try:
+                out.append(tuple(int(str(text)[i : i + 2], 16) for i in (1, 3, 5)))
+            except ValueError:
+                continue
+        return out  # type: ignore[return-value]
+
+    @recent_colors.setter
+    def recent_colors(self, colors: list[tuple[int, int, int]]) -> None:
+        self._q.setValue("brush/recent_colors", ["#%02x%02x%02x" % tuple(c) for c in colors])
+
+    @property
     def brush_radius(self) -> float:
         return max(1.0, self._get("brush/radius", 8.0, float))
 

@@ -115,6 +115,15 @@ def stylesheet_for(t: Theme) -> str:
     QToolButton#swatch {{ border: 1px solid {t.border}; border-radius: 3px; }}
     QToolButton#swatch:hover {{ border: 2px solid {t.highlight}; }}
     QGraphicsView {{ background: {t.canvas}; border: none; }}
+    QLabel#pendingTile {{ color: {t.muted}; background: {t.alt_base}; border: 1px dashed {t.border}; border-radius: 4px; }}
+    QLabel#failedTile {{ color: {t.text}; background: {t.alt_base}; border: 1px solid #c0504d; border-radius: 4px;
+                         padding: 4px; font-size: 11px; }}
+    QWidget#emptyState {{ background: {t.canvas}; }}
+    QLabel#emptyTitle {{ font-size: 20px; font-weight: 600; color: {t.text}; }}
+    QToolButton#sampleButton {{ border: 1px solid {t.border}; border-radius: 6px; padding: 6px; background: {t.base}; }}
+    QToolButton#sampleButton:hover {{ border: 2px solid {t.highlight}; }}
+    QPushButton#primary {{ background: {t.highlight}; color: {t.highlight_text}; border-radius: 4px; padding: 6px 18px; }}
+    QLabel#legend {{ color: #ffffff; background: rgba(0, 0, 0, 170); border-radius: 6px; padding: 6px 8px; }}
     QStatusBar QLabel {{ color: {t.muted}; padding: 0 6px; }}
     """
 

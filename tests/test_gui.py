@@ -43,6 +43,15 @@ def photo_path(tmp_path) -> Path:
     return p
 
 
+@pytest.fixture(autouse=True)
+def no_blocking_dialogs(monkeypatch):
+    """A dialog nobody answers would hang the run: record them instead (tests may re-patch)."""
+    shown: list[tuple[str, str]] = []
+    for name in ("critical", "warning", "information"):
+        monkeypatch.setattr(QMessageBox, name, lambda parent, title, text, *a, **k: shown.append((title, text)))
+    return shown
+
+
 @pytest.fixture
 def make_window(qtbot, tmp_path, colorizer):
     """Factory: real main windows sharing one settings file; closed without prompts at the end."""
@@ -116,11 +125,20 @@ def test_gallery_pick_and_undo(qtbot, win, photo_path):
     assert np.array_equal(win.canvas.current_rgb(), ts[0].sample.colorization.rgb)
     win.act["redo"].trigger()
     assert np.array_equal(win.canvas.current_rgb(), ts[2].sample.colorization.rgb)
-    # "more samples" appends a batch with the next seed
+    # "more samples" continues the seed's set: samples 3, 4, 5, each a new colorization
     with qtbot.waitSignal(win.gallery_finished, timeout=WAIT):
         win.act["more"].trigger()
     assert len(thumbs(win)) == 6
-    assert thumbs(win)[3].sample.ref.seed == ts[0].sample.ref.seed + 1
+    refs = [t.sample.ref for t in thumbs(win)]
+    assert [(r.seed, r.index) for r in refs] == [(0, k) for k in range(6)]
+    rgbs = [t.sample.colorization.rgb for t in thumbs(win)]
+    assert all(not np.array_equal(rgbs[i], rgbs[j]) for i in range(6) for j in range(i + 1, 6))
+    # and so does a new seed: Generate with it gives other colorizations than seed 0's
+    win.gallery.seed.setValue(7)
+    with qtbot.waitSignal(win.gallery_finished, timeout=WAIT):
+        win.act["generate"].trigger()
+    assert [t.sample.ref.seed for t in thumbs(win)] == [7, 7, 7]
+    assert not np.array_equal(thumbs(win)[1].sample.colorization.rgb, rgbs[1])
 
 
 def test_gallery_groups_every_method_and_pic_reports_rows(qtbot, make_window, tiny_model, tiny_pic, photo_path, tmp_path):
@@ -235,7 +253,7 @@ def test_cancel_stops_running_job(qtbot, win, photo_path, monkeypatch):
     open_and_wait(qtbot, win, photo_path)
     started, release = threading.Event(), threading.Event()
 
-    def slow_sample(photo, method, n, seed, temperature, family="general", checkpoint=None, progress=None, cancel=None):
+    def slow_sample(photo, method, n, seed, temperature, family="general", checkpoint=None, progress=None, cancel=None, **kw):
         started.set()
         while not cancel.cancelled:  # a job that checks its token, like the engine does
             if release.wait(0.01):
@@ -414,7 +432,7 @@ def test_attention_overlay_follows_cursor(qtbot, win, photo_path, monkeypatch):
             yy, xx = np.mgrid[0:16, 0:24]
             return np.exp(-((xx - x / 5) ** 2 + (yy - y / 5) ** 2) / 8.0)
 
-    monkeypatch.setattr(win.colorizer, "field", lambda photo, method="auto": FieldWithAttention(real_field(photo, method)))
+    monkeypatch.setattr(win.colorizer, "field", lambda photo, method="auto", **kw: FieldWithAttention(real_field(photo, method, **kw)))
     open_and_wait(qtbot, win, photo_path)
     assert win.act["attention"].isEnabled()
     assert "G-CRF" in win.method_label.text()
@@ -425,8 +443,12 @@ def test_attention_overlay_follows_cursor(qtbot, win, photo_path, monkeypatch):
     item = win.overlay.item
     assert item.isVisible() and item.pixmap().width() == 24
     assert item.sceneBoundingRect().width() == pytest.approx(W)
+    assert win.overlay.legend.isVisible() and "bright" in win.overlay.legend.text.text()  # says what bright means
+    with qtbot.waitSignal(win.overlay.shown, timeout=WAIT) as sig:  # and it follows the cursor
+        mouse(win, QEvent.Type.MouseMove, 90.5, 60.5, button=Qt.MouseButton.NoButton)
+    assert sig.args == [90, 60] and win.overlay.marker.pos().x() == pytest.approx(90.5)
     win.act["attention"].trigger()
-    assert not item.isVisible()
+    assert not item.isVisible() and not win.overlay.legend.isVisible()
 
 
 def test_models_dialog_and_loading(qtbot, win, tiny_model, tmp_path, monkeypatch):
@@ -434,8 +456,12 @@ def test_models_dialog_and_loading(qtbot, win, tiny_model, tmp_path, monkeypatch
     win.show_models()
     dlg = win._models_dialog
     assert dlg.tree.topLevelItemCount() == 1
-    assert "VAE-MDN" in dlg.tree.topLevelItem(0).text(1)
-    assert '"method"' in dlg.details.toPlainText()
+    assert [dlg.tree.headerItem().text(i) for i in range(5)] == ["Model", "Trained on", "Size", "Quality", "Date"]
+    row = dlg.tree.topLevelItem(0)
+    assert "VAE-MDN" in row.text(0) and row.text(2).endswith(("KB", "MB")) and row.text(4)[:2] == "20"
+    assert not dlg.details.isVisible()  # raw metadata only behind "Details"
+    dlg.details_btn.click()
+    assert dlg.details.isVisible() and '"method"' in dlg.details.toPlainText()
     calls = []
     monkeypatch.setattr(QMessageBox, "critical", lambda parent, title, text, *a: calls.append(text))
     bad = tmp_path / "mine.safetensors"

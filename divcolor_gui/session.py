@@ -1,0 +1,683 @@
+"""The app's state without widgets: one photo being coloured, and the work done for it.
+
+After napari's ``ViewerModel`` and krita-ai-diffusion's ``Model``: a :class:`Session` holds the
+photo and its editing state (through :class:`~.document.Document`), the model chosen *for this
+photo*, the gallery's batches and samples, the picked sample, the strokes with their undo stack,
+the stroke field of (photo, model) and the jobs that compute all of this. It emits signals; the
+views (window, gallery, canvas, panels) listen and draw. Nothing here imports QtWidgets, so tests
+drive a Session directly, without a window.
+
+Every engine call runs on a worker (:mod:`.jobs`): sampling, photo loading and export on
+:class:`~.jobs.JobRunner` slots, the stroke field, propagation and attention on the latest-wins
+lane, so the event loop never waits on torch.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from PySide6.QtCore import QObject, QThreadPool, Signal
+from PySide6.QtGui import QImage, QUndoStack
+
+from engine.colorizer import METHOD_LABELS, Colorization, Colorizer, ModelInfo, default_model_name
+from engine.errors import Cancelled, DivcolorError
+from engine.io import Photo, load_photo, save_image
+from engine.models import model_class
+from engine.strokes import Stroke, parse_strokes
+
+from .commands import AddStroke, ClearStrokes, EraseStrokes, PickSample
+from .document import Document, SampleRef, read_project
+from .errors import error_text
+from .imaging import qimage_from_rgb, thumbnail
+from .jobs import JobContext, JobRunner, LatestWins
+
+ModelChoice = tuple[str, "str | None"]  # (family, checkpoint path or None)
+GENERAL: ModelChoice = ("general", None)
+FAMILY_LABELS = {"general": "General photos", "faces": "Faces"}
+FAMILY_TRAINED_ON = {"general": "general photos", "faces": "faces"}
+THUMB_PIXELS = 300  # thumbnails are made on the worker at twice the gallery's 150 px
+
+
+@dataclass
+class Sample:
+    """One gallery entry: the full-resolution result, how to regenerate it, its thumbnail."""
+
+    colorization: Colorization
+    ref: SampleRef
+    thumb: QImage
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One press of Generate or More samples: samples ``first`` .. ``first + n - 1`` of the
+    set ``seed`` names — enough to make the same samples again."""
+
+    seed: int
+    n: int
+    temperature: float
+    first: int = 0
+
+
+@dataclass
+class MethodPlan:
+    """What a batch will do for one method: run it, or say why it cannot."""
+
+    method: str
+    available: bool
+    reason: str = ""
+
+    @property
+    def label(self) -> str:
+        return METHOD_LABELS.get(self.method, self.method)
+
+
+@dataclass
+class FieldState:
+    """Where the stroke field of the current photo and model stands."""
+
+    state: str = "none"  # none | preparing | ready | failed
+    name: str = ""  # "G-CRF (gcrf_faces)", "Levin propagation"
+    error: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class _PhotoMemory:
+    """What the session remembers per photo while the app is open."""
+
+    choice: ModelChoice | None = None  # None: the default
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def photo_key(photo: Photo | None) -> str:
+    if photo is None:
+        return ""
+    return str(Path(photo.path).resolve()) if photo.path is not None else f"memory:{id(photo)}"
+
+
+class Session(QObject):
+    """The model layer of the app; see the module docstring."""
+
+    models_changed = Signal(list)  # [ModelInfo]
+    choice_changed = Signal(object)  # ModelChoice of the current photo
+    photo_opened = Signal(object)  # Path of a photo or project just opened (recent files)
+    gallery_cleared = Signal()
+    batch_started = Signal(list)  # [MethodPlan] of the batch, with placeholders to show
+    samples_added = Signal(str, list)  # method, [Sample]
+    method_failed = Signal(str, str)  # method, error text for its tiles
+    generation_finished = Signal(str, str)  # outcome (done | no-model | cancelled | failed), message
+    field_changed = Signal(object)  # FieldState
+    attention_available = Signal(bool)
+    preview = Signal(object, object)  # rgb, QImage: a stroke being painted, not yet an edit
+    message = Signal(str, int)  # status-bar text, milliseconds
+    error = Signal(str, object, object)  # title, exception or text, path or None
+    timing = Signal(str, float)  # what ("samples", "stroke"), seconds as the user waited them
+    ready = Signal()  # photo shown and the gallery's first results in (or known absent)
+    exported = Signal(str)
+    project_opened = Signal(object)  # Project (the window restores its gallery controls from it)
+
+    def __init__(self, colorizer: Colorizer, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.colorizer = colorizer
+        self.models: list[ModelInfo] = []
+        self.models_listed = False  # until then a Generate waits for the listing
+        self._generate_after_listing = False
+        self._deferred_batch: Batch | None = None
+        self.pool = QThreadPool(self)
+        self.pool.setMaxThreadCount(4)
+        self.sampling = JobRunner(self.pool, self)  # the gallery
+        self.io = JobRunner(self.pool, self)  # photos, projects, export
+        self.model_jobs = JobRunner(self.pool, self)  # listing and loading checkpoints
+        self.live = LatestWins(self.pool, priority=("field", "propagate", "attention"), parent=self)
+        self.doc = Document(self)
+        self.undo_stack = QUndoStack(self)
+        self.seed, self.n, self.temperature = 0, 6, 1.0  # the gallery's controls: what Generate uses
+        self.batches: list[Batch] = []  # of the current photo's gallery, in order
+        self.samples: dict[str, list[Sample]] = {}  # method -> samples, in order of arrival
+        self.field: Any = None  # StrokeField of (photo, model), once prepared
+        self.field_state = FieldState()
+        self._field_key: tuple[str, ModelChoice] | None = None
+        self._memory: dict[str, _PhotoMemory] = {}
+        self._awaiting_ready = False
+        self._want_pick: tuple[str, int] | None = None  # (method, index) to pick in a fresh batch
+        self._stroke_started: float | None = None  # when the user's latest edit asked for a result
+        self.doc.strokes_changed.connect(self._strokes_changed)
+        self.doc.base_changed.connect(self._base_changed)
+
+    # ==========================================================================================
+    # models and the choice per photo
+    # ==========================================================================================
+    def refresh_models(self, then: Callable[[], None] | None = None) -> None:
+        """List checkpoints off the event loop (reading them validates their metadata)."""
+
+        def done(infos: list[ModelInfo]) -> None:
+            first = not self.models_listed
+            self.models, self.models_listed = infos, True
+            self.models_changed.emit(infos)
+            if self.doc.photo is not None:
+                self.choice_changed.emit(self.choice)
+                if first or self._field_key is None:
+                    self._field_key = None
+                    self.prepare_field()
+            if self._generate_after_listing:
+                self._generate_after_listing = False
+                self.generate(append=False, batch=self._deferred_batch)
+            if then:
+                then()
+
+        self.model_jobs.submit("Looking for models", lambda ctx: self.colorizer.available(), on_done=done)
+
+    def model_choices(self) -> list[tuple[str, ModelChoice]]:
+        """(label, choice) for every model the user can pick: the shipped families, then files."""
+        families = {i.family for i in self.models}
+        out = [(FAMILY_LABELS[f], (f, None)) for f in ("general", "faces") if f in families]
+        for i in self.models:
+            if i.family not in ("general", "faces"):
+                out.append((f"{METHOD_LABELS.get(i.method, i.method)}: {i.path.name}", ("general", str(i.path))))
+        return out
+
+    @property
+    def choice(self) -> ModelChoice:
+        """The model chosen for the current photo: each photo keeps its own; a photo not yet
+        given one gets the default (the general family, else the first model there is)."""
+        mem = self._memory.get(photo_key(self.doc.photo))
+        return mem.choice if mem is not None and mem.choice is not None else self.default_choice()
+
+    def default_choice(self) -> ModelChoice:
+        choices = [c for _, c in self.model_choices()]
+        return GENERAL if GENERAL in choices or not choices else choices[0]
+
+    def set_choice(self, choice: ModelChoice | None, regenerate: bool = True) -> None:
+        """Choose the model for the current photo: new gallery, and strokes follow it."""
+        choice = tuple(choice) if choice else GENERAL  # type: ignore[assignment]
+        if self.doc.photo is None or choice == self.choice:
+            return
+        self._memory.setdefault(photo_key(self.doc.photo), _PhotoMemory()).choice = choice  # type: ignore[assignment]
+        self.choice_changed.emit(self.choice)
+        self.prepare_field()
+        if regenerate and self.models:
+            self.generate(append=False)
+
+    def plan(self, choice: ModelChoice | None = None) -> list[MethodPlan]:
+        """Which methods a batch runs for ``choice``, and those it cannot with the reason.
+
+        A family choice runs each method that has a model *of that family*; a method trained
+        only on another family is listed as unavailable rather than silently swapped in.
+        """
+        family, checkpoint = choice or self.choice
+        if checkpoint is not None:
+            info = next((i for i in self.models if str(i.path) == checkpoint), None)
+            return [MethodPlan(info.method if info else "?", info is not None, "" if info else "The model file is gone.")]
+        names = {i.name for i in self.models}
+        plans = []
+        for method in self._methods_in_order():
+            if default_model_name(method, family) in names:
+                plans.append(MethodPlan(method, True))
+            else:
+                others = sorted(i.family for i in self.models if i.method == method and i.family in FAMILY_LABELS)
+                trained = " and ".join(FAMILY_TRAINED_ON[f] for f in others) or "other data"
+                plans.append(MethodPlan(
+                    method, False,
+                    f"No {METHOD_LABELS.get(method, method)} model for {FAMILY_TRAINED_ON.get(family, family)}: "
+                    f"it was trained only on {trained}. Choose that model to use it.",
+                ))
+        return plans
+
+    def _methods_in_order(self) -> list[str]:
+        order = list(METHOD_LABELS)
+        found = {i.method for i in self.models if i.family in FAMILY_LABELS}
+        return sorted(found, key=lambda m: order.index(m) if m in order else 99)
+
+    def load_model(self, path: str | Path) -> None:
+        """Validate and register a user's checkpoint on a worker; then choose it for this photo."""
+        p = Path(path)
+
+        def done(info: ModelInfo) -> None:
+            self.message.emit(f"Loaded {info.label} from {p.name}", 6000)
+            choice = ("general", str(info.path))
+            self.refresh_models(then=lambda: self.set_choice(choice) if self.doc.photo is not None else None)
+
+        self.model_jobs.submit(
+            f"Loading {p.name}", lambda ctx: self.colorizer.add_model(p), on_done=done,
+            on_error=lambda e: self.error.emit("Cannot load model", e, p),
+        )
+
+    # ==========================================================================================
+    # photos and projects
+    # ==========================================================================================
+    def open_photo(self, path: str | Path) -> None:
+        p = Path(path)
+        self.message.emit(f"Opening {p.name}…", 0)
+        self.io.submit(
+            f"Opening {p.name}", lambda ctx: load_photo(p),
+            on_done=lambda photo: (self.photo_opened.emit(p), self.set_photo(photo)),
+            on_error=lambda e: self.error.emit("Cannot open photo", e, p),
+        )
+
+    def set_photo(self, photo: Photo, generate: bool = True) -> None:
+        """A new photo: forget the last one's gallery, strokes and history; start its own."""
+        self.sampling.cancel()
+        self.live.discard()
+        self.field, self._field_key = None, None
+        self.undo_stack.clear()
+        self.batches, self.samples = [], {}
+        self._want_pick = None
+        self.doc.set_photo(photo)
+        self.gallery_cleared.emit()
+        self.choice_changed.emit(self.choice)
+        self._awaiting_ready = True
+        self.prepare_field()
+        if generate:
+            self.generate(append=False)
+
+    def open_project(self, path: str | Path) -> None:
+        """Photo, model, every batch of the gallery, picked sample and strokes, as saved."""
+        path = Path(path)
+        colorizer = self.colorizer
+
+        def job(ctx: JobContext):
+            proj = read_project(path)
+            ctx.progress(0.1, f"Opening {proj.photo.name}")
+            photo = load_photo(proj.photo)
+            strokes = parse_strokes(proj.strokes_json, photo.size)
+            base, warning = None, None
+            if proj.sample is not None:
+                r = proj.sample
+                ctx.progress(0.3, "Recreating the chosen sample")
+                try:
+                    # each sample depends on (seed, index) alone: recreate just the picked one
+                    base = colorizer.sample(
+                        photo, r.method, 1, r.seed, r.temperature, r.family, r.checkpoint,
+                        progress=lambda f, m: ctx.progress(0.3 + 0.7 * f, m), cancel=ctx.cancel_token, first=r.index,
+                    )[0]
+                except Cancelled:
+                    raise
+                except DivcolorError as e:
+                    warning = f"The sample this project was built on could not be recreated: {e} The strokes are restored on the grey photo."
+            return proj, photo, strokes, base, warning
+
+        def done(result) -> None:
+            proj, photo, strokes, base, warning = result
+            self.photo_opened.emit(path)
+            self.set_photo(photo, generate=False)
+            self._memory.setdefault(photo_key(photo), _PhotoMemory()).choice = (proj.family, proj.checkpoint)
+            self.choice_changed.emit(self.choice)
+            self.prepare_field()
+            if base is not None:
+                self.doc.set_base(base, proj.sample)
+            self.doc.set_strokes(strokes)
+            self.doc.project_path = path
+            self.undo_stack.clear()
+            self.undo_stack.setClean()
+            self.project_opened.emit(proj)
+            if warning:
+                self.error.emit("Project opened with changes", warning, None)
+            batches = [Batch(*b) for b in proj.batches] or [Batch(proj.seed, proj.samples, proj.temperature)]
+            self._regenerate(list(batches))
+
+        self.message.emit(f"Opening project {path.name}…", 0)
+        self.io.submit(f"Opening {path.name}", job, on_done=done, on_error=lambda e: self.error.emit("Cannot open project", e, path))
+
+    def _regenerate(self, batches: list[Batch]) -> None:
+        """Make a saved gallery again, batch by batch (the same seeds give the same samples)."""
+        if not batches:
+            return
+        first, rest = batches[0], batches[1:]
+        self.generate(append=bool(self.batches), batch=first, then=(lambda: self._regenerate(rest)) if rest else None)
+
+    # ==========================================================================================
+    # the gallery
+    # ==========================================================================================
+    def next_batch(self, seed: int, n: int, temperature: float, append: bool) -> Batch:
+        """The batch a press of Generate (``append`` False) or More samples would make: More
+        samples continues the seed's set after the samples already shown, so it never repeats
+        one (each sample's randomness comes from (seed, index) alone)."""
+        if append:
+            return Batch(seed, n, temperature, first=sum(b.n for b in self.batches if b.seed == seed))
+        return Batch(seed, n, temperature)
+
+    def set_params(self, seed: int | None = None, n: int | None = None, temperature: float | None = None) -> None:
+        """The gallery controls' values, used by the next Generate or More samples."""
+        if seed is not None:
+            self.seed = int(seed)
+        if n is not None:
+            self.n = int(n)
+        if temperature is not None:
+            self.temperature = float(temperature)
+
+    def generate(self, append: bool = False, batch: Batch | None = None, then: Callable[[], None] | None = None) -> None:
+        """Sample a batch per available method in the background; each method's samples
+        appear as soon as they are ready. A fresh batch (not ``append``) replaces the gallery
+        and the canvas moves to the same place in it (method and index) as soon as it arrives."""
+        photo = self.doc.photo
+        if photo is None:
+            return
+        batch = batch or self.next_batch(self.seed, self.n, self.temperature, append)
+        if not self.models_listed:  # the app just started: the listing is on its way
+            self._generate_after_listing, self._deferred_batch = True, batch
+            return
+        family, checkpoint = self.choice
+        plans = self.plan()
+        if not append:
+            ref = self.doc.base_ref
+            self._want_pick = (ref.method, ref.index) if ref is not None else None
+            self.batches, self.samples = [], {}
+            self.gallery_cleared.emit()
+        self.batches.append(batch)
+        self.batch_started.emit(plans)
+        colorizer = self.colorizer
+        runnable = [p.method for p in plans if p.available]
+        t_start = time.perf_counter()
+
+        def job(ctx: JobContext) -> int:
+            for k, m in enumerate(runnable):
+                label = METHOD_LABELS.get(m, m)
+                # One-pass decoders: one call per sample, so each appears as soon as it is ready.
+                # Sequential samplers (PIC) make a whole batch in the time of one: one call.
+                cls = model_class(m)
+                chunks = [(batch.first, batch.n)] if getattr(cls, "REPORTS_PROGRESS", False) else [
+                    (batch.first + j, 1) for j in range(batch.n)]
+                for c, (first, count) in enumerate(chunks):
+                    def report(f: float, msg: str, k=k, c=c) -> None:
+                        ctx.progress((k + (c + f) / len(chunks)) / len(runnable), f"{label}: {msg}")
+
+                    try:
+                        results = colorizer.sample(
+                            photo, m, count, batch.seed, batch.temperature, family, checkpoint,
+                            progress=report, cancel=ctx.cancel_token, first=first,
+                        )
+                    except (Cancelled, MemoryError):
+                        raise
+                    except Exception as e:  # one method failing must not hide the others' samples
+                        ctx.publish((m, e, 0.0))
+                        break
+                    samples = [
+                        Sample(r, SampleRef.of(r, family, checkpoint, batch.n), qimage_from_rgb(thumbnail(r.rgb, THUMB_PIXELS)))
+                        for r in results
+                    ]
+                    ctx.publish((m, samples, time.perf_counter() - t_start))
+            return len(runnable)
+
+        def published(item) -> None:
+            method, samples, seconds = item
+            if self.doc.photo is not photo:
+                return
+            if isinstance(samples, BaseException):
+                self.method_failed.emit(method, error_text(samples))
+                return
+            self.samples.setdefault(method, []).extend(samples)
+            self.samples_added.emit(method, samples)
+            self.timing.emit("samples", seconds)
+            self._pick_from_fresh_batch()
+            self._maybe_ready()
+
+        def done(count: int) -> None:
+            if count == 0 and not any(p.available for p in plans):
+                self.generation_finished.emit("no-model", "")
+            else:
+                self.generation_finished.emit("done", f"Samples ready in {time.perf_counter() - t_start:.1f} s")
+            if then is None:  # the last of a project's batches: the picked sample may be in any
+                self._pick_from_fresh_batch(final=True)
+            self._maybe_ready(final=True)
+            if then:
+                then()
+
+        def cancelled() -> None:
+            self.generation_finished.emit("cancelled", "Generation cancelled. Press <b>Generate</b> (F5) to try again.")
+            self._maybe_ready(final=True)
+
+        def failed(e: BaseException) -> None:
+            self.generation_finished.emit("failed", f"Could not generate samples: {error_text(e)}")
+            self._maybe_ready(final=True)
+            self.error.emit("Cannot colorize", e, None)
+
+        self.sampling.submit("Generating samples", job, on_done=done, on_error=failed, on_cancel=cancelled, on_publish=published)
+
+    def _pick_from_fresh_batch(self, final: bool = False) -> None:
+        """The canvas shows a sample of the gallery it sits beside: in a fresh batch, the one at
+        the place the user had picked (same method and index), else the first, as soon as it
+        arrives. Not an undoable edit: it follows from Generate, like the gallery itself."""
+        base, ref = self.doc.base, self.doc.base_ref
+        if base is not None and any(s.colorization is base or s.ref == ref for s in self.all_samples()):
+            return  # (a reopened project's sample is recreated: the same reference, another object)
+        pick: Sample | None = None
+        want = self._want_pick
+        if want is not None:
+            have = self.samples.get(want[0], [])
+            if len(have) > want[1]:
+                pick = have[want[1]]
+            elif not final and want[0] in {p.method for p in self.plan() if p.available}:
+                return  # it is still coming
+        if pick is None:
+            everything = self.all_samples()
+            if not everything:
+                return
+            pick = everything[0]
+        self._want_pick = None
+        self.doc.set_base(pick.colorization, pick.ref)
+
+    def _maybe_ready(self, final: bool = False) -> None:
+        if self._awaiting_ready and self.doc.photo is not None and (final or self.samples):
+            self._awaiting_ready = False
+            self.ready.emit()
+
+    def all_samples(self) -> list[Sample]:
+        return [s for ss in self.samples.values() for s in ss]
+
+    def find(self, ref: SampleRef) -> Sample | None:
+        return next((s for s in self.all_samples() if s.ref == ref), None)
+
+    def cancel(self) -> None:
+        self.sampling.cancel()
+
+    def pick(self, sample: Sample) -> None:
+        """Make a gallery sample the base (undoable)."""
+        if self.doc.photo is None or sample.ref == self.doc.base_ref:
+            return
+        self.undo_stack.push(PickSample(self.doc, sample.colorization, sample.ref))
+
+    def suggestions(self, x: float, y: float) -> list[tuple[int, int, int]]:
+        """The colours the gallery's samples put at image pixel (x, y), most different first
+        dropped: each at that pixel's own lightness, because that is how a stroke of it will look
+        there (the photo's L is kept). Near-duplicates are merged."""
+        out: list[tuple[int, int, int]] = []
+        photo = self.doc.photo
+        if photo is None:
+            return out
+        w, h = photo.size
+        ix, iy = min(w - 1, max(0, int(x))), min(h - 1, max(0, int(y)))
+        for s in self.all_samples():
+            px = np.asarray(s.colorization.rgb[iy, ix], np.float32)
+            c = tuple(int(v) for v in np.clip(np.rint(px * 255), 0, 255))
+            if all(sum(abs(a - b) for a, b in zip(c, o)) > 24 for o in out):
+                out.append(c)  # type: ignore[arg-type]
+        return out
+
+    # ==========================================================================================
+    # strokes
+    # ==========================================================================================
+    def add_stroke(self, stroke: Stroke) -> None:
+        if self.doc.photo is not None:
+            self._stroke_started = time.perf_counter()
+            self.undo_stack.push(AddStroke(self.doc, stroke))
+
+    def erase_strokes(self, indices: list[int]) -> None:
+        if indices:
+            self._stroke_started = time.perf_counter()
+            self.undo_stack.push(EraseStrokes(self.doc, indices))
+
+    def clear_strokes(self) -> None:
+        if self.doc.strokes:
+            self.undo_stack.push(ClearStrokes(self.doc))
+
+    def field_choice(self) -> tuple[str, str, str | None]:
+        """(stroke method, family, checkpoint) for the current photo's model: its G-CRF — the
+        chosen file if it is one, else the chosen family's — or Levin propagation when that
+        family has no G-CRF."""
+        family, checkpoint = self.choice
+        if checkpoint is not None:
+            info = next((i for i in self.models if str(i.path) == checkpoint), None)
+            if info is not None and info.method == "gcrf":
+                return "gcrf", family, checkpoint
+        if any(i.name == default_model_name("gcrf", family) for i in self.models):
+            return "gcrf", family, None
+        return "levin", family, None
+
+    def prepare_field(self) -> None:
+        """Build the stroke field of (photo, model) in the background, and warm it on the
+        picked sample, so the first stroke costs what later ones do. Until it is ready the
+        views show a busy state; strokes made meanwhile wait for it (and say so)."""
+        photo = self.doc.photo
+        if photo is None:
+            return
+        key = (photo_key(photo), self.choice)
+        method, family, checkpoint = self.field_choice()
+        if self._field_key == key and self.field_state.state in ("preparing", "ready"):
+            self._warm_field()
+            return
+        self._field_key = key
+        self.field = None
+        colorizer = self.colorizer
+        base = self.doc.base
+        name = "Levin propagation" if method == "levin" else f"G-CRF ({Path(checkpoint).name if checkpoint else default_model_name('gcrf', family)})"
+        self._set_field_state(FieldState("preparing", name))
+        t0 = time.perf_counter()
+
+        def job(ctx: JobContext):
+            f = colorizer.field(photo, method, family=family, checkpoint=checkpoint)
+            f.propagate([], base, cancel=ctx.cancel_token)  # builds matrices and factorisations
+            w, h = photo.size
+            return f, f.attention(w / 2, h / 2) is not None
+
+        def done(result) -> None:
+            if self._field_key != key:
+                return
+            self.field, has_attention = result
+            self._set_field_state(FieldState("ready", name, seconds=time.perf_counter() - t0))
+            self.attention_available.emit(has_attention)
+
+        def failed(e: BaseException) -> None:
+            if self._field_key != key:
+                return
+            self._set_field_state(FieldState("failed", name, error_text(e)))
+            self.error.emit("Strokes unavailable", e, None)
+
+        self.live.submit("field", job, done, on_error=failed)
+
+    def _warm_field(self) -> None:
+        """A newly picked base: precompute its part of the solve while the user looks."""
+        field, base = self.field, self.doc.base
+        if field is None or base is None or self.doc.strokes:
+            return
+        self.live.submit("warm", lambda ctx: field.propagate([], base, cancel=ctx.cancel_token), None, on_error=lambda e: None)
+
+    def _set_field_state(self, state: FieldState) -> None:
+        self.field_state = state
+        self.field_changed.emit(state)
+
+    def request_propagation(self, strokes: list[Stroke] | None = None, preview: bool = False) -> None:
+        """Colour the photo from strokes over the base, latest request wins.
+
+        Previews (while dragging) go to the ``preview`` signal; final results to the document.
+        The time reported is the user's wait: from the edit to the result, field preparation
+        included.
+        """
+        photo, base = self.doc.photo, self.doc.base
+        if photo is None:
+            return
+        strokes = list(self.doc.strokes if strokes is None else strokes)
+        revision = self.doc.revision
+        if not strokes:
+            self.live.discard("propagate")
+            if preview:
+                self.preview.emit(base.rgb if base is not None else None, None)
+            return
+        colorizer = self.colorizer
+        method, family, checkpoint = self.field_choice()
+        ready = self.field if self.field_state.state == "ready" else None
+        started = self._stroke_started if not preview and self._stroke_started is not None else time.perf_counter()
+
+        def job(ctx: JobContext):
+            field = ready or colorizer.field(photo, method, family=family, checkpoint=checkpoint)
+            c = field.propagate(strokes, base, cancel=ctx.cancel_token)
+            return c.rgb, qimage_from_rgb(c.rgb)
+
+        def done(result) -> None:
+            rgb, image = result
+            if self.doc.photo is not photo:
+                return
+            self.timing.emit("preview" if preview else "stroke", time.perf_counter() - started)
+            if preview:
+                self.preview.emit(rgb, image)
+            elif revision == self.doc.revision:
+                self._stroke_started = None
+                self.doc.set_result(rgb, revision, image)
+
+        self.live.submit("propagate", job, done)
+
+    def _strokes_changed(self) -> None:
+        if self.doc.strokes:
+            self.request_propagation()
+        else:
+            self.live.discard("propagate")
+
+    def _base_changed(self) -> None:
+        if self.doc.strokes:
+            self.request_propagation()
+        elif self.field_state.state == "ready":
+            self._warm_field()
+
+    # ==========================================================================================
+    # export
+    # ==========================================================================================
+    def export(self, path: str | Path) -> None:
+        """Write the current result at the photo's full size, alpha and bit depth (on a worker)."""
+        photo, base, strokes = self.doc.photo, self.doc.base, list(self.doc.strokes)
+        if photo is None:
+            return
+        p = Path(path)
+        current = self.doc.result if self.doc.result_is_current else None
+        field = self.field
+        method, family, checkpoint = self.field_choice()
+        colorizer = self.colorizer
+
+        def job(ctx: JobContext) -> Path:
+            rgb = current
+            if rgb is None:
+                if strokes:
+                    ctx.progress(0.1, "Applying strokes")
+                    f = field or colorizer.field(photo, method, family=family, checkpoint=checkpoint)
+                    rgb = f.propagate(strokes, base, cancel=ctx.cancel_token).rgb
+                elif base is not None:
+                    rgb = base.rgb
+                else:
+                    raise DivcolorError("There is nothing coloured to export yet. Pick a sample or paint strokes first.")
+            ctx.progress(0.6, f"Writing {p.name}")
+            try:
+                return save_image(p, rgb, photo.alpha, photo.bit_depth)
+            except ValueError as e:  # e.g. an unknown extension: the message is written for users
+                raise DivcolorError(str(e)) from e
+
+        def done(out: Path) -> None:
+            w, h = photo.size
+            depth = photo.bit_depth if out.suffix.lower() not in (".jpg", ".jpeg") else 8
+            self.message.emit(f"Exported {out.name} ({w} × {h}, {depth}-bit)", 8000)
+            self.exported.emit(str(out))
+
+        self.io.submit(f"Exporting {p.name}", job, on_done=done, on_error=lambda e: self.error.emit("Export failed", e, p))
+
+    # ==========================================================================================
+    def is_idle(self) -> bool:
+        """No job running and the document's result is that of its current strokes."""
+        busy = self.sampling.busy or self.io.busy or self.model_jobs.busy or self.live.busy
+        return not busy and self.doc.result_is_current
+
+    def close(self) -> None:
+        for r in (self.sampling, self.io, self.model_jobs):
+            r.cancel_all()
+        self.live.close()
+        self.pool.waitForDone(5000)  # engine jobs check the cancel token; this is short
