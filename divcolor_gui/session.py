@@ -557,7 +557,9 @@ class Session(QObject):
             if self._field_key != key:
                 return
             self.field, has_attention = result
-            self._set_field_state(FieldState("ready", name, seconds=time.perf_counter() - t0))
+            made = getattr(self.field, "method", method)  # what the engine really built says what it is
+            shown = name if made == method else {"levin": "Levin propagation", "gcrf": "G-CRF"}.get(made, made)
+            self._set_field_state(FieldState("ready", shown, seconds=time.perf_counter() - t0))
             self.attention_available.emit(has_attention)
 
         def failed(e: BaseException) -> None:
