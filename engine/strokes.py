@@ -96,6 +96,13 @@ class Stroke:
 # --------------------------------------------------------------------------------------------
 
 
+def _shown(value: object, limit: int = 60) -> str:
+    """A value quoted in an error message, cut short: a fuzzed or damaged file can hold a huge
+    one, and the message must stay one readable sentence."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
 
@@ -106,26 +113,26 @@ def _check_color(c: Any) -> tuple[int, int, int]:
     try:
         vals = tuple(c)
     except TypeError:
-        raise StrokesError(f"the colour {c!r} is not an (r, g, b) triple or a #RRGGBB string") from None
+        raise StrokesError(f"the colour {_shown(c)} is not an (r, g, b) triple or a #RRGGBB string") from None
     if len(vals) != 3 or not all(_is_number(v) and float(v) == int(v) and 0 <= int(v) <= 255 for v in vals):
-        raise StrokesError(f"the colour {c!r} must be three whole numbers from 0 to 255")
+        raise StrokesError(f"the colour {_shown(c)} must be three whole numbers from 0 to 255")
     return (int(vals[0]), int(vals[1]), int(vals[2]))
 
 
 def _parse_hex(s: Any) -> tuple[int, int, int]:
     if not isinstance(s, str) or not _HEX.fullmatch(s.strip()):
-        raise StrokesError(f"the colour {s!r} is not of the form \"#RRGGBB\" (for example \"#3A7F20\")")
+        raise StrokesError(f"the colour {_shown(s)} is not of the form \"#RRGGBB\" (for example \"#3A7F20\")")
     h = s.strip()[1:]
     return (int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16))
 
 
 def _check_radius(r: Any) -> float:
     if not _is_number(r) or not math.isfinite(float(r)):
-        raise StrokesError(f"the radius {r!r} is not a number")
+        raise StrokesError(f"the radius {_shown(r)} is not a number")
     if float(r) <= 0:
-        raise StrokesError(f"the radius must be more than 0 pixels, got {r!r}")
+        raise StrokesError(f"the radius must be more than 0 pixels, got {_shown(r)}")
     if float(r) > MAX_RADIUS:
-        raise StrokesError(f"the radius {r!r} is absurdly large (the limit is {MAX_RADIUS:g} pixels)")
+        raise StrokesError(f"the radius {_shown(r)} is absurdly large (the limit is {MAX_RADIUS:g} pixels)")
     return float(r)
 
 
@@ -137,12 +144,12 @@ def _check_points(pts: Any) -> tuple[tuple[float, float], ...]:
         if len(out) >= MAX_POINTS:
             raise StrokesError(f"too many points (the limit is {MAX_POINTS:,} per stroke)")
         if isinstance(p, (str, bytes)) or not isinstance(p, (Sequence, np.ndarray)) or len(p) != 2:
-            raise StrokesError(f"point {k} is {p!r}, not an [x, y] pair")
+            raise StrokesError(f"point {k} is {_shown(p)}, not an [x, y] pair")
         x, y = p[0], p[1]
         if not (_is_number(x) and _is_number(y)):
-            raise StrokesError(f"point {k} ({p!r}) has a coordinate that is not a number")
+            raise StrokesError(f"point {k} ({_shown(p)}) has a coordinate that is not a number")
         if not (math.isfinite(float(x)) and math.isfinite(float(y))):
-            raise StrokesError(f"point {k} ({p!r}) has a coordinate that is NaN or infinite")
+            raise StrokesError(f"point {k} ({_shown(p)}) has a coordinate that is NaN or infinite")
         out.append((float(x), float(y)))
     if not out:
         raise StrokesError("the stroke has no points (a point hint needs one [x, y] pair)")
@@ -199,7 +206,7 @@ def _from_obj(obj: Any) -> list[Stroke]:
         raise StrokesError("the \"version\" key is missing (this format is version 1)")
     version = obj["version"]
     if not _is_number(version) or float(version) != int(version):
-        raise StrokesError(f"the version {version!r} is not a whole number")
+        raise StrokesError(f"the version {_shown(version)} is not a whole number")
     if int(version) > FORMAT_VERSION:
         raise StrokesError(f"the strokes are in format version {int(version)}, newer than this divcolor reads "
                            f"(version {FORMAT_VERSION}); update divcolor")
@@ -219,7 +226,7 @@ def _from_obj(obj: Any) -> list[Stroke]:
             raise StrokesError(f"stroke {i} lacks {', '.join(repr(k) for k in missing)}")
         try:
             if not isinstance(s["color"], str):
-                raise StrokesError(f"the colour {s['color']!r} is not a \"#RRGGBB\" string")
+                raise StrokesError(f"the colour {_shown(s['color'])} is not a \"#RRGGBB\" string")
             if not isinstance(s["points"], list):
                 raise StrokesError(f"the points must be a list of [x, y] pairs, not a {type(s['points']).__name__}")
             out.append(Stroke(_parse_hex(s["color"]), s["radius"], s["points"]))

@@ -216,11 +216,22 @@ def test_vae_mdn_and_gcrf_look_through_one_shared_backbone(tiny_data, tiny_backb
     assert vae.cfg.backbone == digest and vae.meta["backbone_file"] == "backbone_general.safetensors"
     assert "backbone" not in {k.split(".")[0] for k in vae.inference_tensors()}  # not copied into the method file
 
+    from conftest import TINY_PIC
+
+    prun = tmp_path / "pic"
+    pic_flags = [f for f in TINY_PIC]
+    pic_flags[pic_flags.index("--size") + 1] = "64"
+    assert main(["pic", "--data", tiny_data, "--out", str(prun), "--steps", "2", *pic_flags,
+                 "--backbone-file", str(tiny_backbone)]) == 0
+    assert main(["export", "--out", str(prun), "--dest", str(models / "pic_general.safetensors")]) == 0
+
     c = Colorizer(device="cpu", model_dirs=[models])
-    assert {m.method for m in c.available()} == {"vae-mdn", "gcrf"}  # the backbone is no method
+    assert {m.method for m in c.available()} == {"vae-mdn", "gcrf", "pic"}  # the backbone is no method
     a = c.model(c.resolve("vae-mdn", "general"))
     g = c.model(c.resolve("gcrf", "general"))
-    assert a.backbone is g.backbone is not None  # one instance for the family
+    p = c.model(c.resolve("pic", "general"))
+    assert a.backbone is g.backbone is p.backbone is not None  # one instance for the family
+    assert p.sample(torch.rand(1, 1, 64, 64) * 100, 2, generator=torch.Generator().manual_seed(1)).shape[0] == 2
     L = torch.rand(1, 1, 64, 64) * 100
     out = a.sample(L, 3, generator=torch.Generator().manual_seed(0))
     assert out.shape[0] == 3 and torch.isfinite(out).all()

@@ -17,6 +17,8 @@ import numpy as np
 import platformdirs
 from PIL import Image
 
+from engine.files import atomic_write
+
 from . import data as D
 
 
@@ -48,10 +50,7 @@ def cached_shard(shard: Path, size: int) -> np.ndarray:
         path.parent.mkdir(parents=True, exist_ok=True)
         print(f"decoding {shard.name} once into {path}", file=sys.stderr, flush=True)
         arr = _decode(shard, size)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.save(f, arr)
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: np.save(f, arr))
     return np.load(path, mmap_mode="r")
 
 

@@ -25,6 +25,7 @@ import torch.distributed as dist
 
 from engine.checkpoint import Checkpoint, load_checkpoint, now_iso, save_checkpoint, state_dict_mismatch
 from engine.errors import CheckpointError, ConfigError, TrainingError
+from engine.files import atomic_path, atomic_write
 
 STATE_FILE = "state.safetensors"
 PREV_STATE_FILE = "state.prev.safetensors"  # the state before the last save: the fallback if that one is damaged
@@ -149,9 +150,8 @@ def recover_state(stage_dir: Path, repair: bool = True) -> Checkpoint | None:
     if repair:
         if state.exists():
             os.replace(state, stage_dir / DAMAGED_STATE_FILE)
-        tmp = stage_dir / f".{STATE_FILE}.recover.{os.getpid()}.tmp"
-        shutil.copyfile(prev, tmp)
-        os.replace(tmp, state)
+        with atomic_path(state) as tmp:
+            shutil.copyfile(prev, tmp)
     return ck
 
 
@@ -198,9 +198,7 @@ def _truncate_log(path: Path, start: int) -> None:
         except (ValueError, AttributeError, TypeError):
             continue  # a line cut short by a kill
         keep.append(line)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("".join(x + "\n" for x in keep))
-    os.replace(tmp, path)
+    atomic_write(path, "".join(x + "\n" for x in keep))
 
 
 def _check_same_run(ck: Checkpoint, meta: dict[str, Any], modules: dict[str, torch.nn.Module], where: Path) -> None:

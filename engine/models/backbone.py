@@ -200,6 +200,19 @@ def weights_digest(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()[:16]
 
 
+def check_backbone(label: str, expected: str, backbone: torch.nn.Module) -> None:
+    """A method model may only look through the backbone it was trained on (by digest): another
+    backbone's features mean other things, and the colours would be silently wrong."""
+    from ..errors import CheckpointError
+
+    digest = getattr(backbone, "meta", {}).get("digest", "")
+    if digest != expected:
+        raise CheckpointError(
+            f"this {label} model was trained on the backbone {expected or '(none)'}, but the backbone given is "
+            f"{digest or 'unnamed'}; use the backbone file it was exported with."
+        )
+
+
 _SHARED: dict[tuple[str, str], Backbone] = {}  # (digest, device) -> the one loaded instance
 _SHARED_LOCK = threading.Lock()
 

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from ..sampling import draw
 from ..types import CancelToken, Generators, Hints, ProgressFn
+from .backbone import check_backbone
 from .base import LoadableModel, ModelConfig
 
 METHOD = "pic"
@@ -48,10 +49,15 @@ class PICConfig(ModelConfig):
     width: int = 48  # decoder channels (paper: 160)
     n_blocks: int = 4  # gated residual blocks per decoder stream (paper: 4)
     n_mix: int = 10  # logistic mixture components (paper: 10)
+    backbone: str = ""  # digest of the shared grey backbone g(L) is made from ("" = its own network)
+    backbone_width: int = 0
+    backbone_bins: int = 0
 
     LABEL: ClassVar[str] = "PIC"
 
     def validate(self) -> None:
+        if self.backbone and (self.backbone_width <= 0 or self.backbone_bins <= 0):
+            raise ValueError("a model on a backbone needs backbone_width and backbone_bins")
         if self.subsample not in (1, 2, 4, 8) or self.size % self.subsample:
             raise ValueError(f"subsample {self.subsample} must be 1, 2, 4 or 8 and divide size {self.size}")
 
@@ -100,6 +106,33 @@ class Embedding(nn.Module):
 
     def forward(self, L: torch.Tensor) -> torch.Tensor:
         return self.net(L / 50.0 - 1.0)
+
+
+class BackboneEmbedding(nn.Module):
+    """g(L) made from the shared backbone: its three feature scales and ab class probabilities,
+    resampled to the chroma grid, projected and refined by gated blocks. Replaces the paper's
+    ResNet g(L), which a CPU budget cannot train to know what things are; only this head is
+    trained with PIC, the backbone stays frozen."""
+
+    def __init__(self, cfg: PICConfig):
+        super().__init__()
+        bw, c = cfg.backbone_width, 4 * cfg.embed_width
+        self.size = cfg.chroma_size
+        self.proj = nn.Conv2d(2 * bw + 4 * bw + cfg.backbone_bins + 8 * bw, c, 1)
+        self.blocks = nn.Sequential(*[GatedBlock(c, 1 + i % 2) for i in range(max(1, cfg.embed_blocks))])
+        self.out = nn.Conv2d(c, cfg.embed_dim, 3, padding=1)
+
+    def forward(self, f: Any) -> torch.Tensor:
+        def fit(t: torch.Tensor) -> torch.Tensor:
+            if t.shape[-1] > self.size:
+                return F.adaptive_avg_pool2d(t, self.size)
+            if t.shape[-1] < self.size:
+                return F.interpolate(t, size=(self.size, self.size), mode="bilinear", align_corners=False)
+            return t
+
+        probs = torch.softmax(f.logits.float(), dim=1).to(f.s4.dtype)
+        x = torch.cat([fit(f.s2), fit(torch.cat([f.s4, probs], 1)), fit(f.s8)], 1)
+        return self.out(self.blocks(self.proj(x)))
 
 
 # --- f: the conditional PixelCNN++ decoder ------------------------------------------------
@@ -272,9 +305,25 @@ class PIC(LoadableModel):
     def __init__(self, cfg: PICConfig):
         super().__init__()
         self.cfg = cfg
-        self.embedding = Embedding(cfg)
+        self.embedding = BackboneEmbedding(cfg) if cfg.backbone else Embedding(cfg)
+        self.backbone: nn.Module | None = None  # the shared backbone (attach_backbone); not in this model's files
         self.decoder = Decoder(cfg)
         self.meta: dict[str, Any] = {}
+
+    def attach_backbone(self, backbone: nn.Module) -> None:
+        """Look through ``backbone`` (shared, frozen); it must be the one this model was trained on."""
+        check_backbone(self.LABEL, self.cfg.backbone, backbone)
+        self.backbone = backbone.requires_grad_(False).eval()
+
+    def condition(self, L: torch.Tensor) -> torch.Tensor:
+        """g(L): (B, embed_dim, chroma, chroma), from the model's own network or the shared backbone."""
+        if not self.cfg.backbone:
+            return self.embedding(L)
+        if self.backbone is None:
+            raise RuntimeError("this model looks through a shared backbone: attach_backbone() first")
+        with torch.no_grad():
+            feats = self.backbone(L)
+        return self.embedding(feats)
 
     @property
     def sampling_temperature(self) -> float:
@@ -291,7 +340,7 @@ class PIC(LoadableModel):
 
     def log_prob(self, L: torch.Tensor, ab_q: torch.Tensor) -> torch.Tensor:
         """Total log-likelihood (nats) of each image's quantised chroma, (B,)."""
-        params = self.decoder(ab_q, self.embedding(L))
+        params = self.decoder(ab_q, self.condition(L))
         return mixture_log_prob(ab_q, params, self.cfg.n_mix).flatten(1).sum(1)
 
     # --- sampling ---------------------------------------------------------------------------
@@ -318,7 +367,7 @@ class PIC(LoadableModel):
         ``include_mode`` is accepted for the common interface: PIC only draws samples (its
         pixelwise means are greyish, paper §4.4). ``hints`` (on L's grid) clamp the chroma
         pixels they cover while sampling, so the rest is drawn conditioned on them."""
-        cond = self.embedding(L).expand(n, -1, -1, -1)
+        cond = self.condition(L).expand(n, -1, -1, -1)
         s = self.cfg.chroma_size
         noise = Noise.draw(n, s, s, self.cfg.n_mix, generator, L.device, cond.dtype)
         clamp = Clamp.from_hints(hints, s, L.device, cond.dtype) if hints is not None and hints.any else None

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from ..sampling import draw, skip
 from ..types import CancelToken, Generators, Hints, ProgressFn
+from .backbone import check_backbone
 from .base import LoadableModel, ModelConfig
 
 METHOD = "vae-mdn"
@@ -216,14 +217,7 @@ class VAEMDN(LoadableModel):
 
     def attach_backbone(self, backbone: nn.Module) -> None:
         """Look through ``backbone`` (shared, frozen); it must be the one this model was trained on."""
-        from ..errors import CheckpointError
-
-        digest = getattr(backbone, "meta", {}).get("digest", "")
-        if digest != self.cfg.backbone:
-            raise CheckpointError(
-                f"this {self.LABEL} model was trained on the backbone {self.cfg.backbone or '(none)'}, "
-                f"but the backbone given is {digest or 'unnamed'}; use the backbone file it was exported with."
-            )
+        check_backbone(self.LABEL, self.cfg.backbone, backbone)
         self.backbone = backbone.requires_grad_(False).eval()
 
     def grey_features(self, L: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.color import AB_SCALE, rgb_to_lab
 from engine.errors import ConfigError
-from engine.models.backbone import METHOD, Backbone, BackboneConfig, weights_digest
+from engine.models.backbone import METHOD, Backbone, BackboneConfig, load_shared, weights_digest
 
 from .. import cache
 from ..augment import degrade_L, random_crops
@@ -205,6 +205,37 @@ def train_backbone(cfg: BackboneStageConfig) -> int:
     spec = LoopSpec(run_dir, STAGE, cfg.steps, cfg.seed, cfg.log_every, cfg.checkpoint_minutes, cfg.max_minutes, cfg.stop_after)
     extra = {"prior.counts": counts, "prior.weights": class_w.cpu()}
     return run_loop(spec, {"net": model.net, "ema": ema}, opt, step, meta, extra, cosine(cfg.steps, warmup=cfg.warmup), ddp, on_step=polyak)
+
+
+# --- what the method stages need to train on a backbone ---------------------------------------
+
+def backbone_fields(path: str, size: int) -> dict[str, Any]:
+    """The config fields a method model trained on the backbone file ``path`` records (none
+    without one): its digest, which the loader checks, and the shapes its adapter needs."""
+    if not path:
+        return {}
+    bb = load_shared(path)
+    if bb.cfg.size != size:
+        raise ConfigError(f"--backbone-file {path} works at {bb.cfg.size} px, this model at {size}; give --size {bb.cfg.size}.")
+    return {"backbone": bb.meta["digest"], "backbone_width": bb.cfg.width, "backbone_bins": bb.n_bins}
+
+
+def attach_stage_backbone(model: torch.nn.Module, stage_config: dict[str, Any] | None, device: torch.device) -> None:
+    """Give a model rebuilt from a run's state the backbone its stage was trained with."""
+    digest = getattr(model.cfg, "backbone", "")
+    if not digest:
+        return
+    path = (stage_config or {}).get("backbone_file", "")
+    if not path or not Path(path).is_file():
+        raise ConfigError(f"this run was trained on the backbone file {path or '(unrecorded)'}, which is not there any "
+                          f"more; put it back (the same file, digest {digest}).")
+    model.attach_backbone(load_shared(path, device))
+
+
+def backbone_meta(stage_config: dict[str, Any] | None) -> dict[str, Any]:
+    """What an exported method file says about its backbone: the file name the app looks for."""
+    path = (stage_config or {}).get("backbone_file", "")
+    return {"backbone_file": Path(path).name} if path else {}
 
 
 def export(run_dir: Path, dest: Path | None = None, metrics: dict | None = None, half: bool = False,

@@ -62,7 +62,8 @@ from ..batches import BatchSampler
 from ..config import StageConfig
 from ..loop import STATE_FILE, LoopSpec, autocast, cosine, prepare, read_state, run_loop
 from ..losses import ColorStats, grad_loss, hist_loss, mah_loss
-from .vae_mdn import MDNStageConfig, VAEStageConfig, backbone_meta, load_vae, train_mdn, train_vae
+from .backbone import backbone_meta
+from .vae_mdn import MDNStageConfig, VAEStageConfig, load_vae, train_mdn, train_vae
 
 MODEL_FILE = "model.safetensors"
 HOC_STAGE = "gcrf-hoc"

@@ -25,6 +25,7 @@ from .. import data as D
 from ..batches import BatchSampler
 from ..config import StageConfig
 from ..loop import LoopSpec, autocast, prepare, read_state, run_loop
+from .backbone import attach_stage_backbone, backbone_fields, backbone_meta
 
 STAGE = "pic"
 MODEL_FILE = "model.safetensors"
@@ -45,6 +46,7 @@ class PICStageConfig(StageConfig):
     width: int = 48
     n_blocks: int = 4
     n_mix: int = 10
+    backbone_file: str = ""
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         # ~55 min on 2 CPU cores: 64 px L, 32x32 chroma, a 48-channel decoder.
@@ -57,11 +59,13 @@ class PICStageConfig(StageConfig):
         "subsample": "chroma resolution = size / subsample",
         "width": "decoder channels (paper 160)",
         "polyak": "decay of the exported weight average",
+        "backbone_file": "make g(L) from this shared backbone (.safetensors) instead of training a grey network",
     }
 
     def model_config(self) -> PICConfig:
         names = {f.name for f in fields(PICConfig)}
-        return PICConfig.from_dict({k: v for k, v in asdict(self).items() if k in names})
+        values = {k: v for k, v in asdict(self).items() if k in names}
+        return PICConfig.from_dict({**values, **backbone_fields(self.backbone_file, self.size)})
 
 
 def nats_per_dim(model: PIC, L: torch.Tensor, ab: torch.Tensor, use_autocast: bool = False) -> torch.Tensor:
@@ -70,7 +74,7 @@ def nats_per_dim(model: PIC, L: torch.Tensor, ab: torch.Tensor, use_autocast: bo
     The network may run in bf16; the mixture likelihood is always computed in float32."""
     q = model.chroma_target(ab)
     with autocast(L.device) if use_autocast else contextlib.nullcontext():
-        params = model.decoder(q, model.embedding(L))
+        params = model.decoder(q, model.condition(L))
     lp = mixture_log_prob(q, params.float(), model.cfg.n_mix)
     return -lp.flatten(1).mean(1) / 2.0  # two channels per pixel
 
@@ -81,8 +85,9 @@ def train_pic(cfg: PICStageConfig) -> int:
     train = D.load_lab(cfg.data, "train", mcfg.size, cfg.limit or None)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank and every rerun
     model = PIC(mcfg).to(device)
-    ema = copy.deepcopy(model).requires_grad_(False)
+    ema = copy.deepcopy(model).requires_grad_(False)  # before the backbone is attached: it holds no copy of it
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.95, 0.9995))
+    attach_stage_backbone(model, cfg.public(), device)
     sampler = BatchSampler(len(train), cfg.batch_size, cfg.seed, ddp)
 
     def step(i: int):
@@ -95,7 +100,7 @@ def train_pic(cfg: PICStageConfig) -> int:
     def polyak(step: int) -> None:
         # Warm-up so the average is not dominated by the random initial weights.
         d = min(cfg.polyak, (1 + step) / (10 + step))
-        for pe, pm in zip(ema.parameters(), model.parameters()):
+        for pe, pm in zip(ema.parameters(), [p for p in model.parameters() if p.requires_grad]):
             pe.lerp_(pm, 1 - d)
 
     meta = {"method": METHOD, "config": mcfg.to_dict(), "stage_config": cfg.public(), "data": D.describe(cfg.data, "train", len(train))}
@@ -120,7 +125,7 @@ def calibrate_temperature(model: PIC, lab: D.LabSet, temps: tuple[float, ...] = 
     """
     model.eval()
     truth = float(model.chroma_target(lab.ab).norm(dim=1).mean())
-    cond = model.embedding(lab.L).repeat_interleave(per_image, dim=0)
+    cond = model.condition(lab.L).repeat_interleave(per_image, dim=0)
     s = model.cfg.chroma_size
     table = {}
     for t in temps:
@@ -142,6 +147,7 @@ def export(run_dir: Path, dest: Path | None = None, metrics: dict | None = None,
     ck = read_state(run_dir, STAGE, need_finished)
     model = PIC(PICConfig.from_dict(ck.config))
     model.load_state_dict(ck.subset("ema"))
+    attach_stage_backbone(model, ck.meta.get("stage_config"), torch.device("cpu"))
     cal_path = run_dir / STAGE / CALIBRATION_FILE
     calibration = json.loads(cal_path.read_text()) if cal_path.exists() else None
     if calibration is not None and calibration.get("step") != ck.meta.get("step"):
@@ -166,6 +172,7 @@ def export(run_dir: Path, dest: Path | None = None, metrics: dict | None = None,
         "training": {STAGE: ck.meta.get("stage_config")},
         "sampling": {k: v for k, v in (calibration or {"temperature": 1.0}).items() if k != "step"},
         "metrics": metrics or {},
+        **backbone_meta(ck.meta.get("stage_config")),
     }
     dest = Path(dest) if dest else run_dir / MODEL_FILE
     save_checkpoint(dest, tensors, meta)

@@ -15,12 +15,11 @@ from typing import Any, ClassVar
 import torch
 
 from engine.checkpoint import load_checkpoint, save_checkpoint
-from engine.errors import ConfigError
-from engine.models.backbone import load_shared
 from engine.models.vae_mdn import METHOD, VAEMDN, VAEMDNConfig
 
 from .. import data as D
 from ..batches import BatchSampler
+from .backbone import attach_stage_backbone, backbone_fields, backbone_meta
 from ..config import StageConfig
 from ..loop import STATE_FILE, LoopSpec, autocast, cosine, prepare, read_state, run_loop
 from ..losses import ColorStats, compute_stats, mdn_loss, vae_loss
@@ -58,24 +57,8 @@ class VAEStageConfig(StageConfig):
     def model_config(self) -> VAEMDNConfig:
         names = {f.name for f in fields(VAEMDNConfig)}
         values = {k: v for k, v in asdict(self).items() if k in names}
-        if self.backbone_file:
-            bb = load_shared(self.backbone_file)
-            if bb.cfg.size != self.size:
-                raise ConfigError(f"--backbone-file {self.backbone_file} works at {bb.cfg.size} px, this model at "
-                                  f"{self.size}; give --size {bb.cfg.size}.")
-            values.update(backbone=bb.meta["digest"], backbone_width=bb.cfg.width, backbone_bins=bb.n_bins)
+        values.update(backbone_fields(self.backbone_file, self.size))
         return VAEMDNConfig(**values)
-
-
-def attach_stage_backbone(model: VAEMDN, stage_config: dict[str, Any] | None, device: torch.device) -> None:
-    """Give a model rebuilt from a run's state the backbone its stage was trained with."""
-    if not model.cfg.backbone:
-        return
-    path = (stage_config or {}).get("backbone_file", "")
-    if not path or not Path(path).is_file():
-        raise ConfigError(f"this run was trained on the backbone file {path or '(unrecorded)'}, which is not there any more; "
-                          "put it back (the same file, digest " + model.cfg.backbone + ").")
-    model.attach_backbone(load_shared(path, device))
 
 
 @dataclass
@@ -119,12 +102,6 @@ def train_vae(cfg: VAEStageConfig) -> int:
     meta = {"method": METHOD, "config": mcfg.to_dict(), "stage_config": cfg.public(), "data": D.describe(cfg.data, "train", len(train))}
     spec = LoopSpec(run_dir, "vae", cfg.steps, cfg.seed, cfg.log_every, cfg.checkpoint_minutes, cfg.max_minutes, cfg.stop_after)
     return run_loop(spec, parts, opt, step, meta, {k: v.cpu() for k, v in stats.tensors().items()}, cosine(cfg.steps), ddp)
-
-
-def backbone_meta(stage_config: dict[str, Any] | None) -> dict[str, Any]:
-    """What an exported method file says about its backbone: the file name the app looks for."""
-    path = (stage_config or {}).get("backbone_file", "")
-    return {"backbone_file": Path(path).name} if path else {}
 
 
 def load_vae(run_dir: Path, device: torch.device) -> tuple[VAEMDN, ColorStats, dict]:
