@@ -5,16 +5,19 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 family=${1:?faces or general}; shift || true
 DATA=${DATA:-../shared/data}
+RUNS=${RUNS:-$HOME/.local/share/divcolor/runs}  # outside the work tree: reruns resume from here
 case "$family" in
     faces)   data="$DATA/lfw64";     reveal=() ;;
     general) data="$DATA/natural64"; reveal=(--reveal-data "$DATA/natural128") ;;
     *) echo "unknown family $family" >&2; exit 2 ;;
 esac
-run="runs/$family-gcrf"
+run="$RUNS/$family-gcrf"
 train=${TRAIN:-.venv/bin/divcolor-train}
-"$train" gcrf-unary --data "$data" --out "$run" --init-from "runs/$family"
+"$train" gcrf-unary --data "$data" --out "$run" --init-from "$RUNS/$family"
 "$train" gcrf-mdn --data "$data" --out "$run" --preset cpu "$@"
 "$train" gcrf-hoc --data "$data" --out "$run" --preset cpu "$@"
-"$train" export --out "$run" --data "$data" --half
-"$train" eval --data "$data" --out "$run" --sheet "$run/contact_sheet.png" "${reveal[@]}" ${EVAL_LIMIT:+--limit $EVAL_LIMIT}
 "$train" export --out "$run" --data "$data" --half --dest "resources/models/gcrf_$family.safetensors"
+test_data="$DATA/natural128"; [ "$family" = faces ] && test_data="$DATA/lfw64"
+"$train" eval --checkpoint "resources/models/gcrf_$family.safetensors" --data "$test_data" "${reveal[@]}" \
+    --json "docs/results/gcrf_${family}_eval.json" --sheet "docs/results/gcrf_${family}_test.png" --demo "$DATA/bw_demo" \
+    ${EVAL_LIMIT:+--limit $EVAL_LIMIT}

@@ -4,9 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${DATA:-../shared/data}
-run=runs/general-pic
+RUNS=${RUNS:-$HOME/.local/share/divcolor/runs}  # outside the work tree: reruns resume from here
+run="$RUNS/general-pic"
 train=${TRAIN:-.venv/bin/divcolor-train}
-"$train" pic --data "$DATA/natural64" --out "$run" --preset cpu --threads 2 "$@"
-"$train" export --out "$run" --half
-"$train" eval --data "$DATA/natural64" --out "$run" --sample-limit 0 --sheet "$run/contact_sheet.png"
+"$train" pic --data "$DATA/natural64" --out "$run" --preset cpu --threads 2 \
+    --backbone-file resources/models/backbone_general.safetensors "$@"
 "$train" export --out "$run" --half --dest resources/models/pic_general.safetensors
+"$train" eval --checkpoint resources/models/pic_general.safetensors --data "$DATA/natural128" --sample-limit 200 \
+    --json docs/results/pic_general_eval.json --sheet docs/results/pic_general_test.png --demo "$DATA/bw_demo"
