@@ -93,6 +93,7 @@ def _screenshot(app: QApplication, win, image: str | None, out: str) -> int:
         print("divcolor: --screenshot needs an IMAGE to open", file=sys.stderr)
         return 2
     win.force_close = True
+    win.fit_screen = False  # the grab is SCREENSHOT_SIZE whatever the screen
     outcome: dict[str, int] = {}
 
     def finish(code: int, message: str | None = None) -> None:

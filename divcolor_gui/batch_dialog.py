@@ -1,13 +1,17 @@
 """*File ▸ Colorize folder…*: what ``divcolor colorize FOLDER -o OUTDIR`` does, from the app.
 
 Every photo of a folder is coloured with the model chosen here and written as
-``OUTDIR/<stem>_<method>_<k>.png`` at its own size, bit depth and alpha — the CLI's names, so
-the two are interchangeable. The work runs on the session's thread pool with progress and
-Cancel; a photo that fails is reported in the log and skipped, like the CLI does.
+``OUTDIR/<stem>_<method>_<k>.png`` at its own size, bit depth and alpha — the CLI's names
+(:func:`engine.cli.output_paths`: photos sharing a stem get distinct names, so no result
+replaces another), and never over an input photo. Each file carries the CLI's metadata (the
+photo's EXIF, sRGB profile, provenance XMP: :func:`engine.metadata.export_metadata`). The work
+runs on the session's thread pool with progress and Cancel; a photo that fails is reported in
+the log and skipped, like the CLI does.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from PySide6.QtCore import Signal
@@ -26,9 +30,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.cli import output_paths
 from engine.colorizer import METHOD_LABELS
 from engine.errors import DivcolorError
 from engine.io import load_photo, save_image
+from engine.metadata import export_metadata
 
 from .errors import error_text
 from .jobs import JobContext, JobRunner
@@ -41,6 +47,14 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp"}
 def folder_photos(folder: Path) -> list[Path]:
     """The folder's image files, sorted, not recursive (as the CLI expands a folder)."""
     return sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def same_file_key(p: Path) -> str:
+    """One spelling per file (resolved, case-folded where the file system folds case)."""
+    try:
+        return os.path.normcase(str(p.resolve()))
+    except OSError:
+        return os.path.normcase(os.path.abspath(p))
 
 
 class BatchDialog(QDialog):
@@ -134,22 +148,32 @@ class BatchDialog(QDialog):
             files = folder_photos(src)
             if not files:
                 raise DivcolorError(f"“{src}” holds no photos (looked for {', '.join(sorted(IMAGE_SUFFIXES))}).")
+            info = colorizer.resolve(method, family, checkpoint)
+            plans, renamed = output_paths(files, out, info.method, n)  # no two results share a name
+            for note in renamed:
+                ctx.publish(f"note: {note}")
+            inputs = {same_file_key(f) for f in files}
             out.mkdir(parents=True, exist_ok=True)
             ok = failed = 0
-            for i, f in enumerate(files):
+            for i, (f, paths) in enumerate(zip(files, plans)):
                 ctx.check()
                 ctx.progress(i / len(files), f"{f.name} ({i + 1} of {len(files)})")
                 try:
+                    clash = next((p for p in paths if same_file_key(p) in inputs), None)
+                    if clash is not None:
+                        raise DivcolorError(f"its result {clash.name} would overwrite an input photo; choose another output folder")
                     photo = load_photo(f)
                     results = colorizer.sample(
                         photo, method, n, seed, 1.0, family, checkpoint,
                         progress=lambda fr, m, i=i: ctx.progress((i + fr) / len(files), f"{f.name}: {m}"),
                         cancel=ctx.cancel_token,
                     )
-                    for r in results:
-                        save_image(out / f"{photo.stem}_{method}_{r.index}.png", r.rgb, photo.alpha, photo.bit_depth)
+                    for r, path in zip(results, paths):
+                        meta = export_metadata(photo.exif, method=info.method, model=info.name, model_path=info.path,
+                                               seed=seed, sample=r.index, temperature=1.0)
+                        save_image(path, r.rgb, photo.alpha, photo.bit_depth, meta)
                     ok += 1
-                    ctx.publish(f"{f.name}: {len(results)} written")
+                    ctx.publish(f"{f.name}: {len(results)} written ({paths[0].name}…)")
                 except (DivcolorError, OSError) as e:
                     failed += 1
                     ctx.publish(f"skipped {f.name}: {error_text(e)}")

@@ -72,9 +72,25 @@ class BrushPanel(QWidget):
         self.color_btn.clicked.connect(self.choose_color)
         self.color_label = QLabel()
         self.color_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # The stroke preview: a stroke keeps each pixel's own lightness, so the picked colour
+        # looks darker on a dark coat and paler on a white shirt. This swatch shows it at the
+        # lightness of the pixel under the cursor (engine.strokes.displayed_color).
+        self.here_swatch = QLabel()
+        self.here_swatch.setObjectName("hereSwatch")
+        self.here_swatch.setFixedSize(28, 28)
+        self.here_label = QLabel("On the photo: hover it")
+        self.here_label.setObjectName("hint")
+        self.here_label.setWordWrap(True)
+        tip = "What a stroke of this colour looks like on the pixel under the cursor (it keeps that pixel's lightness)"
+        self.here_swatch.setToolTip(tip)
+        self.here_label.setToolTip(tip)
+        self.here_color: tuple[int, int, int] | None = None
         crow = QHBoxLayout()
         crow.addWidget(self.color_btn)
         crow.addWidget(self.color_label, 1)
+        hrow = QHBoxLayout()
+        hrow.addWidget(self.here_swatch)
+        hrow.addWidget(self.here_label, 1)
 
         self.radius_slider = QSlider(Qt.Orientation.Horizontal)
         self.radius_slider.setRange(1, MAX_RADIUS)
@@ -100,6 +116,7 @@ class BrushPanel(QWidget):
         self.suggestions: list[QToolButton] = []
         self.recent_title = QLabel("Recent colours")
         self.recent_title.setObjectName("hint")
+        self.recent_title.setWordWrap(True)
         self.recent_grid = QGridLayout()
         self.recent_grid.setSpacing(3)
         self.recent_grid.setAlignment(Qt.AlignmentFlag.AlignLeft)
@@ -107,6 +124,7 @@ class BrushPanel(QWidget):
         self.recent: list[tuple[int, int, int]] = []
         self.palette_title = QLabel("Palette of the picked sample")
         self.palette_title.setObjectName("hint")
+        self.palette_title.setWordWrap(True)
         self.palette_grid = QGridLayout()
         self.palette_grid.setSpacing(3)
         self.palette_grid.setAlignment(Qt.AlignmentFlag.AlignLeft)
@@ -125,6 +143,7 @@ class BrushPanel(QWidget):
         lay.setContentsMargins(8, 6, 8, 6)
         lay.addLayout(tools)
         lay.addLayout(crow)
+        lay.addLayout(hrow)
         lay.addWidget(QLabel("Radius"))
         lay.addLayout(rrow)
         lay.addWidget(self.suggest_title)
@@ -155,6 +174,19 @@ class BrushPanel(QWidget):
         self.color_btn.setIcon(color_icon(rgb, 28))
         self.color_label.setText("#%02X%02X%02X" % rgb)
         self.color_changed.emit(rgb)
+
+    def set_preview(self, rgb: tuple[int, int, int] | None, lightness: float | None = None) -> None:
+        """The brush colour as it will look on the hovered pixel (None: not over the photo)."""
+        self.here_color = tuple(int(v) for v in rgb) if rgb is not None else None  # type: ignore[assignment]
+        if self.here_color is None:
+            self.here_swatch.setPixmap(QPixmap())
+            self.here_swatch.setStyleSheet("")
+            self.here_label.setText("On the photo: hover it")
+            return
+        pm = QPixmap(28, 28)
+        pm.fill(QColor(*self.here_color))
+        self.here_swatch.setPixmap(pm)
+        self.here_label.setText(f"On this pixel (L {lightness:.0f})" if lightness is not None else "On this pixel")
 
     def choose_color(self) -> None:
         c = QColorDialog.getColor(QColor(*self._color), self, "Brush colour")

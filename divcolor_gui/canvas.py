@@ -576,6 +576,8 @@ class EmptyState(QWidget):
         self.open_btn.clicked.connect(self.open_requested.emit)
         grid = QGridLayout()
         grid.setSpacing(12)
+        self.grid = grid
+        self._columns = 0
         self.sample_buttons: list[QToolButton] = []
         for i, (name, path) in enumerate(sample_photos()):
             b = QToolButton()
@@ -589,8 +591,8 @@ class EmptyState(QWidget):
                 b.setIconSize(QSize(150, 150))
             b.setProperty("path", str(path))
             b.clicked.connect(lambda _=False, p=path: self.sample_requested.emit(p))
-            grid.addWidget(b, 0, i)
             self.sample_buttons.append(b)
+        self._reflow(len(self.sample_buttons))
         lay = QVBoxLayout(self)
         lay.addStretch(1)
         lay.addWidget(title)
@@ -608,6 +610,24 @@ class EmptyState(QWidget):
         brow.addStretch(1)
         lay.addLayout(brow)
         lay.addStretch(2)
+        # The window must fit small screens (1280x720 at 150 % scaling): the photos wrap onto
+        # more rows when the canvas is narrow instead of widening the whole window.
+        self.setMinimumSize(240, 240)
+
+    def _reflow(self, columns: int) -> None:
+        columns = max(1, min(columns, len(self.sample_buttons) or 1))
+        if columns == self._columns:
+            return
+        self._columns = columns
+        for b in self.sample_buttons:
+            self.grid.removeWidget(b)
+        for i, b in enumerate(self.sample_buttons):
+            self.grid.addWidget(b, i // columns, i % columns)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        each = max((b.sizeHint().width() for b in self.sample_buttons), default=1) + self.grid.spacing()
+        self._reflow(max(1, (self.width() - 24) // each))
 
 
 class CanvasPanel(QWidget):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,12 @@ class ProjectError(DivcolorError):
 
 @dataclass(frozen=True)
 class SampleRef:
-    """Everything needed to regenerate one gallery sample exactly (same seed, same result)."""
+    """Everything needed to regenerate one gallery sample exactly (same seed, same result).
+
+    ``locked``: the strokes the sample was drawn to agree with (lock and resample); empty for
+    a free sample. They are part of its identity: the same seed and index give another sample
+    under other strokes.
+    """
 
     method: str
     model: str
@@ -49,13 +54,25 @@ class SampleRef:
     n: int
     index: int
     temperature: float
+    locked: tuple[Stroke, ...] = ()
 
     @classmethod
-    def of(cls, c: Colorization, family: str, checkpoint: str | None, n: int) -> "SampleRef":
-        return cls(c.method, c.model, family, checkpoint, int(c.seed), int(n), int(c.index), float(c.temperature))
+    def of(cls, c: Colorization, family: str, checkpoint: str | None, n: int,
+           locked: tuple[Stroke, ...] = ()) -> "SampleRef":
+        return cls(c.method, c.model, family, checkpoint, int(c.seed), int(n), int(c.index), float(c.temperature),
+                   tuple(locked))
 
     def label(self) -> str:
-        return f"#{self.index + 1} · seed {self.seed} · T {self.temperature:g}"
+        lock = f" · {len(self.locked)} stroke{'s' if len(self.locked) != 1 else ''} locked" if self.locked else ""
+        return f"#{self.index + 1} · seed {self.seed} · T {self.temperature:g}{lock}"
+
+    def to_json(self) -> dict[str, Any]:
+        """The project file's form: the strokes (if any) in the engine's strokes JSON."""
+        d = asdict(replace(self, locked=()))
+        d.pop("locked")
+        if self.locked:
+            d["locked"] = strokes_to_json(self.locked)
+        return d
 
 
 class Document(QObject):
@@ -147,6 +164,8 @@ class Project:
     family: str
     checkpoint: str | None
     batches: list[tuple[int, int, float, int]] = field(default_factory=list)  # (seed, n, temperature, first) per gallery batch
+    batch_locks: list[dict[str, Any] | None] = field(default_factory=list)  # per batch: the strokes JSON it was locked to
+    sample_lock: dict[str, Any] | None = None  # the picked sample's locked strokes (JSON), parsed against the photo
 
 
 def project_dict(
@@ -165,7 +184,7 @@ def project_dict(
         "version": PROJECT_VERSION,
         "photo": str(photo),
         "photo_relative": rel,
-        "sample": asdict(doc.base_ref) if doc.base_ref is not None else None,
+        "sample": doc.base_ref.to_json() if doc.base_ref is not None else None,
         "gallery": {"seed": seed, "temperature": temperature, "samples": samples, "family": family, "checkpoint": checkpoint},
         "strokes": strokes_to_json(doc.strokes),
     }
@@ -195,19 +214,22 @@ def read_project(path: Path) -> Project:
         raise ProjectError(
             f"The photo of “{Path(path).name}” is missing (was {data.get('photo')}). Put it back there, or next to the project file."
         )
-    sample = None
+    sample, sample_lock = None, None
     if data.get("sample"):
+        fields = dict(data["sample"])
+        sample_lock = _lock_json(fields.pop("locked", None), path)
         try:
-            sample = SampleRef(**data["sample"])
+            sample = SampleRef(**fields)
         except TypeError as e:
             raise ProjectError(f"“{Path(path).name}” has a malformed sample entry ({e}).") from e
     g = data.get("gallery") or {}
-    batches = []
+    batches, locks = [], []
     for b in g.get("batches") or []:
         try:
             batches.append((int(b["seed"]), int(b["n"]), float(b["temperature"]), int(b.get("first", 0))))
         except (KeyError, TypeError, ValueError) as e:
             raise ProjectError(f"“{Path(path).name}” has a malformed gallery batch ({e}).") from e
+        locks.append(_lock_json(b.get("locked"), path))
     strokes = data.get("strokes") or {"version": 1, "strokes": []}
     if not isinstance(strokes, dict):
         raise ProjectError(f"“{Path(path).name}” has a malformed strokes entry.")
@@ -221,4 +243,27 @@ def read_project(path: Path) -> Project:
         family=str(g.get("family", "general")),
         checkpoint=g.get("checkpoint"),
         batches=batches,
+        batch_locks=locks,
+        sample_lock=sample_lock,
     )
+
+
+def _lock_json(value: Any, path: Path) -> dict[str, Any] | None:
+    """A batch's or sample's locked strokes: the strokes JSON, checked now (its points are
+    checked against the photo once it is loaded)."""
+    if not value:
+        return None
+    try:
+        if not parse_strokes(value):
+            return None
+    except DivcolorError as e:
+        raise ProjectError(f"“{Path(path).name}” has malformed locked strokes ({e}).") from e
+    return value
+
+
+def batch_json(seed: int, n: int, temperature: float, first: int, locked: tuple[Stroke, ...] = ()) -> dict[str, Any]:
+    """One gallery batch as the project file stores it."""
+    d: dict[str, Any] = {"seed": seed, "n": n, "temperature": temperature, "first": first}
+    if locked:
+        d["locked"] = strokes_to_json(locked)
+    return d

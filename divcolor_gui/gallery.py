@@ -40,6 +40,9 @@ from .document import SampleRef
 from .session import MethodPlan, Sample
 
 THUMB = 150  # longer side of a thumbnail, in pixels
+MORE_TIP = "Add more samples of this seed's set (Ctrl+M)"
+LOCK_TIP = ("Lock and resample: new samples that keep your {n} stroke{s} and vary the rest (Ctrl+M). "
+            "They replace the gallery; the canvas keeps your strokes.")
 MAX_SEED = 2**31 - 1
 
 __all__ = ["GalleryPanel", "MethodGroup", "Sample", "THUMB", "Thumbnail"]
@@ -93,6 +96,13 @@ class Thumbnail(QFrame):
         p.setOpacity(1)
         p.setPen(Qt.GlobalColor.white)
         p.drawText(box, Qt.AlignmentFlag.AlignCenter, tag)
+        if self.sample.ref.locked:  # drawn to agree with the strokes (lock and resample)
+            lock = QRectF(r.right() - 22, r.bottom() - 20, 18, 16)
+            p.setPen(Qt.PenStyle.NoPen)
+            p.setOpacity(0.55)
+            p.drawRoundedRect(lock, 3, 3)
+            p.setOpacity(1)
+            qta.icon("mdi6.lock", color="white").paint(p, lock.adjusted(2, 1, -2, -1).toRect())
         p.end()
 
     def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802
@@ -198,7 +208,9 @@ class MethodGroup(QWidget):
         if not self.unavailable:
             n = len(self.thumbs)
             waiting = f", {len(self.pending)} coming" if self.pending and not any(p.objectName() == "failedTile" for p in self.pending) else ""
-            self.title.setText(f"{METHOD_LABELS.get(self.method, self.method)}  ·  {n} sample{'s' if n != 1 else ''}{waiting}")
+            lock = "locked " if self.thumbs and all(t.sample.ref.locked for t in self.thumbs) else ""
+            self.title.setText(f"{METHOD_LABELS.get(self.method, self.method)}  ·  {n} {lock}sample{'s' if n != 1 else ''}{waiting}")
+            self.title.setToolTip("Locked samples keep your strokes (lock and resample)" if lock else "")
 
 
 class GalleryPanel(QWidget):
@@ -220,7 +232,7 @@ class GalleryPanel(QWidget):
         self.model_combo = QComboBox()
         self.model_combo.setToolTip("Which trained models colour the photo")
         self.model_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.model_combo.setMinimumContentsLength(12)
+        self.model_combo.setMinimumContentsLength(10)
         self.count = QSpinBox()
         self.count.setRange(1, 32)
         self.count.setValue(6)
@@ -245,7 +257,7 @@ class GalleryPanel(QWidget):
         self.generate_btn.setToolTip("Replace the gallery with a fresh batch (F5)")
         self.generate_btn.clicked.connect(lambda: self.generate_requested.emit(False))
         self.more_btn = QPushButton("More samples")
-        self.more_btn.setToolTip("Add another batch with the next seed (Ctrl+M)")
+        self.more_btn.setToolTip(MORE_TIP)
         self.more_btn.clicked.connect(lambda: self.generate_requested.emit(True))
 
         self.progress = QProgressBar()
@@ -286,11 +298,8 @@ class GalleryPanel(QWidget):
         seed_row.addWidget(self.seed, 1)
         seed_row.addWidget(self.dice)
         form.addRow("Seed", seed_row)
-        tc = QHBoxLayout()
-        tc.addWidget(self.temperature, 1)
-        tc.addWidget(QLabel("Samples"))
-        tc.addWidget(self.count)
-        form.addRow("Temperature", tc)
+        form.addRow("Temperature", self.temperature)
+        form.addRow("Samples", self.count)
         buttons = QHBoxLayout()
         buttons.addWidget(self.generate_btn)
         buttons.addWidget(self.more_btn)
@@ -329,6 +338,11 @@ class GalleryPanel(QWidget):
     def model_choice(self) -> tuple[str, str | None] | None:
         data = self.model_combo.currentData()
         return tuple(data) if data else None  # type: ignore[return-value]
+
+    def set_locking(self, strokes: int) -> None:
+        """With strokes on the photo, More samples locks them and resamples the rest: say so."""
+        self.more_btn.setText("Keep strokes, resample" if strokes else "More samples")
+        self.more_btn.setToolTip(LOCK_TIP.format(n=strokes, s="s" if strokes != 1 else "") if strokes else MORE_TIP)
 
     def set_can_generate(self, on: bool) -> None:
         self.generate_btn.setEnabled(on)

@@ -43,7 +43,7 @@ import qtawesome as qta
 from engine.colorizer import Colorizer, ModelInfo
 from engine.errors import DivcolorError
 from engine.io import Photo
-from engine.strokes import Stroke
+from engine.strokes import Stroke, displayed_color
 
 from . import theme
 from .brush_panel import BrushPanel
@@ -53,7 +53,7 @@ from .errors import error_text
 from .gallery import THUMB, GalleryPanel, Sample
 from .imaging import dominant_colors
 from .models_dialog import ModelsDialog
-from .overlay import AttentionOverlay
+from .overlay import AMBIGUITY_NEEDS, AMBIGUITY_TIP, AmbiguityOverlay, AttentionOverlay
 from .samples import sample_photos
 from .session import FieldState, MethodPlan, Session
 from .settings import Settings
@@ -102,6 +102,8 @@ class MainWindow(QMainWindow):
         self._tool_before_eyedropper = Tool.BRUSH
         self.error_sink: Callable[[str, str], None] | None = None  # headless runs: errors go here, not to dialogs
         self.force_close = False  # close without asking (screenshot mode)
+        self._shown_once = False
+        self.fit_screen = True  # screenshots turn it off to grab an exact size on any screen
         self.setWindowTitle("divcolor[*]")
         self.setAcceptDrops(True)
 
@@ -110,6 +112,8 @@ class MainWindow(QMainWindow):
         self.canvas = self.canvas_panel.view
         self.setCentralWidget(self.canvas_panel)
         self.overlay = AttentionOverlay(self.canvas, self.live, lambda: self.session.field, self)
+        self.ambiguity = AmbiguityOverlay(self.canvas, self)
+        self._hover_L: float | None = None  # lightness of the pixel under the cursor (stroke preview swatch)
         self.gallery = GalleryPanel()
         self._create_actions()
         self.brush = BrushPanel(
@@ -188,19 +192,34 @@ class MainWindow(QMainWindow):
         avail = available_geometry(self)
         saved = self.settings.window_geometry
         if saved is not None and self.restoreGeometry(saved):
-            g = self.geometry()
-            w, h = min(g.width(), avail.width()), min(g.height(), avail.height())
-            x = min(max(g.x(), avail.left()), avail.right() - w + 1)
-            y = min(max(g.y(), avail.top()), avail.bottom() - h + 1)
-            if self.isMaximized():
-                return
-            self.setGeometry(x, y, w, h)
+            self.clamp_to_screen()
             return
         w = min(DEFAULT_SIZE[0], int(avail.width() * SCREEN_SHARE))
         h = min(DEFAULT_SIZE[1], int(avail.height() * SCREEN_SHARE))
         self.resize(w, h)
         fw, fh = self.frameGeometry().width(), self.frameGeometry().height()
         self.move(avail.left() + max(0, (avail.width() - fw) // 2), avail.top() + max(0, (avail.height() - fh) // 2))
+
+    def clamp_to_screen(self) -> None:
+        """Move and shrink the window, frame included, into the screen's available area."""
+        if self.isMaximized() or self.isFullScreen():
+            return
+        avail = available_geometry(self)
+        g, f = self.geometry(), self.frameGeometry()
+        dx, dy = g.left() - f.left(), g.top() - f.top()
+        dw, dh = f.width() - g.width(), f.height() - g.height()
+        fw, fh = min(f.width(), avail.width()), min(f.height(), avail.height())
+        fx = min(max(f.x(), avail.left()), avail.right() - fw + 1)
+        fy = min(max(f.y(), avail.top()), avail.bottom() - fh + 1)
+        if (fx, fy, fw, fh) != (f.x(), f.y(), f.width(), f.height()):
+            self.setGeometry(fx + dx, fy + dy, fw - dw, fh - dh)
+
+    def showEvent(self, event) -> None:  # noqa: N802
+        super().showEvent(event)
+        if not self._shown_once:  # the frame's size is known once the window exists
+            self._shown_once = True
+            if self.fit_screen:
+                self.clamp_to_screen()
 
     def _action(
         self,
@@ -286,13 +305,15 @@ class MainWindow(QMainWindow):
           "Show or hide your strokes over the result", checkable=True)
         self.act["strokes"].setChecked(True)
         A("attention", "&Attention Map", "mdi6.blur", self._toggle_attention, "A", checkable=True)
+        A("ambiguity", "Am&biguity Map", "mdi6.map-marker-question-outline", self._toggle_ambiguity, "D",
+          AMBIGUITY_TIP, checkable=True)
         A("dark", "&Dark Theme", "mdi6.theme-light-dark", lambda on: self.set_theme("dark" if on else "light"), "Ctrl+Shift+T",
           "Switch between the dark and the light theme", checkable=True)
         # colorize
         A("generate", "&Generate Samples", "mdi6.refresh", lambda: self.generate(append=False), "F5",
           "Replace the gallery with a fresh batch of colorizations")
         A("more", "&More Samples", "mdi6.plus-box-multiple", lambda: self.generate(append=True), "Ctrl+M",
-          "Add another batch with the next seed")
+          "Add another batch of the seed's set; with strokes, new samples that keep them (lock and resample)")
         A("cancel", "&Cancel", "mdi6.close-circle-outline", self.cancel_jobs, "Esc", "Stop generating samples")
         A("models", "&Models…", "mdi6.cube-outline", self.show_models, "Ctrl+Shift+M", "The models, what they were trained on and how good they are")
         A("load_model", "&Load Model…", "mdi6.file-upload-outline", self.load_model_dialog, "Ctrl+Shift+L",
@@ -353,7 +374,7 @@ class MainWindow(QMainWindow):
         for k in ("zoom_in", "zoom_out", "fit", "zoom_100"):
             v.addAction(self.act[k])
         v.addSeparator()
-        for k in ("original", "strokes", "attention"):
+        for k in ("original", "strokes", "attention", "ambiguity"):
             v.addAction(self.act[k])
         v.addSeparator()
         v.addAction(self.act["dark"])
@@ -379,7 +400,7 @@ class MainWindow(QMainWindow):
             ("open", "save", "export"),
             ("undo", "redo"),
             ("fit", "zoom_100", "zoom_in", "zoom_out"),
-            ("original", "strokes", "attention"),
+            ("original", "strokes", "attention", "ambiguity"),
             ("generate", "more", "models"),
         ]
         for i, g in enumerate(groups):
@@ -463,6 +484,7 @@ class MainWindow(QMainWindow):
         s.timing.connect(self._set_time)
         s.ready.connect(self.ready.emit)
         s.exported.connect(self._exported)
+        s.ambiguity.connect(self.ambiguity.set_map)
         s.project_opened.connect(self._project_opened)
         self.undo_stack.cleanChanged.connect(self._clean_changed)
         self.overlay.availability_changed.connect(self._attention_availability)
@@ -546,6 +568,9 @@ class MainWindow(QMainWindow):
         can_gen = has_photo and bool(self.models)
         self.act["generate"].setEnabled(can_gen)
         self.act["more"].setEnabled(can_gen and bool(self.session.samples))
+        amb = len(self.session.all_samples()) >= 2 or self.act["ambiguity"].isChecked()
+        self.act["ambiguity"].setEnabled(amb)
+        self._set_tip(self.act["ambiguity"], AMBIGUITY_TIP.rstrip(" (D).") if amb else AMBIGUITY_NEEDS)
         self.act["cancel"].setEnabled(self.sampling.busy)
         self.gallery.set_can_generate(can_gen)
 
@@ -608,6 +633,8 @@ class MainWindow(QMainWindow):
         self.brush.set_stroke_count(0)
         self.overlay.reset()
         self.act["attention"].setChecked(False)
+        self.act["ambiguity"].setChecked(False)
+        self.ambiguity.reset()
         name = photo.path.name if photo.path else "photo"
         self.setWindowTitle(f"{name}[*] — divcolor")
         self.setWindowModified(False)
@@ -714,9 +741,7 @@ class MainWindow(QMainWindow):
                 first.n if first else self.gallery.count.value(),
                 family, checkpoint,
             )
-            data["gallery"]["batches"] = [
-                {"seed": b.seed, "n": b.n, "temperature": b.temperature, "first": b.first} for b in batches
-            ]
+            data["gallery"]["batches"] = self.session.batches_json()
             write_project(path, data)
         except (OSError, DivcolorError) as e:
             self.show_error("Cannot save project", e, path)
@@ -773,6 +798,7 @@ class MainWindow(QMainWindow):
         self._update_enabled()
 
     def _gallery_cleared(self) -> None:
+        self.ambiguity.reset()
         self.gallery.clear()
         self.gallery.show_message(None)
         self._update_enabled()
@@ -784,6 +810,8 @@ class MainWindow(QMainWindow):
     def _samples_added(self, method: str, samples: list[Sample]) -> None:
         self.gallery.add_samples(method, samples)
         self.gallery.select(self.doc.base, self.doc.base_ref)
+        if self.act["ambiguity"].isChecked():
+            self.session.request_ambiguity()
         self._update_enabled()
 
     def _generation_finished(self, outcome: str, message: str) -> None:
@@ -871,6 +899,7 @@ class MainWindow(QMainWindow):
     def _strokes_changed(self) -> None:
         self.canvas.set_strokes(self.doc.strokes)
         self.brush.set_stroke_count(len(self.doc.strokes))
+        self.gallery.set_locking(len(self.doc.strokes))
         self._update_enabled()
 
     def _base_changed(self) -> None:
@@ -895,6 +924,8 @@ class MainWindow(QMainWindow):
     def _brush_color_changed(self, rgb: tuple[int, int, int]) -> None:
         self.canvas.set_brush(color=rgb)
         self.settings.brush_color = rgb
+        if self._hover_L is not None:
+            self.brush.set_preview(displayed_color(rgb, self._hover_L), self._hover_L)
 
     def _brush_radius_changed(self, r: float) -> None:
         self.canvas.set_brush(radius=r)
@@ -904,9 +935,14 @@ class MainWindow(QMainWindow):
         photo = self.doc.photo
         if photo is None or x < 0:
             self.pixel_label.setText("")
+            self._hover_L = None
+            self.brush.set_preview(None)
             return
         ix, iy = int(x), int(y)
-        self.pixel_label.setText(f"x {ix}, y {iy} · L {photo.L[iy, ix]:.0f}")
+        L = float(photo.L[iy, ix])
+        self.pixel_label.setText(f"x {ix}, y {iy} · L {L:.0f}")
+        self._hover_L = L  # the stroke preview: the brush colour at this pixel's lightness
+        self.brush.set_preview(displayed_color(self.brush.color, L), L)
 
     # --- compare and attention ---------------------------------------------------------------------
     def _sync_original_action(self, on: bool) -> None:
@@ -929,12 +965,27 @@ class MainWindow(QMainWindow):
         super().keyReleaseEvent(event)
 
     def _toggle_attention(self, on: bool) -> None:
+        if on and self.act["ambiguity"].isChecked():
+            self.act["ambiguity"].setChecked(False)  # one heat map at a time
         self.overlay.set_enabled(on)
         if on and not self.overlay.available:
             self.statusBar().showMessage(self.overlay.reason, 8000)
             self.act["attention"].setChecked(False)
         elif on:
             self.statusBar().showMessage("Attention map: move the mouse over the photo", 5000)
+
+    def _toggle_ambiguity(self, on: bool) -> None:
+        """Where the gallery's samples disagree: where a stroke would help most."""
+        if on and len(self.session.all_samples()) < 2:
+            self.statusBar().showMessage(AMBIGUITY_NEEDS, 8000)
+            self.act["ambiguity"].setChecked(False)
+            return
+        if on and self.act["attention"].isChecked():
+            self.act["attention"].setChecked(False)
+        self.ambiguity.set_enabled(on)
+        if on:
+            self.session.request_ambiguity()
+            self.statusBar().showMessage("Ambiguity map: bright where the samples disagree — paint a stroke there", 6000)
 
     def _attention_availability(self, available: bool, reason: str) -> None:
         a = self.act["attention"]

@@ -1,10 +1,15 @@
-"""The attention overlay: which pixels the hovered pixel draws its colour from.
+"""Heat-map overlays on the canvas: the attention of the hovered pixel, and the ambiguity map.
+
+**Attention** — which pixels the hovered pixel draws its colour from.
 
 For a G-CRF model the engine returns row p of its pixel-affinity matrix as an (h, w) map; we
 show it as a translucent heat map over the photo, following the cursor through the live
 (latest-wins) lane so moving the mouse never queues work. Classical propagation (Levin) has no
 such map — ``field.attention`` returns None — and then the overlay disables itself and says
 why, rather than showing something made up.
+
+**Ambiguity** — where the gallery's samples disagree (``engine.colorizer.ambiguity_map``): the
+places where the models are unsure, so where a stroke would help most. It needs two samples.
 """
 
 from __future__ import annotations
@@ -26,32 +31,36 @@ AVAILABLE = "Show which pixels the pixel under the cursor takes its colour from 
 
 
 LEGEND_TEXT = "Attention of the ringed pixel: it takes its colour from the bright places"
+AMBIGUITY_TEXT = "Where the samples disagree: bright is where a stroke would help most"
+AMBIGUITY_TIP = "Show where the gallery's samples disagree: where a stroke would help most (D)."
+AMBIGUITY_NEEDS = "The ambiguity map compares the gallery's samples: generate at least two first."
 
 
 class Legend(QFrame):
     """What the heat map's colours mean, in a corner of the canvas while the map is on."""
 
-    def __init__(self, parent) -> None:
+    def __init__(self, parent, text: str = LEGEND_TEXT, ends: tuple[str, str] = ("none", "most")) -> None:
         super().__init__(parent)
         self.setObjectName("legendBox")
         self.setStyleSheet("QFrame#legendBox { background: rgba(0, 0, 0, 170); border-radius: 6px; } QLabel { color: white; }")
         ramp = np.repeat(HEAT_LUT[None, :, :], 10, axis=0)
         bar = QLabel()
         bar.setPixmap(QPixmap.fromImage(qimage_from_rgb(ramp)).scaled(160, 10))
-        self.text = QLabel(LEGEND_TEXT)
+        self.text = QLabel(text)
         self.text.setWordWrap(True)
         self.text.setMaximumWidth(260)
-        ends = QHBoxLayout()
-        ends.setContentsMargins(0, 0, 0, 0)
-        ends.addWidget(QLabel("none"))
-        ends.addStretch(1)
-        ends.addWidget(QLabel("most"))
+        low, high = ends
+        ends_row = QHBoxLayout()
+        ends_row.setContentsMargins(0, 0, 0, 0)
+        ends_row.addWidget(QLabel(low))
+        ends_row.addStretch(1)
+        ends_row.addWidget(QLabel(high))
         lay = QVBoxLayout(self)
         lay.setContentsMargins(8, 6, 8, 6)
         lay.setSpacing(3)
         lay.addWidget(self.text)
         lay.addWidget(bar)
-        lay.addLayout(ends)
+        lay.addLayout(ends_row)
         self.setVisible(False)
         parent.installEventFilter(self)
 
@@ -163,3 +172,52 @@ class AttentionOverlay(QObject):
             self.shown.emit(x, y)
 
         self.lane.submit("attention", job, done)
+
+
+class AmbiguityOverlay(QObject):
+    """The ambiguity map as a translucent heat map over the photo, with its legend.
+
+    The window hands it maps (computed by the session on a worker) with :meth:`set_map`; it
+    shows the latest while it is on. Off, or with fewer than two samples, nothing is drawn.
+    """
+
+    shown = Signal()  # a map is on screen (tests, screenshots)
+
+    def __init__(self, canvas: CanvasView, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.canvas = canvas
+        self.item = QGraphicsPixmapItem()
+        self.item.setOpacity(0.85)
+        self.item.setVisible(False)
+        self.item.setTransformationMode(Qt.TransformationMode.SmoothTransformation)
+        canvas.add_overlay(self.item)
+        self.legend = Legend(canvas, AMBIGUITY_TEXT, ("samples agree", "disagree"))
+        self.enabled = False
+        self.map: np.ndarray | None = None
+
+    def set_enabled(self, on: bool) -> None:
+        self.enabled = on
+        self._show()
+
+    def reset(self) -> None:
+        """A new photo or gallery: the old map no longer describes it."""
+        self.map = None
+        self.item.setPixmap(QPixmap())
+        self._show()
+
+    def set_map(self, m: np.ndarray) -> None:
+        self.map = np.asarray(m, np.float32)
+        h, w = self.map.shape
+        self.item.setPixmap(QPixmap.fromImage(qimage_from_rgba(heatmap_rgba(self.map))))
+        iw, ih = self.canvas.image_size
+        self.item.setTransform(QTransform.fromScale(iw / max(w, 1), ih / max(h, 1)))
+        self._show()
+
+    def _show(self) -> None:
+        on = self.enabled and self.map is not None
+        self.item.setVisible(on)
+        self.legend.setVisible(on)
+        if on:
+            self.legend.place()
+            self.legend.raise_()
+            self.shown.emit()

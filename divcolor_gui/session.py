@@ -15,7 +15,7 @@ lane, so the event loop never waits on torch.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,14 +23,15 @@ import numpy as np
 from PySide6.QtCore import QObject, QThreadPool, Signal
 from PySide6.QtGui import QImage, QUndoStack
 
-from engine.colorizer import METHOD_LABELS, Colorization, Colorizer, ModelInfo, default_model_name
+from engine.colorizer import METHOD_LABELS, Colorization, Colorizer, ModelInfo, ambiguity_map, default_model_name
 from engine.errors import Cancelled, DivcolorError
 from engine.io import Photo, load_photo, save_image
+from engine.metadata import export_metadata
 from engine.models import model_class
 from engine.strokes import Stroke, parse_strokes
 
 from .commands import AddStroke, ClearStrokes, EraseStrokes, PickSample
-from .document import Document, SampleRef, read_project
+from .document import Document, SampleRef, batch_json, read_project
 from .errors import error_text
 from .imaging import qimage_from_rgb, thumbnail
 from .jobs import JobContext, JobRunner, LatestWins
@@ -54,12 +55,14 @@ class Sample:
 @dataclass(frozen=True)
 class Batch:
     """One press of Generate or More samples: samples ``first`` .. ``first + n - 1`` of the
-    set ``seed`` names — enough to make the same samples again."""
+    set ``seed`` names — enough to make the same samples again. ``locked``: the strokes the
+    samples were drawn to agree with (lock and resample), empty for free samples."""
 
     seed: int
     n: int
     temperature: float
     first: int = 0
+    locked: tuple[Stroke, ...] = ()
 
 
 @dataclass
@@ -118,6 +121,7 @@ class Session(QObject):
     timing = Signal(str, float)  # what ("samples", "stroke"), seconds as the user waited them
     ready = Signal()  # photo shown and the gallery's first results in (or known absent)
     exported = Signal(str)
+    ambiguity = Signal(object)  # (h, w) float32 map in [0, 1] of where the gallery's samples disagree
     project_opened = Signal(object)  # Project (the window restores its gallery controls from it)
 
     def __init__(self, colorizer: Colorizer, parent: QObject | None = None) -> None:
@@ -284,31 +288,34 @@ class Session(QObject):
             ctx.progress(0.1, f"Opening {proj.photo.name}")
             photo = load_photo(proj.photo)
             strokes = parse_strokes(proj.strokes_json, photo.size)
-            base, warning = None, None
-            if proj.sample is not None:
-                r = proj.sample
+            locks = [tuple(parse_strokes(j, photo.size)) if j else () for j in proj.batch_locks]
+            base, warning, r = None, None, proj.sample
+            if r is not None and proj.sample_lock:
+                r = replace(r, locked=tuple(parse_strokes(proj.sample_lock, photo.size)))
+            if r is not None:
                 ctx.progress(0.3, "Recreating the chosen sample")
                 try:
                     # each sample depends on (seed, index) alone: recreate just the picked one
                     base = colorizer.sample(
                         photo, r.method, 1, r.seed, r.temperature, r.family, r.checkpoint,
                         progress=lambda f, m: ctx.progress(0.3 + 0.7 * f, m), cancel=ctx.cancel_token, first=r.index,
+                        strokes=r.locked or None,
                     )[0]
                 except Cancelled:
                     raise
                 except DivcolorError as e:
                     warning = f"The sample this project was built on could not be recreated: {e} The strokes are restored on the grey photo."
-            return proj, photo, strokes, base, warning
+            return proj, photo, strokes, base, warning, r, locks
 
         def done(result) -> None:
-            proj, photo, strokes, base, warning = result
+            proj, photo, strokes, base, warning, ref, locks = result
             self.photo_opened.emit(path)
             self.set_photo(photo, generate=False)
             self._memory.setdefault(photo_key(photo), _PhotoMemory()).choice = (proj.family, proj.checkpoint)
             self.choice_changed.emit(self.choice)
             self.prepare_field()
             if base is not None:
-                self.doc.set_base(base, proj.sample)
+                self.doc.set_base(base, ref)
             self.doc.set_strokes(strokes)
             self.doc.project_path = path
             self.undo_stack.clear()
@@ -316,7 +323,8 @@ class Session(QObject):
             self.project_opened.emit(proj)
             if warning:
                 self.error.emit("Project opened with changes", warning, None)
-            batches = [Batch(*b) for b in proj.batches] or [Batch(proj.seed, proj.samples, proj.temperature)]
+            batches = [Batch(*b, locked=lock) for b, lock in zip(proj.batches, locks)] or [
+                Batch(proj.seed, proj.samples, proj.temperature)]
             self._regenerate(list(batches))
 
         self.message.emit(f"Opening project {path.name}…", 0)
@@ -335,10 +343,28 @@ class Session(QObject):
     def next_batch(self, seed: int, n: int, temperature: float, append: bool) -> Batch:
         """The batch a press of Generate (``append`` False) or More samples would make: More
         samples continues the seed's set after the samples already shown, so it never repeats
-        one (each sample's randomness comes from (seed, index) alone)."""
+        one (each sample's randomness comes from (seed, index) alone).
+
+        Lock and resample: with strokes on the photo, More samples draws samples that agree
+        with them (locked), continuing the locked set while the strokes stay the same; a
+        changed set of strokes starts a new locked set (see :meth:`locks_fresh_set`)."""
+        locked = tuple(self.doc.strokes) if append else ()
         if append:
-            return Batch(seed, n, temperature, first=sum(b.n for b in self.batches if b.seed == seed))
+            first = sum(b.n for b in self.batches if b.seed == seed and b.locked == locked)
+            if first == 0 and any(b.first == 0 for b in self.batches if b.locked == locked):
+                first = 1  # sample 0 is the most likely colorization, the same for every seed: shown already
+            return Batch(seed, n, temperature, first=first, locked=locked)
         return Batch(seed, n, temperature)
+
+    def locks_fresh_set(self) -> bool:
+        """Whether More samples now replaces the gallery with a new set locked to the strokes
+        (strokes painted since the gallery was made) rather than adding to it."""
+        strokes = tuple(self.doc.strokes)
+        return bool(strokes) and (not self.batches or self.batches[-1].locked != strokes)
+
+    def batches_json(self) -> list[dict[str, Any]]:
+        """The gallery's batches as the project file stores them (locked strokes included)."""
+        return [batch_json(b.seed, b.n, b.temperature, b.first, b.locked) for b in self.batches]
 
     def set_params(self, seed: int | None = None, n: int | None = None, temperature: float | None = None) -> None:
         """The gallery controls' values, used by the next Generate or More samples."""
@@ -356,7 +382,12 @@ class Session(QObject):
         photo = self.doc.photo
         if photo is None:
             return
-        batch = batch or self.next_batch(self.seed, self.n, self.temperature, append)
+        if batch is None:
+            if append and self.locks_fresh_set():
+                append = False  # the old samples disagree with the strokes: a new locked set replaces them
+                batch = Batch(self.seed, self.n, self.temperature, 0, tuple(self.doc.strokes))
+            else:
+                batch = self.next_batch(self.seed, self.n, self.temperature, append)
         if not self.models_listed:  # the app just started: the listing is on its way
             self._generate_after_listing, self._deferred_batch = True, batch
             return
@@ -388,7 +419,7 @@ class Session(QObject):
                     try:
                         results = colorizer.sample(
                             photo, m, count, batch.seed, batch.temperature, family, checkpoint,
-                            progress=report, cancel=ctx.cancel_token, first=first,
+                            progress=report, cancel=ctx.cancel_token, first=first, strokes=batch.locked or None,
                         )
                     except (Cancelled, MemoryError):
                         raise
@@ -396,7 +427,8 @@ class Session(QObject):
                         ctx.publish((m, e, 0.0))
                         break
                     samples = [
-                        Sample(r, SampleRef.of(r, family, checkpoint, batch.n), qimage_from_rgb(thumbnail(r.rgb, THUMB_PIXELS)))
+                        Sample(r, SampleRef.of(r, family, checkpoint, batch.n, batch.locked),
+                               qimage_from_rgb(thumbnail(r.rgb, THUMB_PIXELS)))
                         for r in results
                     ]
                     ctx.publish((m, samples, time.perf_counter() - t_start))
@@ -646,6 +678,7 @@ class Session(QObject):
         field = self.field
         method, family, checkpoint = self.field_choice()
         colorizer = self.colorizer
+        ref = self.doc.base_ref
 
         def job(ctx: JobContext) -> Path:
             rgb = current
@@ -659,8 +692,9 @@ class Session(QObject):
                 else:
                     raise DivcolorError("There is nothing coloured to export yet. Pick a sample or paint strokes first.")
             ctx.progress(0.6, f"Writing {p.name}")
+            meta = self._export_metadata(photo, ref, strokes, (method, family, checkpoint))
             try:
-                return save_image(p, rgb, photo.alpha, photo.bit_depth)
+                return save_image(p, rgb, photo.alpha, photo.bit_depth, meta)
             except ValueError as e:  # e.g. an unknown extension: the message is written for users
                 raise DivcolorError(str(e)) from e
 
@@ -671,6 +705,47 @@ class Session(QObject):
             self.exported.emit(str(out))
 
         self.io.submit(f"Exporting {p.name}", job, on_done=done, on_error=lambda e: self.error.emit("Export failed", e, p))
+
+    def _export_metadata(self, photo: Photo, ref: SampleRef | None, strokes: list[Stroke],
+                         field: tuple[str, str, str | None]):
+        """What the CLI writes too (engine.metadata): the photo's EXIF, the sRGB profile and the
+        provenance XMP — the picked sample's method, model file digest, seed, index and
+        temperature, and the strokes' digest; with strokes only (no sample), the stroke method."""
+        if ref is not None:
+            method, model, family, checkpoint = ref.method, ref.model, ref.family, ref.checkpoint
+            seed, index, temperature = ref.seed, ref.index, ref.temperature
+        else:
+            method, family, checkpoint = field
+            model, seed, index, temperature = None, None, None, None
+        model_path = None
+        if method != "levin":
+            try:
+                info = self.colorizer.resolve(method, family, checkpoint)
+                model_path, model = info.path, model or info.name
+            except DivcolorError:
+                pass  # a model gone since: the file still says which method and seed made it
+        return export_metadata(photo.exif, method=method, model=model, model_path=model_path, seed=seed,
+                               sample=index, temperature=temperature, strokes=strokes or None)
+
+    # ==========================================================================================
+    # the ambiguity map
+    # ==========================================================================================
+    def request_ambiguity(self, max_side: int = 256) -> None:
+        """Where the gallery's samples disagree ("where a stroke would help most"), computed on
+        the live lane from every sample shown; the ``ambiguity`` signal brings the map (at most
+        ``max_side`` pixels on its long side; the overlay stretches it over the photo)."""
+        photo, samples = self.doc.photo, [s.colorization for s in self.all_samples()]
+        if photo is None or not samples:
+            return
+        w, h = photo.size
+        scale = min(1.0, max_side / max(w, h))
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+
+        def done(m: np.ndarray) -> None:
+            if self.doc.photo is photo:
+                self.ambiguity.emit(m)
+
+        self.live.submit("ambiguity", lambda ctx: ambiguity_map(samples, size), done)
 
     # ==========================================================================================
     def is_idle(self) -> bool:

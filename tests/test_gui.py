@@ -502,3 +502,401 @@ def test_compare_split_hold_key_and_zoom(qtbot, win, photo_path):
     win.act["fit"].trigger()
     assert win.canvas.zoom > 1.5  # the 120 x 80 photo is enlarged to fill the view
     assert win.act["open"].toolTip().endswith(f"({QKeySequence(QKeySequence.StandardKey.Open).toString(QKeySequence.SequenceFormat.NativeText)})")
+
+
+# --- issue 13: every control does what it says ---------------------------------------------------
+
+
+def test_space_drag_pans_from_side_panel_focus_and_never_paints(qtbot, win, photo_path):
+    open_and_wait(qtbot, win, photo_path)
+    win.act["zoom_100"].trigger()
+    for _ in range(14):  # zoomed in far enough for both scroll bars to move
+        win.act["zoom_in"].trigger()
+    hbar, vbar = win.canvas.horizontalScrollBar(), win.canvas.verticalScrollBar()
+    assert hbar.maximum() > 200 and vbar.maximum() > 200
+    hbar.setValue(hbar.maximum() // 2)
+    vbar.setValue(vbar.maximum() // 2)
+    button = win.gallery.more_btn  # keyboard focus in the side panel, where Space would press it
+    button.setFocus()
+    assert QApplication.focusWidget() is button
+    clicked: list[bool] = []
+    button.clicked.connect(lambda: clicked.append(True))
+    vp = win.canvas.viewport()
+    c = vp.rect().center()
+    at = lambda dx, dy: QPointF(c.x() + dx, c.y() + dy)  # noqa: E731
+
+    def send(kind, pos, button_=Qt.MouseButton.LeftButton):
+        held = Qt.MouseButton.NoButton if kind == QEvent.Type.MouseButtonRelease else button_
+        QApplication.sendEvent(vp, QMouseEvent(kind, pos, QPointF(vp.mapToGlobal(pos.toPoint())),
+                                               Qt.MouseButton.NoButton if kind == QEvent.Type.MouseMove else button_, held,
+                                               Qt.KeyboardModifier.NoModifier))
+
+    send(QEvent.Type.MouseMove, at(0, 0), Qt.MouseButton.NoButton)  # the mouse is over the canvas
+    qtbot.keyPress(button, Qt.Key.Key_Space)
+    h0, v0 = hbar.value(), vbar.value()
+    send(QEvent.Type.MouseButtonPress, at(0, 0))
+    for k in range(1, 6):
+        send(QEvent.Type.MouseMove, at(-12 * k, -8 * k))
+    send(QEvent.Type.MouseButtonRelease, at(-60, -40))
+    qtbot.keyRelease(button, Qt.Key.Key_Space)
+    assert (hbar.value(), vbar.value()) == (h0 + 60, v0 + 40), "the view moved with the mouse"
+    assert not win.doc.strokes and not win.canvas.painting, "panning never paints"
+    assert not clicked and not button.isDown(), "Space went to the canvas, not to the focused button"
+    # without Space the same drag paints again
+    send(QEvent.Type.MouseButtonPress, at(0, 0))
+    send(QEvent.Type.MouseMove, at(30, 0))
+    send(QEvent.Type.MouseButtonRelease, at(30, 0))
+    assert len(win.doc.strokes) == 1
+    qtbot.waitUntil(win.is_idle, timeout=WAIT)
+
+
+def test_unsaved_changes_are_asked_before_the_file_dialog(qtbot, win, photo_path, monkeypatch):
+    open_and_wait(qtbot, win, photo_path)
+    events: list[str] = []
+    answer = [QMessageBox.StandardButton.Cancel]
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: (events.append("asked"), answer[0])[1])
+    monkeypatch.setattr("divcolor_gui.main_window.QFileDialog.getOpenFileName",
+                        lambda *a, **k: (events.append("file dialog"), ("", ""))[1])
+    win.act["open"].trigger()
+    assert events == ["file dialog"], "nothing unsaved: straight to the file dialog"
+    events.clear()
+    win.add_stroke(Stroke((200, 30, 30), 3.0, ((10, 10), (30, 10))))
+    qtbot.waitUntil(win.is_idle, timeout=WAIT)
+    win.act["open"].trigger()
+    assert events == ["asked"], "Cancel keeps the work and opens no file dialog"
+    events.clear()
+    answer[0] = QMessageBox.StandardButton.Discard
+    win.act["open"].trigger()
+    assert events == ["asked", "file dialog"], "asked first, then the file dialog"
+
+
+def _jpeg_with_exif(path: Path) -> Path:
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[270] = "Market day, 1898"
+    Image.fromarray((two_region_grey() * 255).astype(np.uint8)).save(path, quality=95, exif=exif)
+    return path
+
+
+def _xmp_png(path: Path) -> str:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()
+        return str(im.info.get("XML:com.adobe.xmp", ""))
+
+
+def test_export_suggests_last_folder_and_keeps_metadata(qtbot, make_window, tmp_path, tiny_model, monkeypatch):
+    import hashlib
+
+    from PIL import Image
+
+    from engine.metadata import srgb_icc, strokes_digest
+
+    src = _jpeg_with_exif(tmp_path / "market.jpg")
+    win = make_window()
+    open_and_wait(qtbot, win, src)
+    win.add_stroke(Stroke((30, 160, 40), 4.0, ((10, 40), (40, 40))))
+    qtbot.waitUntil(win.is_idle, timeout=WAIT)
+    asked: list[str] = []
+    target = [tmp_path / "exports" / "mine.png"]
+    target[0].parent.mkdir()
+
+    def save_dialog(parent, title, suggested, *a, **k):
+        asked.append(suggested)
+        return str(target[0]), "PNG image (*.png)"
+
+    monkeypatch.setattr("divcolor_gui.main_window.QFileDialog.getSaveFileName", save_dialog)
+    with qtbot.waitSignal(win.exported, timeout=WAIT):
+        win.act["export"].trigger()
+    assert asked[-1] == str(tmp_path / "market_colorized.png"), "first export: beside the photo, <stem>_colorized.png"
+    # the file carries the CLI's metadata: source EXIF, sRGB profile, provenance XMP
+    with Image.open(target[0]) as im:
+        im.load()
+        assert im.getexif()[270] == "Market day, 1898"
+        assert im.info["icc_profile"] == srgb_icc()
+    xmp = _xmp_png(target[0])
+    ref = win.doc.base_ref
+    for field in (f'Method="{ref.method}"', f'Seed="{ref.seed}"', f'Sample="{ref.index}"',
+                  f'ModelSHA256="{hashlib.sha256(Path(tiny_model).read_bytes()).hexdigest()}"',
+                  f'StrokesSHA256="{strokes_digest(win.doc.strokes)}"'):
+        assert field in xmp, field
+    target[0] = tmp_path / "exports" / "again.png"
+    with qtbot.waitSignal(win.exported, timeout=WAIT):
+        win.act["export"].trigger()
+    assert asked[-1] == str(tmp_path / "exports" / "market_colorized.png"), "next export: the last export folder"
+    win2 = make_window()  # and it is remembered across runs
+    open_and_wait(qtbot, win2, src)
+    assert win2.export_suggestion() == tmp_path / "exports" / "market_colorized.png"
+
+
+def test_window_geometry_is_clamped_to_the_screen_and_remembered(qtbot, make_window):
+    avail = QApplication.primaryScreen().availableGeometry()
+    win = make_window()
+    g = win.frameGeometry()
+    assert avail.contains(g), f"first window {g} fits {avail}"
+    win.setGeometry(avail.left() + 30, avail.top() + 40, 500, 400)
+    want = win.geometry()
+    win.force_close = True
+    win.close()
+    again = make_window()  # same settings file: where and how big the user left it
+    assert again.geometry() == want
+    # a geometry saved on a bigger screen is clamped to this one
+    again.setGeometry(avail.left() + 200, avail.top() + 100, avail.width() + 600, avail.height() + 400)
+    again.force_close = True
+    again.close()
+    third = make_window()
+    assert avail.contains(third.frameGeometry()), f"{third.frameGeometry()} inside {avail}"
+    assert third.frameGeometry().width() == avail.width()
+
+
+SCALED_WINDOW = r"""
+import json, sys, tempfile
+from pathlib import Path
+from PySide6.QtWidgets import QApplication
+app = QApplication(sys.argv[:1])
+from engine.colorizer import Colorizer
+from divcolor_gui.main_window import MainWindow
+from divcolor_gui.settings import Settings
+ini = Path(tempfile.mkdtemp()) / "s.ini"
+win = MainWindow(Colorizer(device="cpu", model_dirs=[]), Settings(ini))
+win.show()
+app.processEvents()
+g, a = win.frameGeometry(), win.screen().availableGeometry()
+out = {"ratio": win.devicePixelRatioF(), "avail": [a.x(), a.y(), a.width(), a.height()],
+       "frame": [g.x(), g.y(), g.width(), g.height()], "min": [win.minimumSizeHint().width(), win.minimumSizeHint().height()]}
+win.force_close = True
+win.close()
+print(json.dumps(out))
+"""
+
+
+def test_window_fits_a_1080p_screen_at_150_percent(tmp_path):
+    """QT_SCALE_FACTOR=1.5 on a 1920x1080 screen leaves 1280x720 logical pixels: a fixed 1440x900
+    window ran off it. A fresh Qt process, since the scale is fixed when Qt starts."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    screen = tmp_path / "screen.json"
+    screen.write_text(json.dumps({"screens": [{"name": "hd", "x": 0, "y": 0, "width": 1920, "height": 1080,
+                                               "logicalDpi": 96, "logicalBaseDpi": 96, "dpr": 1}]}))
+    env = dict(os.environ, QT_QPA_PLATFORM=f"offscreen:configfile={screen}", QT_SCALE_FACTOR="1.5")
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, "-c", SCALED_WINDOW], env=env, cwd=root, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    assert got["ratio"] == 1.5 and got["avail"] == [0, 0, 1280, 720]
+    x, y, w, h = got["frame"]
+    assert x >= 0 and y >= 0 and x + w <= 1280 and y + h <= 720, got
+    assert got["min"][0] <= 1280 and got["min"][1] <= 720, "the layout itself fits the screen"
+
+
+def test_before_after_slider_left_of_the_handle_is_before(qtbot, win, photo_path):
+    open_and_wait(qtbot, win, photo_path)
+    red = np.zeros((H, W, 3), np.float32)
+    red[..., 0] = 0.9
+    red[..., 1:] = 0.1
+    win.canvas.set_result(red)
+    win.canvas.fit()
+
+    def shown(fx: float) -> tuple[int, int, int]:
+        img = win.canvas.viewport().grab().toImage()
+        p = win.canvas.mapFromScene(QPointF(fx * W, H / 2))
+        c = img.pixelColor(int(p.x() * img.devicePixelRatio()), int(p.y() * img.devicePixelRatio()))
+        return c.red(), c.green(), c.blue()
+
+    def is_grey(c):
+        return max(c) - min(c) <= 3
+
+    win.canvas_panel.split.setValue(50)
+    for fx in (0.1, 0.3, 0.45):
+        assert is_grey(shown(fx)), f"left of the handle ({fx}) shows the original"
+    for fx in (0.55, 0.7, 0.9):
+        r, g, b = shown(fx)
+        assert r > g + 100, f"right of the handle ({fx}) shows the result"
+    win.canvas_panel.split.setValue(0)
+    assert not is_grey(shown(0.1)), "handle at the left: all after"
+    win.canvas_panel.split.setValue(100)
+    assert is_grey(shown(0.9)), "handle at the right: all before"
+
+
+def test_more_samples_seed_and_temperature_and_the_project_keeps_every_batch(qtbot, make_window, photo_path, tmp_path):
+    win = make_window()
+    open_and_wait(qtbot, win, photo_path)
+    first = [t.sample for t in thumbs(win)]
+    win.gallery.temperature.setValue(0.5)
+    with qtbot.waitSignal(win.gallery_finished, timeout=WAIT):
+        qtbot.mouseClick(win.gallery.more_btn, Qt.MouseButton.LeftButton)
+    win.gallery.seed.setValue(9)
+    with qtbot.waitSignal(win.gallery_finished, timeout=WAIT):
+        win.act["more"].trigger()
+    qtbot.waitUntil(win.is_idle, timeout=WAIT)
+    refs = [t.sample.ref for t in thumbs(win)]
+    assert [(r.seed, r.index, r.temperature) for r in refs] == (
+        [(0, k, 1.0) for k in range(3)] + [(0, k, 0.5) for k in range(3, 6)] + [(9, k, 0.5) for k in range(1, 4)])
+    rgbs = [t.sample.colorization.rgb for t in thumbs(win)]
+    # every sample is a new colorization (a new seed's set skips its sample 0, the most likely
+    # colorization, which every seed shares and the gallery already shows)
+    assert len({r.tobytes() for r in rgbs}) == 9
+    assert all(np.array_equal(a.colorization.rgb, b) for a, b in zip(first, rgbs)), "earlier samples stay"
+    # the temperature changes the draw: sample 3 of seed 0 at T=1 is another colorization
+    r3 = refs[3]
+    again = win.colorizer.sample(win.doc.photo, r3.method, 1, 0, 1.0, r3.family, r3.checkpoint, first=3)[0]
+    assert not np.array_equal(again.rgb, rgbs[3])  # (the tiny model's draws differ only slightly)
+    proj = tmp_path / "batches.divcolor"
+    assert win.save_project_to(proj)
+    assert len(read_project(proj).batches) == 3
+    win2 = make_window()
+    open_and_wait(qtbot, win2, proj)
+    qtbot.waitUntil(lambda: len(thumbs(win2)) == 9 and win2.is_idle(), timeout=WAIT)
+    assert [t.sample.ref for t in thumbs(win2)] == refs
+    for t, rgb in zip(thumbs(win2), rgbs):
+        np.testing.assert_allclose(t.sample.colorization.rgb, rgb, atol=1e-5)
+
+
+# --- issue 14 in the app ------------------------------------------------------------------------
+
+
+def test_lock_and_resample_keeps_strokes_and_resamples_the_rest(qtbot, make_window, photo_path, tmp_path, monkeypatch):
+    win = make_window()
+    open_and_wait(qtbot, win, photo_path)
+    t = thumbs(win)[1]
+    qtbot.mouseClick(t, Qt.MouseButton.LeftButton, pos=t.rect().center())
+    stroke = Stroke((30, 170, 40), 5.0, ((15, 40), (45, 40)))
+    win.add_stroke(stroke)
+    qtbot.waitUntil(win.is_idle, timeout=WAIT)
+    assert win.gallery.more_btn.text() == "Keep strokes, resample"
+    asked: list = []
+    real = win.colorizer.sample
+    monkeypatch.setattr(win.colorizer, "sample", lambda *a, **k: (asked.append(k.get("strokes")), real(*a, **k))[1])
+    with qtbot.waitSignal(win.gallery_finished, timeout=WAIT):
+        win.act["more"].trigger()
+    qtbot.waitUntil(win.is_idle, timeout=WAIT)
+    assert asked and all(list(s) == [stroke] for s in asked), "the engine samples with the strokes locked"
+    new = [x.sample for x in thumbs(win)]
+    assert len(new) == 3 and all(s.ref.locked == (stroke,) for s in new), "the gallery shows the new, locked set"
+    assert "locked" in next(iter(win.gallery.groups.values())).title.text()
+    for s in new:  # each locked sample is green under the stroke ...
+        under = s.colorization.rgb[38:43, 20:40]
+        assert (under[..., 1] - under[..., 0]).mean() > 0.1
+    far = [s.colorization.rgb[:, 80:] for s in new]  # ... and differs from the others elsewhere
+    assert not np.array_equal(far[1], far[2])  # (the tiny model varies only slightly)
+    assert win.doc.strokes == [stroke] and win.canvas.strokes == [stroke], "the canvas keeps the strokes"
+    assert win.doc.base_ref == new[1].ref, "the canvas moved to the same place in the locked set"
+    shown = np.asarray(win.canvas.current_rgb())
+    assert (shown[38:43, 20:40, 1] - shown[38:43, 20:40, 0]).mean() > 0.1
+    # More again continues the locked set; the project keeps it
+    with qtbot.waitSignal(win.gallery_finished, timeout=WAIT):
+        win.act["more"].trigger()
+    qtbot.waitUntil(win.is_idle, timeout=WAIT)
+    refs = [x.sample.ref for x in thumbs(win)]
+    assert [r.index for r in refs] == list(range(6)) and all(r.locked == (stroke,) for r in refs)
+    proj = tmp_path / "locked.divcolor"
+    assert win.save_project_to(proj)
+    win2 = make_window()
+    open_and_wait(qtbot, win2, proj)
+    qtbot.waitUntil(lambda: len(thumbs(win2)) == 6 and win2.is_idle(), timeout=WAIT)
+    assert [x.sample.ref for x in thumbs(win2)] == refs
+    assert win2.doc.base_ref == win.doc.base_ref and win2.doc.strokes == [stroke]
+    for a, b in zip(thumbs(win2), thumbs(win)):
+        np.testing.assert_allclose(a.sample.colorization.rgb, b.sample.colorization.rgb, atol=1e-5)
+    # without strokes the button is plain More samples again
+    win.act["clear"].trigger()
+    assert win.gallery.more_btn.text() == "More samples"
+    qtbot.waitUntil(win.is_idle, timeout=WAIT)
+
+
+def test_ambiguity_map_shows_where_samples_disagree(qtbot, win, photo_path):
+    from engine.colorizer import ambiguity_map
+
+    open_and_wait(qtbot, win, photo_path)
+    a = win.act["ambiguity"]
+    assert a.isEnabled() and a in win.toolbar.actions()  # beside the attention toggle
+    with qtbot.waitSignal(win.ambiguity.shown, timeout=WAIT):
+        a.trigger()
+    expected = ambiguity_map([t.sample.colorization for t in thumbs(win)], (W, H))
+    np.testing.assert_allclose(win.ambiguity.map, expected, atol=1e-6)
+    assert expected.max() == pytest.approx(1.0), "the samples do disagree somewhere"
+    item = win.ambiguity.item
+    assert item.isVisible() and item.sceneBoundingRect().width() == pytest.approx(W)
+    legend = win.ambiguity.legend
+    assert legend.isVisible() and "stroke would help most" in legend.text.text()
+    # more samples: the map is recomputed from all of them
+    with qtbot.waitSignal(win.ambiguity.shown, timeout=WAIT):
+        win.act["more"].trigger()
+    qtbot.waitUntil(lambda: len(thumbs(win)) == 6 and win.is_idle(), timeout=WAIT)
+    qtbot.waitUntil(lambda: not win.live.busy, timeout=WAIT)
+    np.testing.assert_allclose(win.ambiguity.map, ambiguity_map([t.sample.colorization for t in thumbs(win)], (W, H)), atol=1e-6)
+    a.trigger()
+    assert not item.isVisible() and not legend.isVisible()
+    # one sample cannot disagree with itself: the toggle is off and says why
+    win.gallery.count.setValue(1)
+    with qtbot.waitSignal(win.gallery_finished, timeout=WAIT):
+        win.act["generate"].trigger()
+    assert not a.isEnabled() and "at least two" in a.toolTip()
+
+
+def test_stroke_preview_swatch_shows_the_colour_at_the_hovered_lightness(qtbot, win, photo_path):
+    from engine.strokes import displayed_color
+
+    open_and_wait(qtbot, win, photo_path)
+    blue = (40, 80, 220)
+    win.brush.set_color(blue)
+    L = win.doc.photo.L
+    mouse(win, QEvent.Type.MouseMove, 10.5, 40.5, button=Qt.MouseButton.NoButton)  # dark half
+    dark = win.brush.here_color
+    assert dark == displayed_color(blue, float(L[40, 10]))
+    img = win.brush.here_swatch.pixmap().toImage()
+    assert img.pixelColor(5, 5).getRgb()[:3] == dark
+    mouse(win, QEvent.Type.MouseMove, 100.5, 40.5, button=Qt.MouseButton.NoButton)  # bright half
+    bright = win.brush.here_color
+    assert bright == displayed_color(blue, float(L[40, 100]))
+    assert sum(dark) < sum(bright) and bright[2] > bright[0], "darker on dark pixels, still blue on light ones"
+    win.brush.set_color((230, 200, 40))  # a new colour updates it where the cursor is
+    assert win.brush.here_color == displayed_color((230, 200, 40), float(L[40, 100]))
+    leave = QEvent(QEvent.Type.Leave)
+    QApplication.sendEvent(win.canvas, leave)
+    assert win.brush.here_color is None
+
+
+# --- Colorize Folder ----------------------------------------------------------------------------
+
+
+def test_colorize_folder_names_never_collide_never_overwrite_inputs_and_keep_metadata(qtbot, win, tmp_path):
+    from PIL import Image
+
+    from divcolor_gui.batch_dialog import BatchDialog
+
+    src = tmp_path / "photos"
+    src.mkdir()
+    _jpeg_with_exif(src / "photo.jpg")
+    save_image(src / "photo.png", two_region_grey())
+    save_image(src / "x.png", two_region_grey())
+    save_image(src / "x_vae-mdn_0.png", two_region_grey())  # an input named like x.png's result
+    kept = (src / "x_vae-mdn_0.png").read_bytes()
+    qtbot.waitUntil(lambda: bool(win.models), timeout=WAIT)
+    dlg = BatchDialog(win.session, win.settings, win)
+    qtbot.addWidget(dlg)
+    assert dlg.method.count() >= 1
+    dlg.source.setText(str(src))
+    dlg.out.setText(str(src))  # results into the photos' own folder
+    dlg.n.setValue(2)
+    dlg.seed.setValue(4)
+    with qtbot.waitSignal(dlg.finished_batch, timeout=WAIT) as sig:
+        dlg.start()
+    assert sig.args == [3, 1], dlg.log.toPlainText()
+    assert (src / "x_vae-mdn_0.png").read_bytes() == kept, "an input is never overwritten"
+    assert "overwrite" in dlg.log.toPlainText()
+    names = {p.name for p in src.iterdir()}
+    for want in ("photo_jpg_vae-mdn_0.png", "photo_jpg_vae-mdn_1.png", "photo_png_vae-mdn_0.png",
+                 "photo_png_vae-mdn_1.png", "x_vae-mdn_0_vae-mdn_0.png"):
+        assert want in names, want
+    out = src / "photo_jpg_vae-mdn_1.png"
+    with Image.open(out) as im:
+        im.load()
+        assert im.getexif()[270] == "Market day, 1898"
+    xmp = _xmp_png(out)
+    assert 'Method="vae-mdn"' in xmp and 'Seed="4"' in xmp and 'Sample="1"' in xmp and "ModelSHA256" in xmp
