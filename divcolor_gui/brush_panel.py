@@ -78,6 +78,7 @@ class BrushPanel(QWidget):
         self.here_swatch = QLabel()
         self.here_swatch.setObjectName("hereSwatch")
         self.here_swatch.setFixedSize(28, 28)
+        self.here_swatch.setFrameShape(QLabel.Shape.Box)  # an empty frame until the cursor is on the photo
         self.here_label = QLabel("On the photo: hover it")
         self.here_label.setObjectName("hint")
         self.here_label.setWordWrap(True)

@@ -225,6 +225,7 @@ class GalleryPanel(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.eyedropper = False
+        self._locking = 0  # strokes on the photo: More samples locks them
         self.groups: dict[str, MethodGroup] = {}
         self.selected: Sample | None = None
         self._want: SampleRef | None = None  # ref of the base, to highlight when it arrives
@@ -317,7 +318,7 @@ class GalleryPanel(QWidget):
     def refresh_icons(self) -> None:
         self.dice.setIcon(qta.icon("mdi6.dice-multiple"))
         self.generate_btn.setIcon(qta.icon("mdi6.refresh"))
-        self.more_btn.setIcon(qta.icon("mdi6.plus-box-multiple"))
+        self.more_btn.setIcon(qta.icon("mdi6.lock-outline" if self._locking else "mdi6.plus-box-multiple"))
         self.cancel_btn.setIcon(qta.icon("mdi6.close-circle-outline"))
 
     # --- controls --------------------------------------------------------------------------------
@@ -341,7 +342,9 @@ class GalleryPanel(QWidget):
 
     def set_locking(self, strokes: int) -> None:
         """With strokes on the photo, More samples locks them and resamples the rest: say so."""
-        self.more_btn.setText("Keep strokes, resample" if strokes else "More samples")
+        self.more_btn.setText("More, locked" if strokes else "More samples")
+        self.more_btn.setIcon(qta.icon("mdi6.lock-outline" if strokes else "mdi6.plus-box-multiple"))
+        self._locking = strokes
         self.more_btn.setToolTip(LOCK_TIP.format(n=strokes, s="s" if strokes != 1 else "") if strokes else MORE_TIP)
 
     def set_can_generate(self, on: bool) -> None:

@@ -768,7 +768,7 @@ def test_lock_and_resample_keeps_strokes_and_resamples_the_rest(qtbot, make_wind
     stroke = Stroke((30, 170, 40), 5.0, ((15, 40), (45, 40)))
     win.add_stroke(stroke)
     qtbot.waitUntil(win.is_idle, timeout=WAIT)
-    assert win.gallery.more_btn.text() == "Keep strokes, resample"
+    assert win.gallery.more_btn.text() == "More, locked" and "keep your 1 stroke" in win.gallery.more_btn.toolTip()
     asked: list = []
     real = win.colorizer.sample
     monkeypatch.setattr(win.colorizer, "sample", lambda *a, **k: (asked.append(k.get("strokes")), real(*a, **k))[1])
