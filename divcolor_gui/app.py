@@ -1,13 +1,17 @@
 """Application entry point: ``divcolor`` / ``divcolor gui [IMAGE] [--screenshot OUT.png]``.
 
 ``run`` sets up the QApplication (name, theme, icon), builds the window around the engine
-facade and enters the event loop. Screenshot mode is event-driven: the window's ``ready``
+facade, offers to restore work a crash left behind (:mod:`.autosave`) and enters the event loop.
+Leaving it never hangs: jobs still running are cancelled and given :data:`EXIT_GRACE_S`; one
+stuck in a long uninterruptible call does not keep the process alive past that (the window is
+gone and its autosave removed by then, so nothing is lost). Screenshot mode is event-driven: the window's ``ready``
 signal (photo shown, first gallery results in — or known absent) triggers the grab; a timer
 only guards against waiting forever.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import traceback
@@ -22,11 +26,13 @@ import qtawesome as qta
 from engine.colorizer import Colorizer
 from engine.errors import DivcolorError
 
+from .jobs import cancel_every_job, running_jobs, wait_for_jobs
 from .settings import Settings
 
 SCREENSHOT_SIZE = (1440, 900)
 SCREENSHOT_TIMEOUT_S = 600
 SETTLE_MS = 250  # let the freshly added thumbnails lay out before grabbing
+EXIT_GRACE_S = 1.0  # after the window closed, how long running jobs get to notice the cancel
 
 
 def _application() -> QApplication:
@@ -81,11 +87,25 @@ def run(
         if screenshot:
             return _screenshot(app, win, image, screenshot)
         win.show()
-        if image:
+        restored = win.autosave.offer_restore(win)
+        if image and not restored:
             win.open_path(image)
-        return app.exec()
+        return finish_jobs(app.exec())
     finally:
         sys.excepthook = old_hook
+
+
+def finish_jobs(code: int, grace_s: float = EXIT_GRACE_S) -> int:
+    """After the event loop: cancel what still runs and wait at most ``grace_s`` for it. A job
+    that is still running then (a long solve or encode between two cancel checks) would keep
+    the interpreter alive at exit, so the process ends here, at once, with ``code``."""
+    cancel_every_job()
+    if wait_for_jobs(grace_s):
+        return code
+    print(f"divcolor: quitting while {', '.join(running_jobs())} still ran (cancelled).", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _screenshot(app: QApplication, win, image: str | None, out: str) -> int:

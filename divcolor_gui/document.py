@@ -26,7 +26,7 @@ from engine.io import Photo
 from engine.strokes import Stroke, parse_strokes, strokes_to_json
 from engine.schema import check_project, read_json_file
 
-from .imaging import grey_display
+from .imaging import full_size, grey_display, strokes_to_full
 
 PROJECT_SUFFIX = ".divcolor"
 PROJECT_FORMAT = "divcolor-project"
@@ -190,8 +190,31 @@ def project_dict(
     }
 
 
-def write_project(path: Path, data: dict[str, Any]) -> None:
+def write_project(path: Path, data: dict[str, Any], photo: Photo | None = None) -> None:
+    """Write ``data`` atomically. Given the app's ``photo``, strokes drawn on a big photo's
+    preview are stored in the full-resolution photo's coordinates (files always are)."""
+    if photo is not None:
+        data = project_strokes_to_full(data, photo)
     atomic_write(path, json.dumps(data, indent=2))
+
+
+def project_strokes_to_full(data: dict[str, Any], photo: Photo) -> dict[str, Any]:
+    """``data`` with every strokes list (the strokes, the picked sample's and each batch's
+    locked strokes) in full-resolution coordinates; ``data`` itself when no scaling is needed."""
+    if full_size(photo) == photo.size:
+        return data
+
+    def scaled(j: Any) -> Any:
+        return strokes_to_json(strokes_to_full(parse_strokes(j), photo)) if j else j
+
+    out = json.loads(json.dumps(data))  # a deep copy of plain JSON
+    out["strokes"] = scaled(out.get("strokes"))
+    if isinstance(out.get("sample"), dict) and out["sample"].get("locked"):
+        out["sample"]["locked"] = scaled(out["sample"]["locked"])
+    for b in (out.get("gallery") or {}).get("batches") or []:
+        if isinstance(b, dict) and b.get("locked"):
+            b["locked"] = scaled(b["locked"])
+    return out
 
 
 def read_project(path: Path) -> Project:

@@ -3,15 +3,159 @@
 Everything here is presentation: turning results into QImages (safe to build on worker
 threads), showing a colour photo "greyed", the heat-map colours of the attention overlay and the
 palette of a sample's dominant colours. No colorization logic lives here.
+
+Big photos are *shown* through a preview: :func:`load_app_photo` gives the app a
+:class:`PreviewPhoto` of at most :data:`PREVIEW_PIXELS` whose ``source`` is the full-resolution
+photo. Gallery samples, strokes, the stroke field and the canvas all work on the preview (the
+models see 64–128 px anyway), so a 48-megapixel scan opens in seconds and in a few hundred MB
+instead of holding every sample at full size. Full resolution is touched once, at export, by the
+engine's strip writer (:func:`export_full`). Strokes live in preview coordinates in the app and
+in full-resolution coordinates in files (:func:`strokes_to_full` / :func:`strokes_to_view`), so
+a project's strokes are the same file the CLI's ``--strokes`` takes.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
 import numpy as np
+import torch
 from PIL import Image
 from PySide6.QtGui import QImage
 
-from engine.io import Photo
+from engine.color import AB_SCALE, rgb_to_lab
+from engine.colorizer import Colorization
+from engine.io import Metadata, Photo, load_photo, save_colorizations
+from engine.strokes import MAX_RADIUS, Stroke
+from engine.types import CancelToken
+
+PREVIEW_PIXELS = 2_000_000
+"""The most pixels the app works on: larger photos get a preview this size (the canvas of a
+1440x900 window shows ~1 MP) and a gallery of 16 samples per method stays near 1 GiB (each sample is a float image of this size)."""
+
+
+@dataclass(eq=False)
+class PreviewPhoto(Photo):
+    """A downscaled stand-in for a big photo (see the module docstring); ``source`` is the
+    full-resolution photo export writes from. Same path, bit depth, EXIF and greyness."""
+
+    source: Photo | None = field(default=None, repr=False)
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """(x, y) factors from preview to full-resolution pixel coordinates (>= 1)."""
+        assert self.source is not None
+        (W, H), (w, h) = self.source.size, self.size
+        return W / w, H / h
+
+
+def full_size(photo: Photo) -> tuple[int, int]:
+    """(width, height) of the photo the user opened (not of its preview)."""
+    return photo.source.size if isinstance(photo, PreviewPhoto) and photo.source is not None else photo.size
+
+
+def preview_size(size: tuple[int, int], max_pixels: int | None = None) -> tuple[int, int]:
+    """The (w, h) a photo of ``size`` is worked on at: itself up to ``max_pixels``, else scaled
+    down, keeping the aspect ratio, to at most ``max_pixels``."""
+    W, H = size
+    max_pixels = PREVIEW_PIXELS if max_pixels is None else max_pixels
+    if W * H <= max_pixels:
+        return W, H
+    s = math.sqrt(max_pixels / (W * H))
+    return max(1, math.floor(W * s)), max(1, math.floor(H * s))
+
+
+def _box(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Area-average a 2-D float32 plane to (w, h) (Pillow's box filter, in float)."""
+    im = Image.fromarray(np.ascontiguousarray(a, dtype=np.float32), mode="F")
+    return np.asarray(im.resize(size, Image.Resampling.BOX), dtype=np.float32)
+
+
+def preview_photo(photo: Photo, max_pixels: int | None = None) -> Photo:
+    """``photo`` itself when small enough, else a :class:`PreviewPhoto` of it.
+
+    L is area-averaged from the full-resolution L (what the models would see of the original),
+    and the pixels and alpha likewise; integer pixels stay integers (8-bit) or become floats.
+    """
+    size = preview_size(photo.size, max_pixels)
+    if size == photo.size:
+        return photo
+    px = photo.pixels
+    if px.dtype == np.uint8:
+        small = np.asarray(Image.fromarray(px).resize(size, Image.Resampling.BOX))
+    else:
+        unit = 65535.0 if px.dtype == np.uint16 else 1.0
+        planes = [px] if px.ndim == 2 else [px[..., c] for c in range(px.shape[2])]
+        small = np.stack([_box(np.asarray(q, np.float32) / unit, size) for q in planes], axis=-1)
+        small = np.clip(small[..., 0] if px.ndim == 2 else small, 0, 1)
+    return PreviewPhoto(
+        L=np.clip(_box(photo.L, size), 0, 100),
+        pixels=np.ascontiguousarray(small),
+        alpha=None if photo.alpha is None else np.clip(_box(photo.alpha, size), 0, 1),
+        bit_depth=photo.bit_depth,
+        is_grey=photo.is_grey,
+        path=photo.path,
+        exif=photo.exif,
+        source=photo,
+    )
+
+
+def load_app_photo(path: str | Path, max_pixels: int | None = None) -> Photo:
+    """What the app opens: the photo, or a preview of it when it is big (see the module doc)."""
+    return preview_photo(load_photo(path), max_pixels)
+
+
+def _scaled(strokes: Iterable[Stroke], sx: float, sy: float) -> list[Stroke]:
+    r = math.sqrt(sx * sy)
+    return [
+        Stroke(s.color, min(MAX_RADIUS, s.radius * r), tuple((x * sx, y * sy) for x, y in s.points))
+        for s in strokes
+    ]
+
+
+def strokes_to_full(strokes: Sequence[Stroke], photo: Photo) -> list[Stroke]:
+    """Strokes drawn on the app's photo, in the full-resolution photo's pixel coordinates."""
+    if not isinstance(photo, PreviewPhoto) or photo.source is None:
+        return list(strokes)
+    sx, sy = photo.scale
+    return _scaled(strokes, sx, sy)
+
+
+def strokes_to_view(strokes: Sequence[Stroke], photo: Photo) -> list[Stroke]:
+    """Strokes in full-resolution coordinates (files), on the app's photo (its preview)."""
+    if not isinstance(photo, PreviewPhoto) or photo.source is None:
+        return list(strokes)
+    sx, sy = photo.scale
+    return _scaled(strokes, 1 / sx, 1 / sy)
+
+
+def export_full(
+    path: str | Path,
+    photo: PreviewPhoto,
+    rgb: np.ndarray,
+    base: Colorization | None = None,
+    metadata: Metadata | None = None,
+    cancel: CancelToken | None = None,
+) -> Path:
+    """Write the result of a previewed photo at the original's full size, a strip at a time.
+
+    With ``base`` (a sample, no strokes) its model-size ab is upsampled onto the original's L:
+    exactly what ``divcolor colorize`` writes for that sample. Otherwise the chroma of ``rgb``
+    (the result on the preview, strokes included) is: at preview resolution, chroma is far
+    finer than anything the models or strokes change, and the luminance is the original's.
+    Memory stays bounded (:func:`engine.io.save_colorizations`); ``cancel`` is checked per strip.
+    """
+    assert photo.source is not None
+    if base is not None:
+        ab_low = base.ab_low.detach().float().cpu()[None]
+    else:
+        with torch.no_grad():
+            t = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)
+            ab_low = rgb_to_lab(t)[1:][None] / AB_SCALE
+    return save_colorizations([path], photo.source, ab_low, [metadata], cancel=cancel)[0]
 
 
 def to_uint8(rgb: np.ndarray) -> np.ndarray:

@@ -14,30 +14,92 @@ Two policies, because the app has two kinds of work:
 Job functions run on a QThreadPool thread and take a :class:`JobContext`. They must not touch
 widgets; they return plain data (numpy arrays, QImages — which are safe off the GUI thread).
 Results arrive on the GUI thread through queued signals, so the event loop never waits on torch.
+
+Shutting down never waits on torch either. Closing a runner cancels its jobs and *detaches*
+them: a detached job still runs to its next cancel check but emits nothing, so a job that
+outlives its window (an export mid-strip when the user quits) cannot touch deleted Qt objects
+(the old ``RuntimeError: Signal source has been deleted`` at exit). :func:`release_pool` gives
+a session's pool a short grace and then lets it go without blocking, and :func:`wait_for_jobs`
+is what the app's exit path uses to bound how long a stuck job can keep the process alive.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 import traceback
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Iterable
 
 from PySide6.QtCore import QObject, QThreadPool, Signal, Slot
 
 from engine.colorizer import CancelToken
 from engine.errors import Cancelled
 
+from .errors import user_facing
+
 log = logging.getLogger(__name__)
 
 Callback = Callable[[Any], None]
+
+# Every job whose run() has started and not ended, process-wide: the exit path waits on these.
+_running: set["Job"] = set()
+_running_cv = threading.Condition()
+# Pools let go of while a job still ran: kept alive here, because destroying a QThreadPool
+# blocks until its threads end (which is exactly the hang release_pool avoids).
+_released_pools: list[QThreadPool] = []
+
+
+def running_jobs() -> list[str]:
+    """Names of the jobs running right now, in every pool (tests and the exit path use it)."""
+    with _running_cv:
+        return sorted(j.name for j in _running)
+
+
+def wait_for_jobs(timeout_s: float) -> bool:
+    """Wait up to ``timeout_s`` for every running job to end; True when none is left.
+
+    Jobs are cancelled before this is called, so it normally returns at their next cancel check;
+    a job stuck in one long uninterruptible call is what the timeout is for.
+    """
+    deadline = time.monotonic() + max(0.0, timeout_s)
+    with _running_cv:
+        while _running:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            _running_cv.wait(left)
+    return True
+
+
+def cancel_every_job() -> None:
+    """Cancel and detach every running job (the app is going away: their results have no
+    window to go to)."""
+    with _running_cv:
+        jobs = list(_running)
+    for job in jobs:
+        job.cancel()
+        job.detach()
+
+
+def release_pool(pool: QThreadPool, grace_ms: int = 300) -> bool:
+    """Give ``pool``'s (cancelled) jobs ``grace_ms`` to end; if some still run, take the pool
+    from its parent and keep it alive here, so that deleting the window does not block on them.
+    True when the pool was idle within the grace."""
+    if pool.waitForDone(grace_ms):
+        return True
+    log.info("closing with %d job(s) still ending: %s", pool.activeThreadCount(), ", ".join(running_jobs()))
+    pool.setParent(None)
+    _released_pools.append(pool)
+    return False
 
 
 class JobContext:
     """What a job function may use from its worker thread: progress, cancel, partial results."""
 
-    def __init__(self, signals: "_JobSignals", token: CancelToken) -> None:
-        self._signals = signals
+    def __init__(self, job: "Job", token: CancelToken) -> None:
+        self._job = job
         self.cancel_token = token
 
     @property
@@ -49,11 +111,11 @@ class JobContext:
         self.cancel_token.check()
 
     def progress(self, fraction: float, message: str = "") -> None:
-        self._signals.progress.emit(self._signals.job, float(fraction), str(message))
+        self._job.emit("progress", float(fraction), str(message))
 
     def publish(self, obj: Any) -> None:
         """Hand a partial result to the GUI thread (e.g. the first method's samples)."""
-        self._signals.published.emit(self._signals.job, obj)
+        self._job.emit("published", obj)
 
 
 class _JobSignals(QObject):
@@ -86,26 +148,56 @@ class Job:
         self.fn = fn
         self.token = CancelToken()
         self.signals = _JobSignals(self)
+        self.detached = False  # set from the GUI thread; read by the worker before each emit
 
     def cancel(self) -> None:
         self.token.cancel()
 
+    def detach(self) -> None:
+        """Nobody listens any more (the runner closed): emit nothing from now on."""
+        self.detached = True
+
+    def emit(self, name: str, *args: Any) -> None:
+        """Emit one of :class:`_JobSignals` unless detached. A job can outlive the objects its
+        signals lead to (the app quitting mid-export); then its news is dropped, not raised."""
+        if self.detached:
+            return
+        try:
+            getattr(self.signals, name).emit(self, *args)
+        except RuntimeError:  # the signals object is already deleted: the app is shutting down
+            self.detached = True
+
     def run(self) -> None:  # worker thread
-        ctx = JobContext(self.signals, self.token)
+        with _running_cv:
+            _running.add(self)
+        try:
+            self._run()
+        finally:
+            with _running_cv:
+                _running.discard(self)
+                _running_cv.notify_all()
+
+    def _run(self) -> None:
+        ctx = JobContext(self, self.token)
         try:
             if self.token.cancelled:
                 raise Cancelled("Cancelled.")
             result = self.fn(ctx)
         except Cancelled:
-            self.signals.cancelled.emit(self)
+            self.emit("cancelled")
         except BaseException as exc:  # every failure must reach the GUI as a dialog, not vanish
             log.debug("job %s failed:\n%s", self.name, traceback.format_exc())
-            self.signals.failed.emit(self, exc)
+            if self.token.cancelled:
+                self.emit("cancelled")
+            else:
+                # out of memory becomes a sentence, and its traceback (frames holding the big
+                # arrays that did not fit) is dropped here, so the memory is free again at once
+                self.emit("failed", user_facing(exc))
         else:
             if self.token.cancelled:
-                self.signals.cancelled.emit(self)
+                self.emit("cancelled")
             else:
-                self.signals.finished.emit(self, result)
+                self.emit("finished", result)
 
 
 @dataclass
@@ -119,7 +211,10 @@ class _Handlers:
 class JobRunner(QObject):
     """A single slot for long jobs: submitting cancels whatever was running.
 
-    ``busy_changed`` and ``progress`` drive a progress bar with a Cancel button.
+    ``busy_changed`` and ``progress`` drive a progress bar with a Cancel button. Cancel frees
+    the slot at once (``on_cancel`` runs before :meth:`cancel` returns): the job stops at its
+    next check in the background and whatever it still reports is ignored, so the UI never
+    waits for a big photo's current step to end.
     """
 
     busy_changed = Signal(bool)
@@ -132,6 +227,7 @@ class JobRunner(QObject):
         self._current: Job | None = None
         self._handlers: dict[int, _Handlers] = {}
         self._alive: set[Job] = set()  # keep Python wrappers alive until their run() ends
+        self._closed = False
 
     @property
     def busy(self) -> bool:
@@ -150,9 +246,13 @@ class JobRunner(QObject):
         on_cancel: Callable[[], None] | None = None,
         on_publish: Callback | None = None,
     ) -> Job:
+        job = Job(name, fn)
+        if self._closed:  # the window is closing: nothing new starts
+            job.cancel()
+            job.detach()
+            return job
         if self._current is not None:
             self._current.cancel()
-        job = Job(name, fn)
         self._handlers[id(job)] = _Handlers(on_done, on_error, on_cancel, on_publish)
         job.signals.progress.connect(self._on_progress)
         job.signals.published.connect(self._on_published)
@@ -170,13 +270,29 @@ class JobRunner(QObject):
 
     @Slot()
     def cancel(self) -> None:
-        """Ask the running job to stop; it reports ``cancelled`` at its next check."""
-        if self._current is not None:
-            self._current.cancel()
+        """Stop the running job: the slot is free (and ``on_cancel`` has run) when this returns;
+        the job itself ends at its next cancel check, unheard."""
+        job = self._current
+        if job is None:
+            return
+        job.cancel()
+        h = self._end(job)
+        if h and h.on_cancel:
+            h.on_cancel()
 
     def cancel_all(self) -> None:
-        for job in self._alive:
+        for job in list(self._alive):
             job.cancel()
+
+    def close(self) -> None:
+        """The owner is going away: cancel every job, hear nothing more from them, start none."""
+        self._closed = True
+        for job in list(self._alive):
+            job.cancel()
+            job.detach()
+        self._alive.clear()
+        self._handlers.clear()
+        self._current = None
 
     # --- outcomes, on the GUI thread ---------------------------------------------------------
     def _on_progress(self, job: Job, fraction: float, message: str) -> None:
@@ -189,8 +305,7 @@ class JobRunner(QObject):
             h.on_publish(obj)
 
     def _end(self, job: Job) -> _Handlers | None:
-        """Forget a job; return its handlers only if it is still the one the user waits for."""
-        self._alive.discard(job)
+        """Forget a job's handlers; return them only if it is still the one the user waits for."""
         h = self._handlers.pop(id(job), None)
         if job is not self._current:
             return None
@@ -199,11 +314,13 @@ class JobRunner(QObject):
         return h
 
     def _on_finished(self, job: Job, result: Any) -> None:
+        self._alive.discard(job)
         h = self._end(job)
         if h and h.on_done:
             h.on_done(result)
 
     def _on_failed(self, job: Job, exc: BaseException) -> None:
+        self._alive.discard(job)
         h = self._end(job)
         if h is None:
             return
@@ -213,9 +330,42 @@ class JobRunner(QObject):
             self.job_failed.emit(exc)
 
     def _on_cancelled(self, job: Job) -> None:
+        self._alive.discard(job)
         h = self._end(job)
         if h and h.on_cancel:
             h.on_cancel()
+
+
+class ReusableSamples:
+    """Gallery samples that a new batch may show again instead of recomputing them.
+
+    Each sample depends on (method, model, seed, temperature, locked strokes, index) alone, so
+    pressing Generate after a Cancel (or with the same settings again) makes only the samples
+    that are missing: the ones the cancelled batch finished are reused as they are.
+    """
+
+    def __init__(self, samples: Iterable[Any], n: int) -> None:
+        self._by_key: dict[tuple, Any] = {}
+        for s in samples:
+            r = s.ref
+            self._by_key[(r.method, r.family, r.checkpoint, r.seed, r.temperature, tuple(r.locked), r.index)] = (
+                replace(s, ref=replace(r, n=n)) if r.n != n else s
+            )
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def get(self, method: str, family: str, checkpoint: str | None, seed: int, temperature: float,
+            locked: tuple, first: int, count: int) -> list[Any] | None:
+        """Samples ``first`` .. ``first + count - 1`` if every one of them is at hand, else None."""
+        out = [self._by_key.get((method, family, checkpoint, seed, temperature, tuple(locked), i))
+               for i in range(first, first + count)]
+        return None if any(s is None for s in out) else out
+
+
+def reusable_samples(samples: Iterable[Any], n: int) -> ReusableSamples:
+    """What :meth:`Session.generate` may reuse of ``samples`` for a batch of ``n``."""
+    return ReusableSamples(samples, n)
 
 
 @dataclass
@@ -273,8 +423,12 @@ class LatestWins(QObject):
             self._running[0].cancel()
 
     def close(self) -> None:
+        """The owner is going away: drop pending requests, cancel and detach the running one."""
         self._closed = True
         self.discard()
+        if self._running is not None:
+            self._running[0].detach()
+            self._running = None
 
     def _start_next(self) -> None:
         if self._running is not None or not self._pending:

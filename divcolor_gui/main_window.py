@@ -46,6 +46,7 @@ from engine.io import Photo
 from engine.strokes import Stroke, displayed_color
 
 from . import theme
+from .autosave import Autosave, autosave_dir
 from .brush_panel import BrushPanel
 from .canvas import SHOW_ORIGINAL_KEY, CanvasPanel, Tool
 from .document import PROJECT_SUFFIX, project_dict, write_project
@@ -95,6 +96,8 @@ class MainWindow(QMainWindow):
         super().__init__(parent)
         self.settings = settings if settings is not None else Settings()
         self.session = Session(colorizer if colorizer is not None else Colorizer(), self)
+        self.autosave = Autosave(self.session, autosave_dir(self.settings), settings=self.settings, parent=self)
+        self.autosave.restored.connect(self._rebuild_recent_menu)
         self._times: dict[str, float] = {}
         self._icons: dict[QAction, str] = {}
         self._models_dialog: ModelsDialog | None = None
@@ -746,7 +749,7 @@ class MainWindow(QMainWindow):
                 family, checkpoint,
             )
             data["gallery"]["batches"] = self.session.batches_json()
-            write_project(path, data)
+            write_project(path, data, self.doc.photo)
         except (OSError, DivcolorError) as e:
             self.show_error("Cannot save project", e, path)
             return False
@@ -762,7 +765,8 @@ class MainWindow(QMainWindow):
         g = self.gallery
         for w, v in ((g.seed, proj.seed), (g.temperature, proj.temperature), (g.count, proj.samples)):
             w.setValue(v)
-        self.setWindowTitle(f"{Path(self.doc.project_path).name}[*] — divcolor")
+        named = self.doc.project_path or (self.doc.photo.path if self.doc.photo is not None else None)
+        self.setWindowTitle(f"{Path(named).name if named else 'divcolor'}[*] — divcolor")
 
     def confirm_discard(self) -> bool:
         """Ask before unsaved strokes (or unsaved changes to a project) are thrown away."""
@@ -1036,5 +1040,6 @@ class MainWindow(QMainWindow):
         self.settings.sync()
         if self._batch_dialog is not None:
             self._batch_dialog.cancel()
+        self.autosave.discard()  # a clean exit: nothing to recover next time
         self.session.close()
         event.accept()

@@ -32,9 +32,9 @@ from engine.strokes import Stroke, parse_strokes
 
 from .commands import AddStroke, ClearStrokes, EraseStrokes, PickSample
 from .document import Document, SampleRef, batch_json, read_project
-from .errors import error_text
-from .imaging import qimage_from_rgb, thumbnail
-from .jobs import JobContext, JobRunner, LatestWins
+from .errors import error_text, is_out_of_memory
+from .imaging import PreviewPhoto, export_full, full_size, load_app_photo, qimage_from_rgb, strokes_to_view, thumbnail
+from .jobs import JobContext, JobRunner, LatestWins, release_pool, reusable_samples
 
 ModelChoice = tuple[str, "str | None"]  # (family, checkpoint path or None)
 GENERAL: ModelChoice = ("general", None)
@@ -149,6 +149,7 @@ class Session(QObject):
         self._awaiting_ready = False
         self._want_pick: tuple[str, int] | None = None  # (method, index) to pick in a fresh batch
         self._stroke_started: float | None = None  # when the user's latest edit asked for a result
+        self._interrupted = False  # the last batch was cancelled: its finished samples may be reused
         self.doc.strokes_changed.connect(self._strokes_changed)
         self.doc.base_changed.connect(self._base_changed)
 
@@ -257,7 +258,7 @@ class Session(QObject):
         p = Path(path)
         self.message.emit(f"Opening {p.name}…", 0)
         self.io.submit(
-            f"Opening {p.name}", lambda ctx: load_photo(p),
+            f"Opening {p.name}", lambda ctx: load_app_photo(p),
             on_done=lambda photo: (self.photo_opened.emit(p), self.set_photo(photo)),
             on_error=lambda e: self.error.emit("Cannot open photo", e, p),
         )
@@ -286,12 +287,12 @@ class Session(QObject):
         def job(ctx: JobContext):
             proj = read_project(path)
             ctx.progress(0.1, f"Opening {proj.photo.name}")
-            photo = load_photo(proj.photo)
-            strokes = parse_strokes(proj.strokes_json, photo.size)
-            locks = [tuple(parse_strokes(j, photo.size)) if j else () for j in proj.batch_locks]
+            photo = load_app_photo(proj.photo)
+            strokes = strokes_to_view(parse_strokes(proj.strokes_json, full_size(photo)), photo)
+            locks = [tuple(strokes_to_view(parse_strokes(j, full_size(photo)), photo)) if j else () for j in proj.batch_locks]
             base, warning, r = None, None, proj.sample
             if r is not None and proj.sample_lock:
-                r = replace(r, locked=tuple(parse_strokes(proj.sample_lock, photo.size)))
+                r = replace(r, locked=tuple(strokes_to_view(parse_strokes(proj.sample_lock, full_size(photo)), photo)))
             if r is not None:
                 ctx.progress(0.3, "Recreating the chosen sample")
                 try:
@@ -393,6 +394,9 @@ class Session(QObject):
             return
         family, checkpoint = self.choice
         plans = self.plan()
+        # after a Cancel, Generate makes only the samples the cancelled batch had not finished
+        reuse = reusable_samples(self.all_samples() if self._interrupted else (), batch.n)
+        self._interrupted = False
         if not append:
             ref = self.doc.base_ref
             self._want_pick = (ref.method, ref.index) if ref is not None else None
@@ -413,6 +417,11 @@ class Session(QObject):
                 chunks = [(batch.first, batch.n)] if getattr(cls, "REPORTS_PROGRESS", False) else [
                     (batch.first + j, 1) for j in range(batch.n)]
                 for c, (first, count) in enumerate(chunks):
+                    have = reuse.get(m, family, checkpoint, batch.seed, batch.temperature, batch.locked, first, count)
+                    if have is not None:
+                        ctx.publish((m, have, time.perf_counter() - t_start))
+                        continue
+
                     def report(f: float, msg: str, k=k, c=c) -> None:
                         ctx.progress((k + (c + f) / len(chunks)) / len(runnable), f"{label}: {msg}")
 
@@ -424,6 +433,8 @@ class Session(QObject):
                     except (Cancelled, MemoryError):
                         raise
                     except Exception as e:  # one method failing must not hide the others' samples
+                        if is_out_of_memory(e):
+                            raise  # the others would run out too: one dialog that says what to do
                         ctx.publish((m, e, 0.0))
                         break
                     samples = [
@@ -459,6 +470,7 @@ class Session(QObject):
                 then()
 
         def cancelled() -> None:
+            self._interrupted = True
             self.generation_finished.emit("cancelled", "Generation cancelled. Press <b>Generate</b> (F5) to try again.")
             self._maybe_ready(final=True)
 
@@ -694,12 +706,14 @@ class Session(QObject):
             ctx.progress(0.6, f"Writing {p.name}")
             meta = self._export_metadata(photo, ref, strokes, (method, family, checkpoint))
             try:
+                if isinstance(photo, PreviewPhoto):  # a big photo: full size only now, a strip at a time
+                    return export_full(p, photo, rgb, None if strokes else base, meta, cancel=ctx.cancel_token)
                 return save_image(p, rgb, photo.alpha, photo.bit_depth, meta)
             except ValueError as e:  # e.g. an unknown extension: the message is written for users
                 raise DivcolorError(str(e)) from e
 
         def done(out: Path) -> None:
-            w, h = photo.size
+            w, h = full_size(photo)
             depth = photo.bit_depth if out.suffix.lower() not in (".jpg", ".jpeg") else 8
             self.message.emit(f"Exported {out.name} ({w} × {h}, {depth}-bit)", 8000)
             self.exported.emit(str(out))
@@ -754,7 +768,8 @@ class Session(QObject):
         return not busy and self.doc.result_is_current
 
     def close(self) -> None:
+        """Cancel every job and stop listening to them; never wait long for one (jobs.py)."""
         for r in (self.sampling, self.io, self.model_jobs):
-            r.cancel_all()
+            r.close()
         self.live.close()
-        self.pool.waitForDone(5000)  # engine jobs check the cancel token; this is short
+        release_pool(self.pool)
