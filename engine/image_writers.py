@@ -22,11 +22,12 @@ from typing import BinaryIO
 
 import numpy as np
 
-__all__ = ["IDAT_MAX", "Metadata", "PngStream", "write_jpeg", "write_png16", "write_tiff"]
+__all__ = ["IDAT_MAX", "Metadata", "PngStream", "deflater", "write_jpeg", "write_png", "write_png16", "write_tiff"]
 
 IDAT_MAX = 1 << 23  # split the PNG stream into IDAT chunks of at most this many bytes
 XMP_KEYWORD = b"XML:com.adobe.xmp"
 JPEG_XMP_ID = b"http://ns.adobe.com/xap/1.0/\x00"
+TIFF_LEVEL = 1  # zlib level for TIFF: level 6 is ~6x slower for ~7 % smaller photo files
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,21 @@ class Metadata:
     exif: bytes | None = None  # b"Exif\0\0" + TIFF-structured EXIF, as Pillow's Exif.tobytes()
     xmp: str | None = None  # a complete XMP packet
     tiff_tags: tuple[tuple[int, str], ...] = ()  # (tag, text) for TIFF IFD0 (Make, Model, …)
+
+
+def deflater(level: int | None = None):
+    """A zlib compressor for PNG data. ``None``: the fast one. PNG's zlib at its default level
+    (6) compresses filtered photo rows at ~17 MB/s of CPU, 68 s for the 8 results of a
+    48-megapixel scan; ISA-L's deflate (the ``isal`` package) at its level 3 writes files of
+    the size zlib's level 1 does (~7 % above level 6) at ~350 MB/s. Without ``isal``, zlib at
+    level 1 (~110 MB/s). An int: the standard library's zlib at that level."""
+    if level is None:
+        try:
+            from isal import isal_zlib
+        except ImportError:
+            return zlib.compressobj(1)
+        return isal_zlib.compressobj(3)
+    return zlib.compressobj(level)
 
 
 def _png_chunk(fh: BinaryIO, tag: bytes, data: bytes) -> None:
@@ -52,19 +68,20 @@ class PngStream:
     Non-interlaced, big-endian samples, colour type 0 (grey), 4 (grey+alpha), 2 (RGB) or 6
     (RGBA) at 8 or 16 bits. Every row uses the "Up" filter (difference to the row above, on
     bytes), which costs one numpy subtraction and compresses photos much better than no filter.
-    The zlib stream is split over IDAT chunks of at most ``IDAT_MAX`` bytes.
+    The zlib stream is split over IDAT chunks of at most ``IDAT_MAX`` bytes; ``level`` None
+    compresses with the fast deflater (:func:`deflater`), an int with zlib at that level.
     """
 
     def __init__(
         self, fh: BinaryIO, width: int, height: int, channels: int, bit_depth: int,
-        metadata: Metadata | None = None, level: int = 6,
+        metadata: Metadata | None = None, level: int | None = None,
     ):
         if bit_depth not in (8, 16) or channels not in (1, 2, 3, 4):
             raise ValueError(f"PNG cannot hold {channels} channels at {bit_depth} bits")
         self.fh, self.width, self.height, self.channels, self.depth = fh, width, height, channels, bit_depth
         self.rows_done = 0
         self._prev: np.ndarray | None = None
-        self._comp = zlib.compressobj(level)
+        self._comp = deflater(level)
         self._pending = bytearray()
         colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
         fh.write(b"\x89PNG\r\n\x1a\n")
@@ -116,7 +133,9 @@ def write_png16(fh: BinaryIO, pixels: np.ndarray, metadata: Metadata | None = No
     write_png(fh, pixels, 16, metadata)
 
 
-def write_png(fh: BinaryIO, pixels: np.ndarray, bit_depth: int, metadata: Metadata | None = None, level: int = 6) -> None:
+def write_png(
+    fh: BinaryIO, pixels: np.ndarray, bit_depth: int, metadata: Metadata | None = None, level: int | None = None
+) -> None:
     """A whole (H, W, C) uint8/uint16 image as PNG, through :class:`PngStream`."""
     h, w, c = pixels.shape
     png = PngStream(fh, w, h, c, bit_depth, metadata, level)
@@ -188,6 +207,7 @@ def write_tiff(fh: BinaryIO, pixels: np.ndarray, metadata: Metadata | None = Non
         photometric="rgb" if c >= 3 else "minisblack",
         planarconfig="contig" if c > 1 else None,
         compression="zlib",
+        compressionargs={"level": TIFF_LEVEL},
         metadata=None,  # no tifffile JSON in ImageDescription
         description=description,
         software="divcolor" if metadata is not None else False,  # --no-metadata: no Software tag either

@@ -24,6 +24,7 @@ import sys
 import threading
 import warnings
 import zlib
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -622,10 +623,28 @@ def _make_photo(
     )
 
 
+@lru_cache(maxsize=2)
+def _grey_L_table(bit_depth: int) -> np.ndarray:
+    """L of every 8- or 16-bit grey level, by the same float32 conversion as the strips."""
+    top = 65535 if bit_depth == 16 else 255
+    levels = to_unit(np.arange(top + 1), top)
+    with torch.no_grad():
+        return np.clip(grey_to_L(torch.from_numpy(levels)).numpy(), 0, 100).astype(np.float32)
+
+
 def _lightness(pixels: np.ndarray) -> np.ndarray:
-    """CIE L of sRGB pixels with engine.color, in strips so huge photos do not spike memory."""
+    """CIE L of sRGB pixels with engine.color, in strips so huge photos do not spike memory.
+
+    Integer grey (most scans of black-and-white photos) goes through a table of its 256 or
+    65536 levels: the same values, at the cost of one lookup per pixel."""
     h, w = pixels.shape[:2]
     out = np.empty((h, w), np.float32)
+    if pixels.ndim == 2 and pixels.dtype in (np.uint8, np.uint16):
+        table = _grey_L_table(16 if pixels.dtype == np.uint16 else 8)
+        starts, rows = _strips(h, w)
+        for y0 in starts:  # take() makes its indices intp: 8 bytes a pixel, so a strip at a time
+            table.take(pixels[y0 : y0 + rows], out=out[y0 : y0 + rows])
+        return out
     starts, rows = _strips(h, w)
     with torch.no_grad():
         for y0 in starts:
@@ -724,60 +743,94 @@ def save_colorizations(
     *,
     strip_rows: int | None = None,
     cancel: CancelToken | None = None,
+    threads: int | None = None,
 ) -> list[Path]:
     """Upsample each low-resolution ab (``ab_low[k]``, ab/128 at the model's size) onto the
     photo's full-resolution L and write it to ``paths[k]``, a strip of rows at a time.
 
-    The same pixels as ``Colorizer.upsample`` followed by :func:`save_image` (tests hold them
-    equal), but no full-size float image ever exists: PNG is encoded strip by strip; JPEG and
-    TIFF gather the quantised strips (1–2 bytes a sample) and encode once. This is what lets a
-    100-megapixel scan be colorized in a bounded amount of memory. ``strip_rows`` overrides
-    the strip height (tests use a small one).
+    The pixels of ``Colorizer.upsample`` followed by :func:`save_image`, to within one level
+    (:meth:`engine.color.StripUpsampler.quantized`; tests hold them to that), but no
+    full-size float image ever exists: PNG is encoded strip by strip; JPEG and TIFF gather the
+    quantised strips (1–2 bytes a sample) and encode once. This is what lets a 100-megapixel
+    scan be colorized in bounded memory. The guided filter's coefficients and the row weights
+    are computed once for all samples, and the samples are written on ``threads`` threads
+    (default: torch's thread count, one per core), each colouring and compressing its own file
+    (numpy and the compressors release the GIL). ``strip_rows`` overrides the strip height
+    (tests use a small one). A failure stops the other files and is raised; no file is left
+    half-written.
     """
     if len(paths) > ab_low.shape[0]:
         raise ValueError(f"{len(paths)} paths for {ab_low.shape[0]} colorizations")
     metas = list(metadata) if metadata is not None else [None] * len(paths)
-    L = torch.from_numpy(photo.L)
+    targets = [Path(path).expanduser() for path in paths]
+    exts = [_save_ext(p) for p in targets]  # every name checked before anything is written
+    if not targets:
+        return []
     H, W = photo.L.shape
-    written = []
-    for k, path in enumerate(paths):
-        p = Path(path).expanduser()
-        ext = _save_ext(p)
+    rows = strip_rows or max(1, RESULT_STRIP_PIXELS // W)
+    with torch.no_grad():
+        up = StripUpsampler(ab_low[: len(targets)].detach().float().cpu() * AB_SCALE, torch.from_numpy(photo.L))
+    workers = max(1, min(len(targets), threads or torch.get_num_threads()))
+    spare = (threads or torch.get_num_threads()) > workers  # a core for compressing while colouring
+    stop = threading.Event()
+
+    def one(k: int) -> Path:
+        p, ext = targets[k], exts[k]
         jpeg = ext in _JPEG_SUFFIXES
         depth = 8 if jpeg else photo.bit_depth
         alpha = None if jpeg else photo.alpha
         channels = 3 if alpha is None else 4
-        rows = strip_rows or max(1, RESULT_STRIP_PIXELS // W)
-        with torch.no_grad():
-            up = StripUpsampler(ab_low[k : k + 1].detach().float().cpu() * AB_SCALE, L)
+        dtype = np.uint16 if depth == 16 else np.uint8
 
-        def strips(up=up, alpha=alpha, depth=depth, channels=channels, rows=rows):
+        def strips() -> Iterator[tuple[int, np.ndarray]]:
             for y0 in range(0, H, rows):
+                if stop.is_set():
+                    raise _Stopped
                 if cancel is not None:
                     cancel.check()
                 y1 = min(H, y0 + rows)
-                with torch.no_grad():
-                    rgb = up.rgb(y0, y1)[0].permute(1, 2, 0).numpy()
-                px = np.empty((y1 - y0, W, channels), np.uint16 if depth == 16 else np.uint8)
-                px[..., :3] = quantize(rgb, depth)
+                px = np.empty((y1 - y0, W, channels), dtype)
+                up.quantized(k, y0, y1, depth, out=px)
                 if alpha is not None:
                     px[..., 3] = quantize(alpha[y0:y1], depth)
                 yield y0, px
 
-        def write(fh: BinaryIO, ext=ext, depth=depth, channels=channels, strips=strips, meta=metas[k]) -> None:
+        def write(fh: BinaryIO) -> None:
             if ext == ".png":
-                png = PngStream(fh, W, H, channels, depth, meta)
-                _pipelined(strips(), lambda item: png.write(item[1]))
+                png = PngStream(fh, W, H, channels, depth, metas[k])
+                if spare:
+                    _pipelined(strips(), lambda item: png.write(item[1]))
+                else:
+                    for _, px in strips():
+                        png.write(px)
                 png.close()
                 return
-            full = np.empty((H, W, channels), np.uint16 if depth == 16 else np.uint8)
+            full = np.empty((H, W, channels), dtype)
             for y0, px in strips():
                 full[y0 : y0 + px.shape[0]] = px
-            _encode(fh, ext, full, depth, meta)
+            _encode(fh, ext, full, depth, metas[k])
 
-        atomic_write(p, write)
-        written.append(p)
-    return written
+        try:
+            atomic_write(p, write)
+        except BaseException:
+            stop.set()
+            raise
+        return p
+
+    if workers == 1:
+        return [one(k) for k in range(len(targets))]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="divcolor-export") as pool:
+        futures = [pool.submit(one, k) for k in range(len(targets))]
+        wait(futures)
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    real = [e for e in errors if not isinstance(e, _Stopped)]
+    if real or errors:
+        raise (real or errors)[0]
+    return [f.result() for f in futures]
+
+
+class _Stopped(Exception):
+    """Another file of the same photo failed; this one stops too (its temp file is removed)."""
 
 
 _DONE = object()
