@@ -42,13 +42,26 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", help="model file to evaluate (instead of --out)")
     ev.add_argument("--split", default="test")
     ev.add_argument("--samples", type=_count(1), default=5)
-    ev.add_argument("--limit", type=_count(0), default=0, help="evaluate only the first N images")
+    ev.add_argument("--limit", type=_count(0), default=0, help="evaluate N evenly spaced images (0: all)")
     ev.add_argument("--json", help="also write the result to this file")
     ev.add_argument("--sheet", help="also save a contact sheet PNG (grey | truth | samples) of the first images")
-    ev.add_argument("--demo", help="backbone: also colorize the historical photos in this folder (mean chroma; "
-                    "a second sheet beside --sheet)")
+    ev.add_argument("--demo", help="also colorize the historical photos in this folder, e.g. ../shared/data/bw_demo "
+                    "(mean chroma; a second sheet beside --sheet)")
+    ev.add_argument("--mode", choices=["means", "auto"], default="means",
+                    help="VAE-MDN / G-CRF samples: means = the top mixture means (the papers' protocol), auto = the "
+                    "app's (the most likely, then draws)")
+    ev.add_argument("--size", type=_count(0), default=0,
+                    help="compare at this resolution (default 0: the photos' own; the model sees its working size)")
+    ev.add_argument("--threads", type=_count(0), default=0, help="torch CPU threads (0: torch's default)")
     ev.add_argument("--reveal-data", help="G-CRF: also PSNR vs revealed points (Table 3) on this data (natural128)")
-    ev.add_argument("--sample-limit", type=_count(1), default=200, help="PIC: diversity metrics on the first N images (bpd uses all)")
+    ev.add_argument("--sample-limit", type=_count(1), default=200,
+                    help="PIC: diversity metrics on N evenly spaced images (bpd uses all, or --limit)")
+    rs = sub.add_parser("results", help="write docs/RESULTS.md: every shipped model's figures beside the papers'",
+                        description="Collect the eval JSONs of every model file in --models (rerunning evals with "
+                        "--rerun) and the speed benchmarks, and write the results report.")
+    from .results import add_arguments
+
+    add_arguments(rs)
     ex = sub.add_parser("export", help="write the checkpoint the app loads")
     ex.add_argument("--out", required=True, help="run directory with finished stages")
     ex.add_argument("--dest", help="where to write (default RUN_DIR/model.safetensors)")
@@ -129,9 +142,17 @@ def _run(args: argparse.Namespace) -> int:
         else:
             vae_mdn.export(run, Path(args.dest) if args.dest else None, metrics, args.half)
         return 0
+    if args.stage == "results":
+        from .results import run_results
+
+        return run_results(args)
     if args.stage == "eval":
         from .stages.evaluate import evaluate
 
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
         if not (args.checkpoint or args.out):
             print("divcolor-train eval: give --checkpoint or --out", file=sys.stderr)
             return 2
@@ -139,16 +160,18 @@ def _run(args: argparse.Namespace) -> int:
         ckpt = Path(args.checkpoint) if args.checkpoint else Path(args.out) / (
             backbone.MODEL_FILE if (Path(args.out) / backbone.STAGE).is_dir() else vae_mdn.MODEL_FILE)
         method = gcrf.checkpoint_method(ckpt)
+        options = {"demo": args.demo, "mode": args.mode, "size": args.size}
         if method == backbone.METHOD:
             result = backbone.evaluate_backbone(ckpt, args.data, args.split, args.limit, sheet=args.sheet, demo=args.demo)
         elif method == pic.METHOD:
-            result = pic.evaluate_pic(ckpt, args.data, args.split, args.samples, args.limit, args.sample_limit, sheet=args.sheet)
+            result = pic.evaluate_pic(ckpt, args.data, args.split, args.samples, args.limit, args.sample_limit, sheet=args.sheet,
+                                      **options)
         elif method == gcrf.METHOD:
             result = gcrf.evaluate_gcrf(ckpt, args.data, args.split, args.samples, args.limit, sheet=args.sheet,
                                         reveal_data=args.reveal_data, reveal_limit=min(args.limit or 100, 100),
-                                        tune_limit=min(args.limit or 30, 30))
+                                        tune_limit=min(args.limit or 30, 30), **options)
         else:
-            result = evaluate(ckpt, args.data, args.split, args.samples, args.limit, sheet=args.sheet)
+            result = evaluate(ckpt, args.data, args.split, args.samples, args.limit, sheet=args.sheet, **options)
         dest = args.json or (str(Path(args.out) / "eval.json") if args.out else None)
         if dest:
             Path(dest).write_text(json.dumps(result, indent=2) + "\n")

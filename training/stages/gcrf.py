@@ -671,14 +671,16 @@ def psnr_vs_points(
 def evaluate_gcrf(
     checkpoint: Path, data: str, split: str = "test", n_samples: int = 5, limit: int = 0, seed: int = 0,
     sheet: str | Path | None = None, reveal_data: str | None = None, reveal_limit: int = 100, tune_limit: int = 30,
+    **options: Any,
 ) -> dict[str, Any]:
-    """Table 2 metrics on ``data`` (eob, variance, pairwise SSIM over ``n_samples``), plus
-    Table 3 (PSNR vs revealed points) on ``reveal_data`` (natural128) when given, with the
-    hints-only weights tuned on ``tune_limit`` images of its train split first."""
+    """Table 2 metrics on ``data`` (eob, variance, pairwise SSIM over ``n_samples``, and the rest
+    of :func:`evaluate`, which takes ``options``), plus Table 3 (PSNR vs revealed points) on
+    ``reveal_data`` (natural128) when given, with the hints-only weights tuned on ``tune_limit``
+    images of its train split first."""
     from .evaluate import evaluate
 
     with contextlib.redirect_stdout(io.StringIO()):  # evaluate() prints; print the merged result once
-        result = evaluate(checkpoint, data, split, n_samples, limit, seed, sheet=sheet)
+        result = evaluate(checkpoint, data, split, n_samples, limit, seed, sheet=sheet, **options)
     if reveal_data:
         model = GCRF.from_checkpoint(checkpoint)
         try:

@@ -193,9 +193,12 @@ def bits_per_dim(model: PIC, lab: D.LabSet, chunk: int = 64) -> float:
 
 
 def evaluate_pic(checkpoint: Path, data: str, split: str = "test", n_samples: int = 5, limit: int = 0,
-                 sample_limit: int = 200, sheet: str | None = None) -> dict:
-    """bpd on the whole split (or ``limit`` images) and eob / variance / pairwise SSIM over
-    ``n_samples`` true samples of the first ``sample_limit`` images (sampling is the slow part)."""
+                 sample_limit: int = 200, sheet: str | None = None, **options: Any) -> dict:
+    """bpd on the whole split (or ``limit`` images) with the true L, with a blank L (each photo's
+    L flattened to its mean: no structure left) and with another photo's L: the model must use
+    the photo, so the true L has to cost clearly fewer bits. Then eob / variance / pairwise SSIM
+    and the rest of :func:`evaluate` (``options``) over ``n_samples`` true samples of
+    ``sample_limit`` evenly spaced images (sampling is the slow part)."""
     from .evaluate import evaluate
 
     model = PIC.from_checkpoint(checkpoint).float()
@@ -203,15 +206,24 @@ def evaluate_pic(checkpoint: Path, data: str, split: str = "test", n_samples: in
     t0 = time.time()
     lab = D.load_lab(data, split, model.cfg.size, limit or None)
     bpd = bits_per_dim(model, lab)
+    blank = D.LabSet(lab.L.mean((2, 3), keepdim=True).expand_as(lab.L).contiguous(), lab.ab)
+    bpd_blank = bits_per_dim(model, blank)
+    other = D.LabSet(lab.L.roll(1, 0), lab.ab) if len(lab) > 1 else lab
+    bpd_other = bits_per_dim(model, other)
     n_div = min(len(lab), sample_limit) if sample_limit else len(lab)
-    result = evaluate(checkpoint, data, split, n_samples, n_div, sheet=sheet, quiet=True)
+    result = evaluate(checkpoint, data, split, n_samples, n_div, sheet=sheet, quiet=True, **options)
     result = {
         **result,
         "bits_per_dim": round(bpd, 4),
+        "bits_per_dim_blank_L": round(bpd_blank, 4),
+        "bits_per_dim_other_L": round(bpd_other, 4),
+        "uses_L_bits_per_dim": round(bpd_blank - bpd, 4),
         "bits_per_dim_images": len(lab),
         "sampling_temperature": temperature,
         "bits_per_dim_note": "NLL of the chroma (a, b quantised to 256 levels over ab in [-128, 128], at the model's "
-        "chroma resolution); our shards are JPEG q90 4:4:4, so compression has already smoothed the chroma",
+        "chroma resolution); our shards are JPEG q90 4:4:4, so compression has already smoothed the chroma. "
+        "blank_L: each photo's L replaced by its mean (flat); other_L: the next test photo's L; "
+        "uses_L_bits_per_dim = blank - true (target >= 0.5)",
         "seconds": round(time.time() - t0, 1),
     }
     print(json.dumps(result, indent=2))
