@@ -17,12 +17,13 @@ a project's strokes are the same file the CLI's ``--strokes`` takes.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from PySide6.QtGui import QImage
 
@@ -69,9 +70,12 @@ def preview_size(size: tuple[int, int], max_pixels: int | None = None) -> tuple[
 
 
 def _box(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Area-average a 2-D float32 plane to (w, h) (Pillow's box filter, in float)."""
-    im = Image.fromarray(np.ascontiguousarray(a, dtype=np.float32), mode="F")
-    return np.asarray(im.resize(size, Image.Resampling.BOX), dtype=np.float32)
+    """Area-average a 2-D plane to (w, h) in float32, as the colorizer reduces L for the models
+    (``F.interpolate(mode="area")``)."""
+    w, h = size
+    with torch.no_grad():
+        t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None]
+        return F.interpolate(t, size=(h, w), mode="area")[0, 0].numpy()
 
 
 def preview_photo(photo: Photo, max_pixels: int | None = None) -> Photo:
@@ -79,6 +83,9 @@ def preview_photo(photo: Photo, max_pixels: int | None = None) -> Photo:
 
     L is area-averaged from the full-resolution L (what the models would see of the original),
     and the pixels and alpha likewise; integer pixels stay integers (8-bit) or become floats.
+    The full-resolution ``source`` keeps what export needs (L, alpha, bit depth, EXIF, path);
+    its pixels, which nothing reads again, are dropped for a zero-byte placeholder of their
+    shape (``size`` still works): up to 288 MB less for a 48-megapixel 16-bit colour scan.
     """
     size = preview_size(photo.size, max_pixels)
     if size == photo.size:
@@ -91,6 +98,7 @@ def preview_photo(photo: Photo, max_pixels: int | None = None) -> Photo:
         planes = [px] if px.ndim == 2 else [px[..., c] for c in range(px.shape[2])]
         small = np.stack([_box(np.asarray(q, np.float32) / unit, size) for q in planes], axis=-1)
         small = np.clip(small[..., 0] if px.ndim == 2 else small, 0, 1)
+    source = replace(photo, pixels=np.broadcast_to(np.zeros((), px.dtype), px.shape))
     return PreviewPhoto(
         L=np.clip(_box(photo.L, size), 0, 100),
         pixels=np.ascontiguousarray(small),
@@ -99,7 +107,7 @@ def preview_photo(photo: Photo, max_pixels: int | None = None) -> Photo:
         is_grey=photo.is_grey,
         path=photo.path,
         exif=photo.exif,
-        source=photo,
+        source=source,
     )
 
 

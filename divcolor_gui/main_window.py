@@ -52,7 +52,7 @@ from .canvas import SHOW_ORIGINAL_KEY, CanvasPanel, Tool
 from .document import PROJECT_SUFFIX, project_dict, write_project
 from .errors import error_text
 from .gallery import THUMB, GalleryPanel, Sample
-from .imaging import dominant_colors
+from .imaging import dominant_colors, full_size
 from .models_dialog import ModelsDialog
 from .overlay import AMBIGUITY_NEEDS, AMBIGUITY_TIP, AmbiguityOverlay, AttentionOverlay
 from .samples import sample_photos
@@ -645,8 +645,10 @@ class MainWindow(QMainWindow):
         name = photo.path.name if photo.path else "photo"
         self.setWindowTitle(f"{name}[*] — divcolor")
         self.setWindowModified(False)
-        w, h = photo.size
+        w, h = full_size(photo)  # the photo's own size; big ones are worked on through a preview
         note = "" if photo.is_grey else " — a colour photo: its colours are ignored and shown greyed"
+        if (w, h) != photo.size:
+            note += f" — shown and edited at {photo.size[0]} × {photo.size[1]}, exported at full size"
         self.statusBar().showMessage(f"{name}: {w} × {h}, {photo.bit_depth}-bit{note}", 10000)
         self._update_enabled()
         self.photo_loaded.emit()
