@@ -258,7 +258,8 @@ class _Quiet:
 
 
 def _out_of_memory(exc: BaseException) -> bool:
-    if isinstance(exc, MemoryError):
+    """engine.colorizer.is_out_of_memory, without importing torch for a command that failed early."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
         return True
     text = str(exc).lower()
     return isinstance(exc, RuntimeError) and any(
@@ -436,10 +437,20 @@ def colorize_strokes(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Carry out a parsed engine command (``colorize``), with warnings kept to one line each."""
+    """Carry out a parsed engine command (``colorize``), with warnings kept to one line each.
+
+    Running out of memory outside any one photo (loading the models) is one sentence and exit
+    code 1 too, never a traceback."""
     with _Quiet(getattr(args, "quiet", False)):
         if args.command == "colorize":
-            return colorize(args)
+            try:
+                return colorize(args)
+            except (MemoryError, RuntimeError) as e:
+                if not _out_of_memory(e):
+                    raise
+                print("divcolor: not enough memory to load the models and start colorizing. Close other "
+                      "programs and retry; on a GPU, --device cpu may help.", file=sys.stderr)
+                return 1
     print("divcolor: no command given; try `divcolor colorize --help`", file=sys.stderr)
     return 2
 

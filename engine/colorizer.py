@@ -6,8 +6,11 @@ Nothing above this module knows how a method works; adding a method means adding
 
 from __future__ import annotations
 
+import copy
+import logging
 import re
 import threading
+import weakref
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -32,8 +35,10 @@ from .types import CancelToken, Colorization, Hints, ProgressFn, SamplingModel, 
 
 __all__ = [
     "CancelToken", "Colorization", "Colorizer", "ModelInfo", "METHOD_LABELS", "StrokeField", "ambiguity_map",
-    "default_model_dir", "load_model", "pick_device", "user_model_dir",
+    "default_model_dir", "is_out_of_memory", "load_model", "pick_device", "user_model_dir",
 ]
+
+log = logging.getLogger(__name__)
 
 VAE_MDN, GCRF_METHOD = "vae-mdn", "gcrf"
 METHOD_LABELS = labels()
@@ -111,6 +116,26 @@ def load_model(path: str | Path, backbone_dirs: list[Path] | None = None) -> tor
     return model
 
 
+_TORCH_OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+_CPU = torch.device("cpu")  # where sampling goes when the GPU's memory is not enough
+_OOM_TEXT = ("out of memory", "can't allocate memory", "defaultcpuallocator", "not enough memory")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocator giving up (GPU or CPU), however torch or numpy said it:
+    ``torch.OutOfMemoryError`` (``torch.cuda.OutOfMemoryError``), ``MemoryError``, or the
+    ``RuntimeError`` older torch versions raise ("DefaultCPUAllocator: can't allocate memory")."""
+    if isinstance(exc, (MemoryError, _TORCH_OOM)):
+        return True
+    return isinstance(exc, RuntimeError) and any(s in str(exc).lower() for s in _OOM_TEXT)
+
+
+def _release(device: torch.device) -> None:
+    """Give cached blocks back after an allocation failed, so a retry starts from free memory."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -132,6 +157,7 @@ class Colorizer:
         self._lock = threading.Lock()
         self._fields: OrderedDict[Photo, dict[str, StrokeField]] = OrderedDict()
         self._fields_lock = threading.Lock()
+        self._cpu_copies: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # OOM fallback models
         self.last_seconds: float = 0.0
 
     # --- models -------------------------------------------------------------------------------
@@ -295,19 +321,29 @@ class Colorizer:
         # time there, one-pass decoders (VAE-MDN, G-CRF) in the full-size upsampling.
         share = 0.9 if model.REPORTS_PROGRESS else 0.3
         paint = 0.5 if strokes else 1.0  # with strokes, the second half paints them on each sample
+        ab_low = self._predict(model, photo, n, seed, first, temperature, strokes,
+                               lambda f, m: report(paint * share * f, m), cancel)
+        report(paint * share, "upsampling")
+        if cancel:
+            cancel.check()
+        up_report = lambda f, m: report(paint * (share + (1 - share) * f), m)  # noqa: E731
         try:
-            ab_low = self._predict(model, photo, n, seed, first, temperature, strokes,
-                                   lambda f, m: report(paint * share * f, m), cancel)
-            report(paint * share, "upsampling")
-            if cancel:
-                cancel.check()
-            rgbs = self.upsample(photo, ab_low, lambda f, m: report(paint * (share + (1 - share) * f), m), cancel)
-        except torch.cuda.OutOfMemoryError as e:
-            torch.cuda.empty_cache()
-            raise OutOfMemory(
-                f"The GPU ran out of memory colorizing {photo.stem} ({photo.size[0]}x{photo.size[1]}, {n} samples). "
-                "Ask for fewer samples or switch to the CPU."
-            ) from e
+            rgbs = self.upsample(photo, ab_low, up_report, cancel)
+        except Exception as e:
+            if not is_out_of_memory(e):
+                raise
+            _release(self.device)
+            if self.device == _CPU:
+                raise self._memory_error(photo, n, e) from e
+            log.warning("The GPU ran out of memory upsampling %s to %dx%d; finishing on the CPU instead (slower).",
+                        photo.stem, *photo.size)
+            report(paint * share, "out of GPU memory: upsampling on the CPU")
+            try:
+                rgbs = self.upsample(photo, ab_low.cpu(), up_report, cancel, device=_CPU)
+            except Exception as e2:
+                if is_out_of_memory(e2):
+                    raise self._memory_error(photo, n, e2) from e2
+                raise
         out = [
             Colorization(rgb, ab_low[k].cpu(), info.method, info.name, first + k, seed, temperature)
             for k, rgb in enumerate(rgbs)
@@ -326,32 +362,87 @@ class Colorizer:
         self, model: SamplingModel, photo: Photo, n: int, seed: int, first: int, temperature: float,
         strokes: list[Stroke], report: ProgressFn, cancel: CancelToken | None,
     ) -> torch.Tensor:
+        """ab/128 (n, 2, s, s) of samples first .. first + n - 1, on the colorizer's device.
+
+        Running out of memory is survived where it can be: the samples are drawn in smaller
+        batches (halving down to one at a time; each sample's randomness is its own, so the
+        results are the same), then, on a GPU, on the CPU; each step is logged as a warning
+        and shown in the progress message. Only when one sample does not fit in the CPU's
+        memory is it an :class:`~engine.errors.OutOfMemory`.
+        """
         size = model.input_size
-        L = torch.from_numpy(photo.L)[None, None].to(self.device)
-        L_small = F.interpolate(L, size=(size, size), mode="area")
+        # L is reduced on the CPU: a 100-megapixel L would take 400 MB of GPU memory for nothing.
+        L_small = F.interpolate(torch.from_numpy(photo.L)[None, None], size=(size, size), mode="area")
         hints = None
         if strokes:
-            cov, ab = rasterize(strokes, photo.size, (size, size), L=L_small[0, 0].cpu().numpy())
-            hints = Hints(torch.from_numpy(cov).to(self.device), torch.from_numpy(ab).to(self.device))
-        gens = sample_generators(seed, first, n, self.device)
-        return model.sample(
-            L_small, n, generator=gens, temperature=temperature, include_mode=first == 0, hints=hints,
-            progress=report, cancel=cancel,
+            cov, ab = rasterize(strokes, photo.size, (size, size), L=L_small[0, 0].numpy())
+            hints = Hints(torch.from_numpy(cov), torch.from_numpy(ab))
+        device, batch, done = self.device, n, 0
+        parts: list[torch.Tensor] = []
+        while done < n:
+            m = min(batch, n - done)
+            net = model if device == self.device else self._cpu_copy(model)
+            h = Hints(hints.coverage.to(device), hints.ab.to(device)) if hints is not None else None
+            try:
+                part = net.sample(
+                    L_small.to(device), m, generator=sample_generators(seed, first + done, m, device),
+                    temperature=temperature, include_mode=first + done == 0, hints=h,
+                    progress=lambda f, msg, d=done, m=m: report((d + f * m) / n, msg), cancel=cancel,
+                )
+            except Exception as e:
+                if not is_out_of_memory(e):
+                    raise
+                _release(device)
+                where = "The computer" if device == _CPU else "The GPU"
+                if m > 1:
+                    batch = max(1, m // 2)
+                    log.warning("%s ran out of memory sampling %d colorizations of %s at once; trying %d at a time.",
+                                where, m, photo.stem, batch)
+                    report(done / n, f"out of memory: sampling {batch} at a time")
+                    continue
+                if device != _CPU:
+                    log.warning("The GPU ran out of memory even for one colorization of %s; colorizing on the "
+                                "CPU instead (slower).", photo.stem)
+                    report(done / n, "out of GPU memory: sampling on the CPU")
+                    device, batch = _CPU, n - done
+                    continue
+                raise self._memory_error(photo, n, e) from e
+            parts.append(part.to(self.device) if device != self.device else part)
+            done += m
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def _cpu_copy(self, model: torch.nn.Module) -> torch.nn.Module:
+        """A CPU copy of a GPU model, made once, for sampling after the GPU ran out of memory
+        (the GPU copy stays where it is for the next photo)."""
+        with self._lock:
+            cpu = self._cpu_copies.get(model)
+            if cpu is None:
+                cpu = self._cpu_copies[model] = copy.deepcopy(model).to("cpu")
+            return cpu
+
+    @staticmethod
+    def _memory_error(photo: Photo, n: int, cause: BaseException) -> OutOfMemory:
+        return OutOfMemory(
+            f"Not enough memory to colorize {photo.stem} ({photo.size[0]}x{photo.size[1]}, {n} colorizations), "
+            "even one at a time. Close other programs, ask for fewer colorizations, or use a smaller copy of the photo."
         )
 
     @torch.no_grad()
     def upsample(
-        self, photo: Photo, ab_low: torch.Tensor, report: ProgressFn | None = None, cancel: CancelToken | None = None
+        self, photo: Photo, ab_low: torch.Tensor, report: ProgressFn | None = None, cancel: CancelToken | None = None,
+        device: torch.device | None = None,
     ) -> list[np.ndarray]:
-        """Low-resolution ab/128 (n, 2, s, s) -> n full-resolution RGB images on the photo's L."""
-        L = torch.from_numpy(photo.L).to(self.device)
+        """Low-resolution ab/128 (n, 2, s, s) -> n full-resolution RGB images on the photo's L
+        (on ``device``, default the colorizer's)."""
+        device = device or self.device
+        L = torch.from_numpy(photo.L).to(device)
         n = ab_low.shape[0]
         chunk = max(1, MAX_UPSAMPLE_PIXELS // max(1, L.numel()))
         out: list[np.ndarray] = []
         for i in range(0, n, chunk):
             if cancel:
                 cancel.check()
-            ab = guided_upsample_ab(ab_low[i : i + chunk].to(self.device) * AB_SCALE, L)
+            ab = guided_upsample_ab(ab_low[i : i + chunk].to(device) * AB_SCALE, L)
             rgb = recombine(L, ab).permute(0, 2, 3, 1).float().cpu().numpy()
             out.extend(rgb)
             if report:

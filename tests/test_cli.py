@@ -250,6 +250,48 @@ def test_running_out_of_memory_is_one_clear_sentence(tiny_model, tmp_path, monke
     assert "Traceback" not in err and "alloc_cpu" not in err
 
 
+@pytest.mark.parametrize("error", [MemoryError(), RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried "
+                                   "to allocate 4608000000 bytes"), torch.OutOfMemoryError("out of memory")])
+def test_sampling_out_of_memory_on_the_cpu_is_one_sentence_and_the_next_photo_goes_on(
+    tiny_model, tmp_path, monkeypatch, capsys, error
+):
+    """The model fails for every batch size on the first photo (the colorizer retries down to
+    one at a time, then gives up with one sentence); the second photo is colorized."""
+    from engine.models import model_class
+
+    cls = model_class("vae-mdn")
+    real, seen = cls.sample, []
+
+    def sample(self, L, n, **kw):
+        seen.append(n)
+        if len(seen) <= 2:  # 2 at once, then 1 at a time, for the first photo
+            raise error
+        return real(self, L, n, **kw)
+
+    monkeypatch.setattr(cls, "sample", sample)
+    _grey(tmp_path / "in" / "a.png")
+    _grey(tmp_path / "in" / "b.png")
+    rc = main(["colorize", str(tmp_path / "in"), "-o", str(tmp_path / "o"), "-n", "2", "--checkpoint", str(tiny_model)])
+    err = capsys.readouterr().err
+    assert rc == 1 and seen == [2, 1, 2]  # a: 2 then 1 (given up); b: 2 at once
+    assert "skipped" in err and "a.png" in err and "Not enough memory" in err and "Traceback" not in err
+    assert "trying 1 at a time" in err  # the retry was said, as a note
+    assert sorted(f.name for f in (tmp_path / "o").iterdir()) == ["b_vae-mdn_0.png", "b_vae-mdn_1.png"]
+
+
+def test_out_of_memory_loading_the_models_is_one_sentence(tiny_model, tmp_path, monkeypatch, capsys):
+    from engine.colorizer import Colorizer
+
+    def model(self, info):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] . DefaultCPUAllocator: can't allocate memory")
+
+    monkeypatch.setattr(Colorizer, "model", model)
+    _grey(tmp_path / "a.png")
+    rc = main(["colorize", str(tmp_path / "a.png"), "-o", str(tmp_path / "o"), "--checkpoint", str(tiny_model)])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.count("\n") == 1 and "not enough memory" in err and "alloc_cpu" not in err
+
+
 def test_write_errors_name_the_output_and_the_fix(tiny_model, tmp_path, capsys):
     _grey(tmp_path / "a.png")
     blocker = tmp_path / "out"

@@ -191,3 +191,109 @@ def test_shipped_defaults_load():
         assert f.stem in names
         assert f.stat().st_size <= 16 * 2**20
         c.model(next(m for m in c.available() if m.name == f.stem))  # loads with this code's configs
+
+
+# --- running out of memory ----------------------------------------------------------------------
+
+
+def _oom_when(monkeypatch, colorizer, fails):
+    """Make the loaded VAE-MDN's sample raise torch's out-of-memory error whenever
+    ``fails(model, L, n)`` says so, recording the batch sizes asked for."""
+    model = colorizer.model(colorizer.resolve("vae-mdn"))
+    cls, real, calls = type(model), type(model).sample, []
+
+    def sample(self, L, n, **kw):
+        calls.append((self is model, n))
+        if fails(self is model, L, n):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return real(self, L, n, **kw)
+
+    monkeypatch.setattr(cls, "sample", sample)
+    return calls
+
+
+def test_out_of_memory_retries_in_smaller_batches_with_the_same_results(colorizer, photo, monkeypatch, caplog):
+    expected = colorizer.sample(photo, n=8, seed=5)
+    calls = _oom_when(monkeypatch, colorizer, lambda original, L, n: n > 2)
+    steps = []
+    with caplog.at_level("WARNING", logger="engine"):
+        got = colorizer.sample(photo, n=8, seed=5, progress=lambda f, m: steps.append((f, m)))
+    assert [n for _, n in calls] == [8, 4, 2, 2, 2, 2]
+    for a, b in zip(expected, got):  # each sample's randomness is its own: same set, any batching
+        torch.testing.assert_close(a.ab_low, b.ab_low)
+    assert [c.index for c in got] == list(range(8))
+    assert "trying 4 at a time" in caplog.text and "trying 2 at a time" in caplog.text
+    assert any("2 at a time" in m for _, m in steps)
+    fractions = [f for f, _ in steps]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+
+
+def test_gpu_out_of_memory_falls_back_to_the_cpu_and_says_so(colorizer, photo, monkeypatch, caplog):
+    """No GPU here: the colorizer is told its device is "cpu:0" (a device that is not the CPU
+    fallback, yet works), and the model fails there for any batch, as a full GPU would."""
+    expected = colorizer.sample(photo, n=3, seed=2)
+    colorizer.device = torch.device("cpu", 0)
+    calls = _oom_when(monkeypatch, colorizer, lambda original, L, n: original)
+    with caplog.at_level("WARNING", logger="engine"):
+        got = colorizer.sample(photo, n=3, seed=2)
+    assert calls == [(True, 3), (True, 1), (False, 3)]  # 3, then 1 at a time, then all on a CPU copy
+    assert "colorizing on the CPU instead" in caplog.text
+    for a, b in zip(expected, got):
+        torch.testing.assert_close(a.ab_low, b.ab_low)
+    colorizer.sample(photo, n=1, seed=2)  # the next photo tries the GPU first again
+    assert calls[3:] == [(True, 1), (False, 1)]
+
+
+def test_gpu_out_of_memory_while_upsampling_finishes_on_the_cpu(colorizer, photo, monkeypatch, caplog):
+    from engine.colorizer import Colorizer
+
+    expected = colorizer.sample(photo, n=2, seed=1)
+    colorizer.device = torch.device("cpu", 0)
+    real = Colorizer.upsample
+
+    def upsample(self, photo, ab_low, report=None, cancel=None, device=None):
+        if device is None:
+            raise torch.OutOfMemoryError("CUDA out of memory.")
+        return real(self, photo, ab_low, report, cancel, device)
+
+    monkeypatch.setattr(Colorizer, "upsample", upsample)
+    with caplog.at_level("WARNING", logger="engine"):
+        got = colorizer.sample(photo, n=2, seed=1)
+    assert "finishing on the CPU" in caplog.text
+    for a, b in zip(expected, got):
+        np.testing.assert_array_equal(a.rgb, b.rgb)
+
+
+@pytest.mark.parametrize("error", [
+    MemoryError(),
+    RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to "
+                 "allocate 8000000000000 bytes."),
+    torch.OutOfMemoryError("out of memory"),
+])
+def test_out_of_memory_on_the_cpu_even_for_one_sample_is_one_clear_error(colorizer, photo, monkeypatch, error):
+    from engine.errors import OutOfMemory
+
+    model = colorizer.model(colorizer.resolve("vae-mdn"))
+
+    def sample(self, L, n, **kw):
+        raise error
+
+    monkeypatch.setattr(type(model), "sample", sample)
+    with pytest.raises(OutOfMemory) as info:
+        colorizer.sample(photo, n=4)
+    text = str(info.value)
+    assert "Not enough memory" in text and "fewer" in text and "alloc_cpu" not in text
+
+
+def test_other_errors_are_not_taken_for_out_of_memory(colorizer, photo, monkeypatch):
+    model = colorizer.model(colorizer.resolve("vae-mdn"))
+    calls = []
+
+    def sample(self, L, n, **kw):
+        calls.append(n)
+        raise RuntimeError("shape mismatch")
+
+    monkeypatch.setattr(type(model), "sample", sample)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        colorizer.sample(photo, n=4)
+    assert calls == [4]  # no retry
