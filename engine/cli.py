@@ -22,6 +22,7 @@ What a user can count on:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import os
@@ -30,7 +31,7 @@ import time
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from .errors import DivcolorError
 
@@ -257,6 +258,24 @@ class _Quiet:
         self._warnings.__exit__(*exc)
 
 
+@contextlib.contextmanager
+def _photo_notes(photo: Path, quiet: bool) -> Iterator[None]:
+    """Warnings raised while colorizing one photo (Pillow on damaged metadata, …) become one
+    ``divcolor: note: PHOTO: message`` line each, once per photo, after it: the photo named,
+    no library file or line."""
+    from PIL import Image
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # every photo reports its own, not only the first
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # engine.io checks sizes itself
+        try:
+            yield
+        finally:
+            if not quiet:
+                for message in dict.fromkeys(str(w.message).strip() for w in caught):
+                    print(f"divcolor: note: {photo}: {message}", file=sys.stderr)
+
+
 def _out_of_memory(exc: BaseException) -> bool:
     """engine.colorizer.is_out_of_memory, without importing torch for a command that failed early."""
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
@@ -282,7 +301,8 @@ def _for_each_photo(files: list[Path], work: Callable[[Path], str], quiet: bool,
     failed = 0
     for f in files:
         try:
-            done = work(f)
+            with _photo_notes(f, quiet):
+                done = work(f)
             if not quiet:
                 print(f"{f}: {done}")
         except DivcolorError as e:

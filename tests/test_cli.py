@@ -133,17 +133,21 @@ def test_a_result_never_overwrites_an_input_photo(tiny_model, tmp_path, capsys):
     assert (tmp_path / "a_vae-mdn_0_vae-mdn_0.png").exists()  # the other photo still done
 
 
-def test_a_folder_of_photos_loads_the_model_once(tiny_model, tmp_path, monkeypatch, capsys):
+def test_a_folder_of_50_photos_loads_the_model_once(tiny_model, tmp_path, monkeypatch, capsys):
+    import engine.checkpoint as eck
     import engine.colorizer as ec
 
-    calls = []
-    real = ec.load_model
-    monkeypatch.setattr(ec, "load_model", lambda *a, **k: calls.append(a) or real(*a, **k))
-    for i in range(4):
-        _grey(tmp_path / "in" / f"p{i}.png", value=40 * i)
+    models, files = [], []
+    real_model, real_ck = ec.load_model, eck.load_checkpoint
+    monkeypatch.setattr(ec, "load_model", lambda *a, **k: models.append(a) or real_model(*a, **k))
+    monkeypatch.setattr(ec, "load_checkpoint", lambda *a, **k: files.append(a) or real_ck(*a, **k))
+    monkeypatch.setattr(eck, "load_checkpoint", lambda *a, **k: files.append(a) or real_ck(*a, **k))
+    for i in range(50):
+        _grey(tmp_path / "in" / f"p{i:02d}.png", size=(12, 9), value=5 * i)
     rc = main(["colorize", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-n", "1", "--checkpoint", str(tiny_model), "-q"])
-    assert rc == 0 and len(list((tmp_path / "out").iterdir())) == 4
-    assert len(calls) == 1
+    assert rc == 0 and len(list((tmp_path / "out").iterdir())) == 50
+    assert len(models) == 1
+    assert len(files) == 1  # the model file was read once, not once per photo
 
 
 # --- argument validation and manners ---------------------------------------------------------------
@@ -230,8 +234,27 @@ def test_library_warnings_reach_the_terminal_as_one_plain_line(tiny_model, tmp_p
     _grey(tmp_path / "a.png")
     assert main(["colorize", str(tmp_path / "a.png"), "-o", str(tmp_path / "o"), "-n", "1", "--checkpoint", str(tiny_model)]) == 0
     err = capsys.readouterr().err
-    assert "divcolor: note: Possibly corrupt EXIF data." in err
+    assert f"divcolor: note: {tmp_path / 'a.png'}: Possibly corrupt EXIF data." in err
     assert "TiffImagePlugin" not in err and "/usr/lib" not in err
+
+
+def test_a_real_pillow_warning_names_the_photo_not_the_library(tiny_model, tmp_path, capsys):
+    """A JPEG whose EXIF points past its end: Pillow warns from TiffImagePlugin.py. The user
+    sees one note naming the photo, once per photo, and no library path."""
+    import struct
+
+    ifd = struct.pack("<2sHI", b"II", 42, 8) + struct.pack("<HHHII", 1, 270, 2, 100, 5000) + struct.pack("<I", 0)
+    (tmp_path / "in").mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        Image.fromarray(np.full((20, 30), 120, np.uint8)).save(tmp_path / "in" / name, exif=b"Exif\x00\x00" + ifd)
+    rc = main(["colorize", str(tmp_path / "in"), "-o", str(tmp_path / "o"), "-n", "1", "--checkpoint", str(tiny_model)])
+    err = capsys.readouterr().err
+    assert rc == 0
+    for name in ("a.jpg", "b.jpg"):
+        notes = [line for line in err.splitlines() if line.startswith(f"divcolor: note: {tmp_path / 'in' / name}: ")]
+        assert len(notes) == 1 and "Skipping tag 270" in notes[0], err
+    assert "site-packages" not in err and "TiffImagePlugin" not in err and "warnings.warn" not in err
+    assert "Warning" not in err  # no category names either
 
 
 def test_running_out_of_memory_is_one_clear_sentence(tiny_model, tmp_path, monkeypatch, capsys):
