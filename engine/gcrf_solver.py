@@ -215,12 +215,13 @@ def solve_cg(
     if unbatched:
         S_hat, weights, rhs = S_hat[None], weights[None], rhs[None]
         x0 = None if x0 is None else x0[None]
-    S_t = S_hat.transpose(-1, -2)
     w = weights.to(rhs.dtype)[..., None]
 
     def matvec(v: torch.Tensor) -> torch.Tensor:
         kv = v - S_hat @ v
-        return kv - S_t @ kv + w * v
+        # Ŝᵀ kv as (kvᵀ Ŝ)ᵀ: BLAS reads Ŝ row by row; a transposed Ŝ with a few columns on the
+        # right was 15x slower (0.74 s vs 0.05 s at P = 4096, C = 2 on one core)
+        return kv - (kv.transpose(-1, -2) @ S_hat).transpose(-1, -2) + w * v
 
     diag_s = S_hat.diagonal(dim1=-2, dim2=-1)
     inv_diag = 1.0 / ((S_hat * S_hat).sum(-2) - 2 * diag_s + 1 + weights)[..., None]

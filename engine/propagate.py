@@ -39,7 +39,7 @@ from .color import AB_SCALE, guided_upsample_ab, recombine, rgb_to_lab
 from .gcrf_solver import GCRFSolver, attention_row, normal_matrix, similarity
 from .models.gcrf import METHOD as GCRF_METHOD, GCRF, GCRFField
 from .strokes import Stroke, rasterize
-from .types import CancelToken, Colorization, ProgressFn, StrokeField
+from .types import CancelToken, Colorization, Hints, ProgressFn, StrokeField
 
 if TYPE_CHECKING:
     from .io import Photo
@@ -386,6 +386,15 @@ STROKE_WEIGHT_GAIN = 4.0
 """Stroke unary weight as a multiple of β: covered pixels reach their stroke colour (at 1x,
 the smoothness term held them back from it)."""
 
+STROKE_GRID = 32
+"""Side of the grid the G-CRF stroke field solves on (the model grid if smaller): the
+embeddings are average-pooled onto it, as the HOC term was trained (``hoc_train_size`` 32).
+A per-photo setup factorises a dense P x P matrix, P = side²: (I-Ŝ)ᵀ(I-Ŝ) is a P³ product, then
+Cholesky and the inverse the stroke updates reuse. At the model's 64x64 (P = 4096) that took
+1.7 s on an idle CPU core and up to 18 s on this project's loaded one, all before the first
+stroke showed; at 32x32 (P = 1024) it is 64x less work. The edit is smooth (it spreads along
+Ŝ), and the guided upsampling by the photo's full-resolution L puts its edges back."""
+
 HINTS_ONLY_BASE = 1e-3
 """Weak unary toward grey (x β) when strokes are propagated with no base (hints-only mode):
 nothing to keep, so colour should fill the region it belongs to; small but not 0, so far,
@@ -395,19 +404,31 @@ unrelated regions stay grey."""
 class GCRFStrokeField:
     """The G-CRF as a stroke field on one full-resolution photo (a :class:`StrokeField`).
 
-    The solve happens on the model grid (S x S, the photo's L area-resized, as for sampling) by
-    the per-photo :class:`~engine.models.gcrf.GCRFField` (~2 s on a CPU core at 64x64, built on
-    the first ``propagate``, which reports progress and honours cancel; later calls take
-    milliseconds plus the upsampling). Calls are serialised by a lock.
+    Strokes are rasterised at the model grid (S x S, the photo's L area-resized, as for
+    sampling); the edit is solved on the :data:`STROKE_GRID` by a per-photo
+    :class:`~engine.models.gcrf.GCRFField` (built on the first ``propagate``, which reports
+    progress and honours cancel; later calls take milliseconds plus the upsampling).
+
+    With a learned hint branch (``model.has_hint_branch``) the strokes first go through it: it
+    turns the base (or grey, for hints alone) and the stroke map into a unary that already
+    carries each stroke's colour over the region it belongs to, and the solve pulls toward that
+    unary (weight ``hint_unary`` x β) instead of toward the base, with the strokes exact and Ŝ
+    smoothing the edit along the image's structure. Calls are serialised by a lock.
     """
 
     method = GCRF_METHOD
 
-    def __init__(self, model: GCRF, photo: "Photo", model_name: str = GCRF_METHOD, max_rank: int = 600):
+    def __init__(
+        self, model: GCRF, photo: "Photo", model_name: str = GCRF_METHOD, max_rank: int = 600, grid: int = STROKE_GRID,
+    ):
         self.model, self.photo, self.model_name, self.max_rank = model, photo, model_name, max_rank
-        self.size = model.cfg.size
+        self.size = model.cfg.size  # the model grid: strokes, the hint branch, the attention map
+        self.grid = min(int(grid), self.size)  # the solve grid
         self._lock = threading.RLock()
+        self._L: torch.Tensor | None = None
         self._A: torch.Tensor | None = None
+        self._A_grid: torch.Tensor | None = None
+        self._feats: tuple[list[torch.Tensor], torch.Tensor] | None = None
         self._field: GCRFField | None = None
         self._hints_only: GCRFField | None = None
         self._bases = _BaseCache()
@@ -416,26 +437,58 @@ class GCRFStrokeField:
         return next(self.model.parameters()).device
 
     def L_small(self) -> torch.Tensor:
-        """The photo's L area-resized to the model grid, (1, 1, S, S)."""
-        L = torch.from_numpy(np.ascontiguousarray(self.photo.L, dtype=np.float32))[None, None].to(self._device())
-        return F.interpolate(L, size=(self.size, self.size), mode="area")
+        """The photo's L area-resized to the model grid, (1, 1, S, S), cached."""
+        with self._lock:
+            if self._L is None:
+                L = torch.from_numpy(np.ascontiguousarray(self.photo.L, dtype=np.float32))[None, None].to(self._device())
+                self._L = F.interpolate(L, size=(self.size, self.size), mode="area")
+            return self._L
 
     @torch.no_grad()
-    def embeddings(self) -> torch.Tensor:
-        """A (D, P) of the photo at the model grid, scaled by √STROKE_SHARPEN, cached."""
+    def _model_embeddings(self) -> torch.Tensor:
+        """A (1, D, S, S) at the model grid, scaled by √STROKE_SHARPEN (grey features cached too)."""
         with self._lock:
             if self._A is None:
-                self._A = self.model.embeddings(self.L_small())[0].float().flatten(1) * STROKE_SHARPEN**0.5
+                feats, grey = self._features()
+                self._A = self.model.embeddings(self.L_small(), feats, grey).float() * STROKE_SHARPEN**0.5
             return self._A
 
+    @torch.no_grad()
+    def _features(self) -> tuple[list[torch.Tensor], torch.Tensor]:
+        with self._lock:
+            if self._feats is None:
+                self._feats = self.model.grey_features(self.L_small())
+            return self._feats
+
+    def embeddings(self) -> torch.Tensor:
+        """A (D, P) of the photo at the model grid, scaled by √STROKE_SHARPEN: the attention map's."""
+        return self._model_embeddings()[0].flatten(1)
+
+    def grid_embeddings(self) -> torch.Tensor:
+        """A (D, g²) average-pooled onto the solve grid (as the HOC term was trained), scaled alike."""
+        with self._lock:
+            if self._A_grid is None:
+                A = self._model_embeddings()
+                if self.grid < self.size:
+                    A = F.adaptive_avg_pool2d(A, self.grid)
+                self._A_grid = A[0].flatten(1)
+            return self._A_grid
+
+    @property
+    def learned(self) -> bool:
+        """Whether strokes go through the model's learned hint branch."""
+        return bool(getattr(self.model, "has_hint_branch", False))
+
     def grid_field(self, check: Callable[[], None] | None = None, hints_only: bool = False) -> GCRFField:
-        """The cached model-grid field (built on first use): over a base, or for hints alone."""
+        """The cached solve-grid field (built on first use): over a base, or for hints alone
+        (with a hint branch both pull toward its unary at the same weight: one field)."""
         with self._lock:
             cfg = self.model.cfg
             stroke_w = cfg.beta_test * STROKE_WEIGHT_GAIN
             if self._field is None:
-                self._field = self._make_field(cfg.beta_test * max(cfg.stroke_base, STROKE_BASE_MIN), stroke_w, check)
-            if not hints_only:
+                w0 = cfg.hint_unary if self.learned else max(cfg.stroke_base, STROKE_BASE_MIN)
+                self._field = self._make_field(cfg.beta_test * w0, stroke_w, check)
+            if not hints_only or self.learned:
                 return self._field
             if self._hints_only is None:  # same energy, another weak unary: share its matrix
                 self._hints_only = self._make_field(cfg.beta_test * HINTS_ONLY_BASE, stroke_w, check, self._field.solver.KtK)
@@ -446,7 +499,7 @@ class GCRFStrokeField:
     ) -> GCRFField:
         """A grid field whose smoothness matrix is (I-Ŝ)ᵀ(I-Ŝ) + STROKE_LAPLACIAN (D - W)."""
         ex = self.model.cfg.exclude_self
-        A = self.embeddings()
+        A = self.grid_embeddings()
         S = similarity(A, ex)
         if check is not None:
             check()
@@ -457,6 +510,39 @@ class GCRFStrokeField:
             KtK.sub_(STROKE_LAPLACIAN * W)
         solver = GCRFSolver(None, base_w, max_rank=self.max_rank, check=check, KtK=KtK)
         return GCRFField(S, base_w, stroke_w, A, ex, self.max_rank, check, solver=solver)
+
+    def _to_grid(self, t: torch.Tensor) -> torch.Tensor:
+        """A (C, S, S) field at the model grid area-averaged onto the solve grid."""
+        return t if self.grid == self.size else F.interpolate(t[None], size=(self.grid, self.grid), mode="area")[0]
+
+    @torch.no_grad()
+    def solve_hints(
+        self, coverage: torch.Tensor, hint_ab: torch.Tensor, base: torch.Tensor | None,
+        check: Callable[[], None] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The stroke solve on grids: coverage (S, S) and hint ab (2, S, S) at the model grid,
+        ``base`` (2, S, S) ab/128 at the model grid or None (hints alone) -> (result, base),
+        both (2, g, g) at the solve grid. What ``propagate`` does between rasterising and
+        rendering; evaluation calls it with Table 3's squares."""
+        with self._lock:
+            field = self.grid_field(check, hints_only=base is None)
+            dev = field.solver.device
+            coverage = torch.as_tensor(coverage, dtype=torch.float32).to(dev)
+            hint_ab = torch.as_tensor(hint_ab, dtype=torch.float32).to(dev)
+            b_model = None if base is None else torch.as_tensor(base, dtype=torch.float32).to(dev)
+            grid_base = torch.zeros(2, self.grid, self.grid, device=dev) if b_model is None else self._to_grid(b_model)
+            if not bool((coverage > 0).any()):
+                return grid_base.clone(), grid_base
+            hints = Hints(coverage, hint_ab)
+            cov_g = self._to_grid(coverage[None])[0]
+            tgt_g = hints.resized((self.grid, self.grid)).ab
+            prior = None
+            if self.learned:
+                feats, grey = self._features()
+                alpha = self.model.hint_unary(feats, grey, None if b_model is None else b_model[None], hints)[0].float()
+                prior = self._to_grid(alpha) - grid_base
+            x = field.propagate(cov_g, tgt_g, grid_base, prior=prior)
+            return x, grid_base
 
     @torch.no_grad()
     def propagate(
@@ -470,17 +556,20 @@ class GCRFStrokeField:
         report = progress or (lambda f, m: None)
         check = cancel.check if cancel is not None else (lambda: None)
         check()
-        grid = (self.size, self.size)
+        s = self.size
         with self._lock:
             if self._field is None:
                 report(0.05, "building the G-CRF field")
-            field = self.grid_field(check, hints_only=base is None)
+            self.grid_field(check, hints_only=base is None)
             check()
             report(0.5, "solving")
-            L_grid = self.L_small()[0, 0].cpu().numpy()
-            cov, tgt = rasterize(list(strokes), self.photo.size, grid, L=L_grid)
-            full, grid_base = self._bases.get(self.photo, base, grid)
-            x = field.propagate(cov, tgt, grid_base.to(field.solver.device)).cpu()
+            L_model = self.L_small()[0, 0].cpu().numpy()
+            cov, tgt = rasterize(list(strokes), self.photo.size, (s, s), L=L_model)
+            full, model_base = self._bases.get(self.photo, base, (s, s))
+            x, grid_base = self.solve_hints(
+                torch.from_numpy(cov), torch.from_numpy(tgt), None if base is None else model_base.float(), check
+            )
+            x, grid_base = x.cpu(), grid_base.cpu()
         check()
         report(0.8, "upsampling")
         rgb = render_edit(self.photo, full, grid_base, x)
@@ -492,8 +581,8 @@ class GCRFStrokeField:
 
     @torch.no_grad()
     def attention(self, x: float, y: float) -> np.ndarray:
-        """Which pixels image point (x, y) draws its colour from: row of Ŝ, upsampled to the
-        photo's (H, W) and scaled to [0, 1] (the GUI overlays it)."""
+        """Which pixels image point (x, y) draws its colour from: row of Ŝ at the model grid,
+        upsampled to the photo's (H, W) and scaled to [0, 1] (the GUI overlays it)."""
         W, H = self.photo.size
         s = self.size
         gx = min(s - 1, max(0, int(x * s / W)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -235,7 +236,7 @@ def test_stages_resume_export_load_and_eval(tiny_data, tmp_path, capsys):
     capsys.readouterr()
     sheet = tmp_path / "sheet.png"
     assert main(["eval", "--data", tiny_data, "--out", str(run), "--limit", "2", "--samples", "3", "--reveal-data", tiny_data,
-                 "--sheet", str(sheet)]) == 0
+                 "--sheet", str(sheet), "--points", "0,1,5,10,50,100"]) == 0
     printed = json.loads(capsys.readouterr().out)
     result = json.loads((run / "eval.json").read_text())
     assert printed == result and result["method"] == "gcrf" and 0 < result["pairwise_ssim"] <= 1
@@ -243,6 +244,10 @@ def test_stages_resume_export_load_and_eval(tiny_data, tmp_path, capsys):
     assert table3["points"] == [0, 1, 5, 10, 50, 100] and len(table3["gcrf"]) == 6
     assert table3["gcrf"][-1] > table3["gcrf"][0]  # 100 true hints beat none
     assert len(table3["levin"]) == 6 and table3["levin"][-1] > table3["levin"][1]
+    assert set(table3["curves"]) == {"gcrf", "gcrf_points_only", "sample", "levin", "grey"}  # all on the same points
+    assert all(len(table3[k]) == 6 for k in table3["curves"])
+    assert len(set(table3["grey"])) == 1 and len(set(table3["sample"])) == 1 and table3["sample"][0] == table3["gcrf"][0]
+    assert table3["grey"][0] == table3["levin"][0] == table3["gcrf_points_only"][0]  # no hint: grey
     tuned = table3["points_only_tuning"]  # hints-only weights picked on the *train* split ...
     assert "train" in tuned["data"] and "test" in table3["protocol"]
     means = {k: np.mean(v) for k, v in tuned["psnr"].items()}
@@ -257,7 +262,8 @@ def test_stages_resume_export_load_and_eval(tiny_data, tmp_path, capsys):
     capsys.readouterr()
     table3 = evaluate_gcrf(run / "model.safetensors", tiny_data, limit=1, n_samples=2, reveal_data=str(tmp_path / "only"),
                            reveal_limit=1)["psnr_vs_points"]
-    assert "train" in table3["points_only_tuning"]["skipped"] and len(table3["levin"]) == 6
+    assert "train" in table3["points_only_tuning"]["skipped"] and table3["points"] == [1, 2, 5, 10, 20, 50, 100]
+    assert all(len(table3[k]) == 7 for k in table3["curves"])
     assert table3["points_only_weights"]["base"] == POINTS_ONLY_WEIGHT
 
     # a second run reuses the first one's phase-1 and MDN states instead of training them again
@@ -327,3 +333,92 @@ def test_attention_of_a_real_tiny_gcrf_stroke_field_peaks_at_the_query():
     assert att.shape == (48, 48) and att.min() >= 0 and abs(att.max() - 1) < 1e-6
     ref = attention_row(field.embeddings(), (30 * 16 // 48) * 16 + 10 * 16 // 48, True).view(16, 16)
     assert abs(float(ref.sum()) - 1) < 1e-5
+
+
+# --- learned propagation of hints (the hint branch) ------------------------------------------
+
+
+def _tiny_model_file(path, size: int = 32, **cfg_fields):
+    from engine.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    cfg = GCRFConfig(size=size, width=4, latent_dim=4, mdn_hidden=8, embed_dim=4, embed_width=4, **cfg_fields)
+    model = GCRF(cfg, with_color_encoder=False).eval()
+    config = cfg.to_dict()
+    if not cfg.hint_branch:  # a file from before the hint branch: none of its fields
+        for k in ("hint_branch", "hint_width", "hint_unary"):
+            config.pop(k)
+    save_checkpoint(path, model.inference_tensors(), {"method": "gcrf", "config": config})
+    return model
+
+
+def test_models_without_a_hint_branch_load_and_work(tmp_path):
+    from engine.colorizer import load_model
+    from engine.types import Hints
+
+    model = _tiny_model_file(tmp_path / "old.safetensors")
+    assert not any(k.startswith("hint_net.") for k in model.inference_tensors())
+    old = load_model(tmp_path / "old.safetensors")
+    assert not old.has_hint_branch and old.cfg.hint_branch is False
+    L = torch.rand(1, 1, 32, 32) * 100
+    cov = torch.zeros(32, 32)
+    cov[4:8, 4:8] = 1.0
+    x = old.sample(L, 2, generator=torch.Generator().manual_seed(0), hints=Hints(cov, torch.full((2, 32, 32), 0.3)))
+    assert x.shape == (2, 2, 32, 32) and bool(torch.isfinite(x).all())
+    shipped = Path(__file__).resolve().parent.parent / "resources" / "models" / "gcrf_general.safetensors"
+    if shipped.exists():
+        assert not load_model(shipped).has_hint_branch
+
+
+def test_hint_branch_trains_exports_and_a_hint_stays_local(tmp_path, tiny_data):
+    """gcrf-hints fine-tunes a branch on a finished model (--init), export adds it to the file,
+    and the app's field with it recolours the hinted region more than the far side."""
+    from engine.colorizer import Colorization, load_model
+    from engine.io import photo_from_array
+    from engine.strokes import Stroke
+
+    init = tmp_path / "init.safetensors"
+    base_model = _tiny_model_file(init)
+    run = tmp_path / "hints"
+    args = ["gcrf-hints", "--data", tiny_data, "--out", str(run), "--init", str(init), "--batch-size", "4",
+            "--hint-width", "4", "--log-every", "1", "--steps", "3"]
+    assert main(args) == 0
+    logs = [json.loads(x) for x in (run / "gcrf-hints" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logs] == [1, 2, 3] and all(math.isfinite(r["loss"]) for r in logs)
+    st = load_checkpoint(run / "gcrf-hints" / "state.safetensors")
+    assert st.meta["finished"] and float(st.tensors["hint_net.out.weight"].abs().sum()) > 0  # trained from zero
+    assert main(["export", "--out", str(run)]) == 0
+    model = load_model(run / "model.safetensors")
+    assert model.has_hint_branch and model.cfg.hint_width == 4
+    assert torch.equal(model.decoder.out.weight, base_model.decoder.out.weight)  # only the branch was trained
+    assert torch.equal(model.hint_net.out.weight, st.tensors["hint_net.out.weight"])
+
+    photo = photo_from_array(synthetic_images(1, size=48)[0])
+    field = GCRFStrokeField(model, photo)
+    assert field.learned
+    base = Colorization(photo.rgb, torch.zeros(2, 32, 32), "vae-mdn", "x", 0, 0)
+    out = field.propagate([Stroke((30, 60, 220), 3, ((6.0, 6.0), (10.0, 8.0)))], base)
+    d = np.abs(out.rgb - photo.rgb).sum(-1)
+    assert d[:14, :14].mean() > 3 * d[30:, 30:].mean() and d[4:10, 4:10].mean() > 0.1  # local, and coloured there
+    assert np.allclose(field.propagate([], base).rgb, photo.rgb, atol=2e-3)  # no stroke: the base as is
+    alone = field.propagate([Stroke((30, 60, 220), 3, ((6.0, 6.0), (10.0, 8.0)))])  # hints alone (--base grey)
+    assert alone.rgb.shape == photo.rgb.shape and alone.rgb[7, 8, 2] > alone.rgb[7, 8, 0]
+
+
+def test_simulated_hints_reveal_the_truth():
+    from training.stages.gcrf import keep_target, simulate_hints
+
+    g = torch.Generator().manual_seed(0)
+    ab = torch.zeros(6, 2, 32, 32)
+    ab[:, 0, :, :16], ab[:, 1, :, 16:] = 0.4, -0.3
+    cov, hint_ab, colours, valid = simulate_hints(ab, max_points=20, stroke_prob=0.5, generator=g)
+    assert cov.shape == (6, 1, 32, 32) and float(cov.min()) >= 0 and float(cov.max()) <= 1
+    on = cov[:, 0] > 0.999  # fully covered pixels inside one half carry that half's colour
+    inner = on & (torch.arange(32)[None, None] < 12)  # squares are at most 4 px wide: all left
+    assert bool(inner.any()) and torch.allclose(hint_ab[:, 0][inner], torch.tensor(0.4), atol=1e-5)
+    assert bool(((hint_ab.abs().sum(1) > 0) <= (cov[:, 0] > 0)).all())  # colour only where covered
+    kept = keep_target(ab, torch.zeros_like(ab), colours[:, :0], valid[:, :0], 0.1)
+    assert torch.equal(kept, torch.zeros_like(ab))  # no hint: keep the sample
+    one = keep_target(ab, torch.zeros_like(ab), torch.tensor([[[0.4, 0.0]]]).expand(6, 1, 2), torch.ones(6, 1, dtype=torch.bool), 0.1)
+    assert torch.allclose(one[..., :16], ab[..., :16], atol=1e-5)  # the hinted colour's half is taught ...
+    assert float(one[..., 16:].abs().max()) < 1e-3  # ... the other half keeps the sample

@@ -26,6 +26,7 @@ TRAIN_STAGES = {
     "gcrf-unary": (gcrf.GCRFUnaryStageConfig, gcrf.train_unary, "G-CRF phase 1: the VAE (= vae stage; --init-from reuses a VAE-MDN run)"),
     "gcrf-hoc": (gcrf.GCRFHocStageConfig, gcrf.train_hoc, "G-CRF phase 2: HOC embedding net + decoder top layers"),
     "gcrf-mdn": (gcrf.GCRFMDNStageConfig, gcrf.train_gcrf_mdn, "G-CRF stage 2: MDN P(z | grey) (= mdn stage)"),
+    "gcrf-hints": (gcrf.GCRFHintsStageConfig, gcrf.train_hints, "G-CRF: learned hint branch (Zhang et al. 2017) on a finished model"),
     "pic": (pic.PICStageConfig, pic.train_pic, "PIC: conditional PixelCNN++ over chroma given L"),
 }
 
@@ -54,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="compare at this resolution (default 0: the photos' own; the model sees its working size)")
     ev.add_argument("--threads", type=_count(0), default=0, help="torch CPU threads (0: torch's default)")
     ev.add_argument("--reveal-data", help="G-CRF: also PSNR vs revealed points (Table 3) on this data (natural128)")
+    ev.add_argument("--points", type=_point_counts, help="G-CRF: revealed-point counts for --reveal-data "
+                    "(default 1,2,5,10,20,50,100)")
     ev.add_argument("--sample-limit", type=_count(1), default=200,
                     help="PIC: diversity metrics on N evenly spaced images (bpd uses all, or --limit)")
     rs = sub.add_parser("results", help="write docs/RESULTS.md: every shipped model's figures beside the papers'",
@@ -94,6 +97,17 @@ def _count(low: int):
     return parse
 
 
+def _point_counts(text: str) -> tuple[int, ...]:
+    """``--points 1,2,5,10``: whole numbers from 0 to 10000, comma-separated."""
+    try:
+        counts = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers") from None
+    if not counts or not all(0 <= v <= 10_000 for v in counts):
+        raise argparse.ArgumentTypeError(f"{text!r}: give counts from 0 to 10000, e.g. 1,2,5,10,20,50,100")
+    return counts
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand. A bad setting, missing or corrupt data, or an unusable model file
     is answered by one sentence on stderr and exit code 2; a traceback means a bug."""
@@ -131,12 +145,14 @@ def _run(args: argparse.Namespace) -> int:
         if method == "auto" and (run / backbone.STAGE).is_dir():
             method = "backbone"
         if method == "auto":
-            method = "pic" if (run / pic.STAGE).is_dir() else "gcrf" if (run / gcrf.HOC_STAGE).is_dir() else "vae-mdn"
+            method = "pic" if (run / pic.STAGE).is_dir() else "gcrf" if (run / gcrf.HOC_STAGE).is_dir() or (run / gcrf.HINTS_STAGE).is_dir() else "vae-mdn"
         if method == "backbone":
             backbone.export(run, Path(args.dest) if args.dest else None, metrics, args.half, need_finished=not args.unfinished)
         elif method == "pic":
             pic.export(run, Path(args.dest) if args.dest else None, metrics, args.half, need_finished=not args.unfinished,
                        data=args.data)
+        elif method == "gcrf" and (run / gcrf.HINTS_STAGE).is_dir():
+            gcrf.export_hints(run, Path(args.dest) if args.dest else None, args.half)
         elif method == "gcrf":
             gcrf.export(run, Path(args.dest) if args.dest else None, metrics, args.half, data=args.data)
         else:
@@ -169,7 +185,7 @@ def _run(args: argparse.Namespace) -> int:
         elif method == gcrf.METHOD:
             result = gcrf.evaluate_gcrf(ckpt, args.data, args.split, args.samples, args.limit, sheet=args.sheet,
                                         reveal_data=args.reveal_data, reveal_limit=min(args.limit or 100, 100),
-                                        tune_limit=min(args.limit or 30, 30), **options)
+                                        tune_limit=min(args.limit or 30, 30), points=args.points, **options)
         else:
             result = evaluate(ckpt, args.data, args.split, args.samples, args.limit, sheet=args.sheet, **options)
         dest = args.json or (str(Path(args.out) / "eval.json") if args.out else None)

@@ -62,6 +62,9 @@ class GCRFConfig(VAEMDNConfig):
     beta_test: float = 5.0  # β for automatic colorization and under strokes (paper: 5)
     stroke_base: float = 0.1  # weak unary toward the picked colorization, as a fraction of beta_test
     exclude_self: bool = True  # mask Ŝ's diagonal (see engine.gcrf_solver.similarity)
+    hint_branch: bool = False  # a learned hint branch (HintNet) corrects the unary from the hints
+    hint_width: int = 16  # channels of the hint branch's first level
+    hint_unary: float = 1.0  # pull toward the hint branch's unary under strokes, x beta_test
 
     LABEL: ClassVar[str] = "G-CRF"
 
@@ -117,10 +120,76 @@ class EmbedNet(nn.Module):
         return self.out(torch.cat([x, pos], dim=1))
 
 
+HINT_CHANNELS = 7
+"""The hint branch's per-pixel input: hint ab x coverage (2), coverage (1), base ab (2), whether
+there is a base (1), grey (1)."""
+
+
+def _conv(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, stride, padding=dilation, dilation=dilation)
+
+
+class HintNet(nn.Module):
+    """Learned propagation of hints (Zhang et al. 2017, "Real-time user-guided colorization"):
+    the hint map, its mask and the base colorization in, a corrected unary out.
+
+    A small U-Net over the grey encoder's four scales (so it sees what the backbone sees when
+    the model has one): the hints are encoded down to /16 (the whole 64x64 image in the
+    receptive field, so one hint on a shirt can reach the whole shirt), joined with the grey
+    features at each scale, and decoded back to a change of the base's ab. The output layer
+    starts at zero, so a fresh branch returns the base unchanged (fine-tuning starts from the
+    model as it was). No normalisation layers: train and inference behave alike at batch 1.
+    """
+
+    def __init__(self, cfg: "GCRFConfig"):
+        super().__init__()
+        h, g = cfg.hint_width, cfg.width
+        self.e1 = _conv(HINT_CHANNELS, h, 2)  # /2
+        self.e2 = _conv(h + g, 2 * h, 2)  # /4 (+ grey /2)
+        self.e3 = _conv(2 * h + 2 * g, 4 * h, 2)  # /8 (+ grey /4)
+        self.e4 = _conv(4 * h + 4 * g, 4 * h, 2)  # /16 (+ grey /8)
+        self.mid = nn.ModuleList([_conv(4 * h + 8 * g, 4 * h), _conv(4 * h, 4 * h), _conv(4 * h, 4 * h, dilation=2)])
+        self.d3 = _conv(8 * h, 4 * h)  # /8
+        self.d2 = _conv(4 * h + 2 * h, 2 * h)  # /4
+        self.d1 = _conv(2 * h + h, h)  # /2
+        self.out = _conv(h + HINT_CHANNELS, 2)  # /1
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(
+        self, grey: torch.Tensor, feats: Sequence[torch.Tensor], base: torch.Tensor, has_base: torch.Tensor,
+        coverage: torch.Tensor, hint_ab: torch.Tensor,
+    ) -> torch.Tensor:
+        """grey (1|n, 1, S, S), feats (1|n, …) per scale, base (n, 2, S, S) ab/128 (zeros where
+        there is none), has_base (n,) 0/1, coverage (n, 1, S, S), hint_ab (n, 2, S, S)
+        -> the unary (n, 2, S, S): base + the learned change, in [-1, 1]."""
+        n = base.shape[0]
+        up = lambda x, ref: F.interpolate(x, size=ref.shape[-2:], mode="bilinear", align_corners=False)
+        f = [_expand_to(t, n) for t in feats]
+        hb = has_base.to(base.dtype).view(n, 1, 1, 1)
+        x0 = torch.cat([hint_ab * coverage, coverage, base * hb, hb.expand_as(coverage), _expand_to(grey, n)], 1)
+        e1 = F.relu(self.e1(x0))
+        e2 = F.relu(self.e2(torch.cat([e1, f[0]], 1)))
+        e3 = F.relu(self.e3(torch.cat([e2, f[1]], 1)))
+        e4 = F.relu(self.e4(torch.cat([e3, f[2]], 1)))
+        m = F.relu(self.mid[0](torch.cat([e4, up(f[3], e4)], 1)))
+        for conv in self.mid[1:]:
+            m = m + F.relu(conv(m))
+        d = F.relu(self.d3(torch.cat([up(m, e3), e3], 1)))
+        d = F.relu(self.d2(torch.cat([up(d, e2), e2], 1)))
+        d = F.relu(self.d1(torch.cat([up(d, e1), e1], 1)))
+        change = self.out(torch.cat([up(d, x0), x0], 1))
+        return (base * hb + change).clamp(-1, 1)
+
+
+def _expand_to(t: torch.Tensor, n: int) -> torch.Tensor:
+    return t if t.shape[0] == n else t.expand(n, *t.shape[1:])
+
+
 class GCRF(VAEMDN):
     """The whole model; ``color_encoder`` is None in exported (inference-only) checkpoints."""
 
-    INFERENCE_PARTS = ("grey_encoder", "decoder", "mdn", "embed")
+    INFERENCE_PARTS = ("grey_encoder", "decoder", "mdn", "embed", "hint_net")
     METHOD = METHOD
     CONFIG = GCRFConfig
     LABEL = "G-CRF"
@@ -129,6 +198,34 @@ class GCRF(VAEMDN):
         super().__init__(cfg, with_color_encoder)
         self.cfg: GCRFConfig = cfg
         self.embed = EmbedNet(cfg)
+        # without the branch an empty module: files exported before it (no hint_net tensors) load
+        self.hint_net: nn.Module = HintNet(cfg) if cfg.hint_branch else nn.Module()
+
+    @property
+    def has_hint_branch(self) -> bool:
+        return isinstance(self.hint_net, HintNet)
+
+    def hint_unary(
+        self, feats: Sequence[torch.Tensor], grey: torch.Tensor, base: torch.Tensor | None, hints: Hints | None,
+        n: int = 1,
+    ) -> torch.Tensor:
+        """The hint branch's unary (n, 2, S, S): ``base`` (n, 2, S, S) in ab/128 corrected by what
+        ``hints`` say, or a colorization from the hints alone when ``base`` is None (Zhang et
+        al.'s setting). Needs :attr:`has_hint_branch`; differentiable (training calls it)."""
+        s = self.cfg.size
+        dev, dt = grey.device, grey.dtype
+        if base is None:
+            base_t, has = torch.zeros(n, 2, s, s, device=dev, dtype=dt), torch.zeros(n, device=dev, dtype=dt)
+        else:
+            base_t, has = base.to(dt), torch.ones(base.shape[0], device=dev, dtype=dt)
+            n = base.shape[0]
+        if hints is not None and hints.any:
+            h = hints.resized((s, s))
+            cov = _expand_to(h.coverage.to(dev, dt).reshape(-1, 1, s, s), n)
+            ab = _expand_to(h.ab.to(dev, dt).reshape(-1, 2, s, s), n)
+        else:
+            cov, ab = torch.zeros(n, 1, s, s, device=dev, dtype=dt), torch.zeros(n, 2, s, s, device=dev, dtype=dt)
+        return self.hint_net(grey, feats, base_t, has, cov, ab)
 
     # --- the HOC term -------------------------------------------------------------------------
     def embeddings(self, L: torch.Tensor, feats: Sequence[torch.Tensor] | None = None, grey: torch.Tensor | None = None) -> torch.Tensor:
@@ -181,13 +278,15 @@ class GCRF(VAEMDN):
     ) -> torch.Tensor:
         """L (1, 1, S, S) in [0, 100] -> ab (n, 2, S, S): n G-CRF samples (see
         :class:`engine.types.SamplingModel`). Codes as VAE-MDN's (with hints: the agreeing
-        ones); each decoded field is the unary term, one Ŝ serves all n solves, and hints enter
-        every solve as strong unaries."""
+        ones); each decoded field is the unary term (corrected by the hint branch, if the model
+        has one), one Ŝ serves all n solves, and hints enter every solve as strong unaries."""
         if cancel is not None:
             cancel.check()
         feats, grey = self.grey_features(L)
         z = self.codes(L, n, generator, temperature, include_mode, hints, feats, grey)
         unary = self.decoder(z, feats, grey)
+        if self.has_hint_branch and hints is not None and hints.any:
+            unary = self.hint_unary(feats, grey, unary, hints)  # each sample's unary corrected by the hints
         S_hat = similarity(self.embed(grey, feats).flatten(2).float(), self.cfg.exclude_self)[0]
         return self.solve_automatic(unary, S_hat, hints=hints).clamp(-1, 1)
 
@@ -290,11 +389,13 @@ class GCRFField:
         return cls(similarity(A, exclude_self), base_weight, stroke_weight, A, exclude_self, max_rank, check)
 
     @torch.no_grad()
-    def propagate(self, coverage: Any, stroke_ab: Any, base: Any) -> torch.Tensor:
+    def propagate(self, coverage: Any, stroke_ab: Any, base: Any, prior: Any = None) -> torch.Tensor:
         """coverage (S, S) in [0, 1], stroke_ab (2, S, S) and base (2, S, S) in ab/128 -> (2, S, S).
 
         numpy arrays (what :func:`engine.strokes.rasterize` returns) or tensors. Pixels with zero
-        coverage keep ``base`` up to what the strokes propagate to them.
+        coverage keep ``base`` up to what the strokes propagate to them. ``prior`` (2, S, S): the
+        change the weak unary pulls toward instead of 0 (a learned hint branch's unary minus
+        the base), so unstroked pixels take what the branch infers from the strokes.
         """
         dev, dt = self.solver.device, self.solver.dtype
         s = self.size
@@ -304,7 +405,10 @@ class GCRFField:
         if c.shape[0] != s * s or t.shape[0] != s * s or b.shape[0] != s * s:
             raise ValueError(f"coverage, stroke_ab and base must be on the {s}x{s} grid")
         wc = self.stroke_weight * c
-        delta = self.solver.solve(self.base_weight + wc, wc[:, None] * (t - b))
+        rhs = wc[:, None] * (t - b)
+        if prior is not None:
+            rhs = rhs + self.base_weight * _as_tensor(prior, dev, dt).reshape(2, -1).T
+        delta = self.solver.solve(self.base_weight + wc, rhs)
         return (b + delta).T.reshape(2, s, s).clamp(-1, 1)
 
     def propagate_strokes(self, strokes: Sequence[Any], image_size: tuple[int, int], base: Any) -> torch.Tensor:

@@ -38,6 +38,7 @@ import contextlib
 import functools
 import io
 import json
+import math
 import os
 import shutil
 import sys
@@ -130,6 +131,32 @@ class GCRFHocStageConfig(StageConfig):
 @dataclass
 class GCRFMDNStageConfig(MDNStageConfig):
     pass
+
+
+@dataclass
+class GCRFHintsStageConfig(StageConfig):
+    init: str = ""
+    steps: int = 3000
+    batch_size: int = 16
+    lr: float = 5e-4
+    hint_width: int = 16
+    hint_unary: float = 1.0
+    max_points: int = 100
+    stroke_prob: float = 0.3
+    base_prob: float = 0.5
+    keep_tolerance: float = 0.1
+
+    HELP: ClassVar[dict[str, str]] = {
+        "init": "an exported G-CRF file to add the hint branch to (default: this RUN_DIR's finished vae, gcrf-hoc "
+                "and mdn stages)",
+        "hint_width": "channels of the hint branch's first level (x2, x4 deeper)",
+        "hint_unary": "pull toward the hint branch's unary under strokes, x beta_test (stored in the model)",
+        "max_points": "simulated 7x7 (at 128 px) true-colour points per image: 0..max, log-uniform",
+        "stroke_prob": "probability that an image also gets 1-3 short simulated strokes",
+        "base_prob": "fraction of images whose hint branch corrects a sample of the model (the rest: hints alone)",
+        "keep_tolerance": "over a sample, pixels whose true ab (x1/128) is farther than this from every hint colour "
+                          "are taught to keep the sample (strokes stay local)",
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -319,6 +346,198 @@ def train_hoc(cfg: GCRFHocStageConfig) -> int:
     }
     spec = LoopSpec(run_dir, HOC_STAGE, cfg.steps, cfg.seed, cfg.log_every, cfg.checkpoint_minutes, cfg.max_minutes, cfg.stop_after)
     return run_loop(spec, {"embed": model.embed, "decoder": model.decoder}, opt, step, meta, sched=cosine(cfg.steps, warmup=50), ddp=ddp)
+
+
+# --------------------------------------------------------------------------------------------
+# gcrf-hints: learned propagation of hints (Zhang et al. 2017)
+# --------------------------------------------------------------------------------------------
+
+HINTS_STAGE = "gcrf-hints"
+
+
+def simulate_hints(
+    ab: torch.Tensor, max_points: int = 100, stroke_prob: float = 0.3, half: tuple[float, float] = (1.5, 2.0),
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random hints from the true ab (B, 2, S, S), as a user (or Table 3) would give them.
+
+    Points: 0..``max_points`` per image, log-uniform (as many images with 1-3 points as with
+    30-100), squares of half-side ``half`` px at random positions (7x7 at 128 px is 1.75 at
+    64) revealing their mean true ab, with area coverage at their edges as
+    :func:`to_grid` gives the evaluation's squares. Strokes (probability ``stroke_prob``): 1-3
+    short straight lines of one colour (the true ab where they start), kept only where the
+    truth is within 0.1 of that colour: users paint inside an object.
+
+    Returns coverage (B, 1, S, S) in [0, 1], hint ab (B, 2, S, S), the hint colours (B, K, 2)
+    and which of the K are real (B, K).
+    """
+    b, _, h, w = ab.shape
+    dev = ab.device
+    rnd = lambda *shape: torch.rand(*shape, generator=generator).to(dev)
+    k = max(1, int(max_points))
+    n = (torch.exp(rnd(b) * math.log(k + 1)) - 1).floor().clamp(0, k)  # log-uniform count in 0..k
+    n = torch.where(rnd(b) < 0.05, torch.zeros_like(n), n)
+    valid = torch.arange(k, device=dev)[None] < n[:, None]  # (B, K)
+    hs = half[0] + (half[1] - half[0]) * rnd(b, k)
+    cy, cx = rnd(b, k) * h, rnd(b, k) * w
+    ys = torch.arange(h, device=dev, dtype=ab.dtype)
+    xs = torch.arange(w, device=dev, dtype=ab.dtype)
+    ov = lambda c, r, g: (torch.minimum(g + 1, (c + r)[..., None]) - torch.maximum(g, (c - r)[..., None])).clamp(0, 1)
+    oy = ov(cy, hs, ys) * valid[..., None]  # (B, K, H): each square's coverage is oy ⊗ ox
+    ox = ov(cx, hs, xs)  # (B, K, W)
+    area = oy.sum(-1) * ox.sum(-1)  # (B, K)
+    colours = torch.einsum("bkh,bchw,bkw->bkc", oy, ab, ox) / area[..., None].clamp(min=1e-8)
+    cov = torch.einsum("bkh,bkw->bhw", oy, ox)
+    tgt = torch.einsum("bkh,bkcw->bchw", oy, ox[:, :, None] * colours[..., None]) / cov[:, None].clamp(min=1e-8)
+    cov = cov.clamp(max=1.0)
+    if stroke_prob > 0:
+        sc, st, sv = _simulate_strokes(ab, stroke_prob, rnd)
+        cov = torch.maximum(cov, sc)
+        tgt = torch.where(sc[:, None] > 0, st, tgt)  # strokes paint over points
+        colours, valid = torch.cat([colours, sv[0]], 1), torch.cat([valid, sv[1]], 1)
+    tgt = torch.where(cov[:, None] > 0, tgt, torch.zeros_like(tgt))
+    return cov[:, None], tgt, colours, valid
+
+
+def _simulate_strokes(ab: torch.Tensor, prob: float, rnd) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """Up to 3 short one-colour strokes per image (see :func:`simulate_hints`): coverage (B, H, W),
+    ab (B, 2, H, W), and (colours (B, 3, 2), valid (B, 3))."""
+    b, _, h, w = ab.shape
+    dev = ab.device
+    m = 3
+    on = (rnd(b, 1) < prob) & (torch.arange(m, device=dev)[None] < (1 + (rnd(b, 1) * m).floor()))  # (B, 3)
+    y0, x0 = (rnd(b, m) * h).floor(), (rnd(b, m) * w).floor()
+    ang, length = rnd(b, m) * 2 * math.pi, 4 + rnd(b, m) * 12
+    seed_ab = ab[torch.arange(b, device=dev)[:, None], :, y0.long(), x0.long()]  # (B, 3, 2)
+    ys = torch.arange(h, device=dev, dtype=ab.dtype)[None, None, :, None]
+    xs = torch.arange(w, device=dev, dtype=ab.dtype)[None, None, None, :]
+    dy, dx = torch.sin(ang)[..., None, None], torch.cos(ang)[..., None, None]
+    ry, rx = ys - y0[..., None, None], xs - x0[..., None, None]
+    t = (ry * dy + rx * dx).clamp(min=0).minimum(length[..., None, None])
+    dist = ((ry - t * dy) ** 2 + (rx - t * dx) ** 2).sqrt()
+    line = (dist <= 1.0) & on[..., None, None]  # (B, 3, H, W): radius-1 capsules
+    near = _sq_dist(ab, seed_ab) < 0.01
+    line = (line & near).to(ab.dtype)
+    cov = line.amax(1)
+    col = torch.einsum("bkhw,bkc->bchw", line, seed_ab) / line.sum(1)[:, None].clamp(min=1e-8)
+    return cov, col, (seed_ab, on)
+
+
+def _sq_dist(ab: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
+    """Squared distance of each pixel's ab (B, 2, H, W) to each colour (B, K, 2): (B, K, H, W)."""
+    cross = torch.einsum("bchw,bkc->bkhw", ab, colours)
+    return ((ab * ab).sum(1)[:, None] - 2 * cross + (colours * colours).sum(-1)[..., None, None]).clamp(min=0)
+
+
+def keep_target(ab: torch.Tensor, base: torch.Tensor, colours: torch.Tensor, valid: torch.Tensor, tol: float) -> torch.Tensor:
+    """What the hint branch should make of a sample: the truth where the truth has (nearly) the
+    colour of some hint, the sample elsewhere, blended by exp(-d²/2tol²) with d the true ab's
+    distance to the nearest hint colour. Recolouring what the hints are about and keeping the
+    rest is what the app promises ("unstroked pixels keep the colorization the user picked")."""
+    if colours.shape[1] == 0:
+        return base
+    far = torch.where(valid[..., None], colours, torch.full_like(colours, 1e3))  # no real hint: never near
+    wgt = torch.exp(-_sq_dist(ab, far).amin(1, keepdim=True) / (2 * tol * tol))
+    return wgt * ab + (1 - wgt) * base
+
+
+def train_hints(cfg: GCRFHintsStageConfig) -> int:
+    """Train the hint branch (:class:`engine.models.gcrf.HintNet`) with everything else frozen.
+
+    Each image gets simulated hints (:func:`simulate_hints`) and, with probability
+    ``base_prob``, a sample of the model to correct (the MDN's top mean or a draw, decoded);
+    otherwise the branch colours from the hints alone. Loss: mean squared ab error of the
+    branch's unary against the truth (hints alone) or :func:`keep_target` (over a sample).
+    The G-CRF solve is not in the loop (its P³ cost would dominate a CPU step); at inference
+    it adds exact hints and smoothing along Ŝ on top of the learned unary.
+    """
+    from engine.colorizer import load_model
+    from engine.models.gcrf import HintNet
+
+    device, ddp = prepare(cfg.threads, cfg.device)
+    run_dir = Path(cfg.out)
+    if cfg.init:
+        base_model = load_model(cfg.init)
+        if not isinstance(base_model, GCRF):
+            raise SystemExit(f"--init {cfg.init}: not a G-CRF model file")
+        source = {"init": str(cfg.init)}
+    else:
+        base_model, _, _ = assemble(run_dir)
+        source = {"init": ""}
+    mcfg = GCRFConfig.from_dict({**base_model.cfg.to_dict(), "hint_branch": True, "hint_width": cfg.hint_width,
+                                 "hint_unary": cfg.hint_unary})
+    model = GCRF(mcfg, with_color_encoder=False)
+    for part in ("grey_encoder", "decoder", "mdn", "embed"):
+        getattr(model, part).load_state_dict(getattr(base_model, part).state_dict())
+    if base_model.backbone is not None:
+        model.attach_backbone(base_model.backbone)
+    model = model.to(device).requires_grad_(False).eval()
+    net: HintNet = model.hint_net  # type: ignore[assignment]
+    if base_model.has_hint_branch and base_model.cfg.hint_width == cfg.hint_width:
+        net.load_state_dict(base_model.hint_net.state_dict())  # continue a trained branch
+    net.requires_grad_(True)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    train = D.load_lab(cfg.data, "train", mcfg.size, cfg.limit or None)
+    sampler = BatchSampler(len(train), cfg.batch_size, cfg.seed, ddp)
+
+    def step(i: int):
+        model.eval()
+        net.train()
+        idx = sampler(i)
+        L, ab = train.batch(idx, torch.rand(len(idx)) < 0.5)
+        L, ab = L.to(device), ab.to(device)
+        b = len(idx)
+        with torch.no_grad():
+            feats, grey = model.grey_features(L)
+            log_pi, mu = model.mdn(feats)
+            top = mu[torch.arange(b), log_pi.argmax(1)]
+            comp = torch.multinomial(log_pi.exp(), 1)[:, 0]
+            drawn = mu[torch.arange(b), comp] + mcfg.mdn_sigma * torch.randn_like(top)
+            z = torch.where((torch.rand(b, device=device) < 0.5)[:, None], top, drawn)
+            sample = model.decoder(z, feats, grey).float()
+            has = (torch.rand(b, device=device) < cfg.base_prob).float()
+            cov, hint_ab, colours, valid = simulate_hints(ab, cfg.max_points, cfg.stroke_prob)
+            target = torch.where(has.view(b, 1, 1, 1) > 0, keep_target(ab, sample, colours, valid, cfg.keep_tolerance), ab)
+        with autocast(device):
+            pred = net(grey, feats, sample, has, cov, hint_ab)
+        loss = F.mse_loss(pred.float(), target)
+        with torch.no_grad():
+            logs = {"mse_alone": float(((pred - ab) ** 2)[has == 0].mean()) if bool((has == 0).any()) else float("nan"),
+                    "mse_over": float(((pred - target) ** 2)[has == 1].mean()) if bool((has == 1).any()) else float("nan"),
+                    "points": float(valid.sum(1).float().mean())}
+        return loss, logs
+
+    meta = {"method": METHOD, "config": mcfg.to_dict(), "stage_config": cfg.public(), **source,
+            "data": D.describe(cfg.data, "train", len(train))}
+    spec = LoopSpec(run_dir, HINTS_STAGE, cfg.steps, cfg.seed, cfg.log_every, cfg.checkpoint_minutes, cfg.max_minutes, cfg.stop_after)
+    return run_loop(spec, {"hint_net": net}, opt, step, meta, sched=cosine(cfg.steps, warmup=50), ddp=ddp)
+
+
+def export_hints(run_dir: Path, dest: Path | None = None, half: bool = False) -> Path:
+    """The G-CRF file with the trained hint branch: the ``--init`` file (or this run's assembled
+    stages) plus the ``gcrf-hints`` weights, its config saying ``hint_branch``."""
+    run_dir = Path(run_dir)
+    st = read_state(run_dir, HINTS_STAGE)
+    init = st.meta.get("init") or ""
+    if init:
+        ck = load_checkpoint(init, METHOD)
+        tensors = {k: v for k, v in ck.tensors.items() if not k.startswith("hint_net.")}
+        meta = {k: v for k, v in ck.meta.items() if k not in ("format_version", "created")}
+    else:
+        exported = export(run_dir, run_dir / "base_model.safetensors", half=half)
+        ck = load_checkpoint(exported, METHOD)
+        tensors, meta = dict(ck.tensors), {k: v for k, v in ck.meta.items() if k not in ("format_version", "created")}
+    hint = {f"hint_net.{k}": v for k, v in st.subset("hint_net").items()}
+    if half:
+        hint = {k: v.half() for k, v in hint.items()}
+    tensors.update(hint)
+    meta["config"] = {**meta["config"], **{k: st.config[k] for k in ("hint_branch", "hint_width", "hint_unary")}}
+    meta.setdefault("steps", {})[HINTS_STAGE] = st.meta.get("step")
+    meta.setdefault("training", {})[HINTS_STAGE] = st.meta.get("stage_config")
+    dest = Path(dest) if dest else run_dir / MODEL_FILE
+    save_checkpoint(dest, tensors, meta)
+    print(f"wrote {dest} ({dest.stat().st_size / 2**20:.2f} MiB)", file=sys.stderr)
+    return dest
 
 
 # --------------------------------------------------------------------------------------------
@@ -538,10 +757,51 @@ class _RevealImage:
         size, g = L.shape[-1], model.cfg.size
         self.L, self.ab, self.g = L, ab, g
         self.model, self.Lg = model, F.interpolate(L, size=(g, g), mode="area")
-        self.solve = ImageHintSolver(model.similarity(self.Lg)[0], model.cfg.beta_test)
         self.truth = recombine(L[0, 0], ab[None] * AB_SCALE)
         corners = random_squares(np.random.default_rng(seed), max(points), size, patch)
         self.hints = [reveal_squares(ab, corners[:n], patch) for n in points]
+
+    @functools.cached_property
+    def solve(self) -> "ImageHintSolver":
+        """The paper-form hint solver at the model grid (models without a hint branch)."""
+        return ImageHintSolver(self.model.similarity(self.Lg)[0], self.model.cfg.beta_test)
+
+    @functools.cached_property
+    def field(self):
+        """The app's stroke field on this image (grey photo at its size): what the canvas solves."""
+        from engine.io import photo_from_array
+        from engine.propagate import GCRFStrokeField
+
+        grey = (self.L[0, 0] / 100.0).clamp(0, 1).numpy()  # any grey image with this L: only L is read
+        photo = photo_from_array(np.ascontiguousarray(grey))
+        photo.L = self.L[0, 0].numpy().astype(np.float32)  # exact L, not a round trip through sRGB
+        return GCRFStrokeField(self.model, photo)
+
+    def app_fields(self, base: torch.Tensor | None) -> list[torch.Tensor]:
+        """The app's result for every hint set at full size (ab/128, (2, H, W)): the solve-grid
+        edit guided-upsampled onto the base (upsampled from the model grid), as ``render_edit``."""
+        full_base = self.upsample(base) if base is not None else torch.zeros_like(self.ab)
+        out = []
+        for c, t in self.hints:
+            x, gb = self.field.solve_hints(*to_grid(c, t, self.g), base)
+            out.append(full_base + self.upsample(x.cpu() - gb.cpu()))
+        return out
+
+    def branch_fields(self, base: torch.Tensor | None) -> list[torch.Tensor]:
+        """The hint branch's unary alone (no solve), at the model grid: what the solve adds."""
+        feats, grey = self.model.grey_features(self.Lg)
+        out = []
+        for c, t in self.hints:
+            from engine.types import Hints
+
+            out.append(self.model.hint_unary(feats, grey, None if base is None else base[None], Hints(*to_grid(c, t, self.g)))[0])
+        return out
+
+    def upsample(self, x: torch.Tensor) -> torch.Tensor:
+        """ab/128 (2, s, s) -> (2, H, W), guided by the image's L."""
+        if x.shape[-1] == self.L.shape[-1]:
+            return x
+        return guided_upsample_ab(x[None].float() * AB_SCALE, self.L[0, 0])[0] / AB_SCALE
 
     @functools.cached_property
     def base(self) -> torch.Tensor:
@@ -610,44 +870,67 @@ def tune_points_only(
     }
 
 
+TABLE3_POINTS = (1, 2, 5, 10, 20, 50, 100)
+CURVES = {
+    "gcrf_points_only": "G-CRF from the hints alone (grey base)",
+    "gcrf": "G-CRF: the hints over its own automatic colorization (top MDN mode)",
+    "sample": "that automatic colorization without hints",
+    "levin": "Levin et al. 2004 from the same hints (full resolution)",
+    "grey": "no colour at all",
+}
+
+
 @torch.no_grad()
 def psnr_vs_points(
-    model: GCRF, data: str, split: str = "test", limit: int = 100, points: tuple[int, ...] = (0, 1, 5, 10, 50, 100),
+    model: GCRF, data: str, split: str = "test", limit: int = 100, points: tuple[int, ...] = TABLE3_POINTS,
     size: int = 128, patch: int = 7, seed: int = 0, points_only_weight: float = POINTS_ONLY_WEIGHT,
     hint_weight: float = HINT_WEIGHT,
     sheet: str | Path | None = None, sheet_rows: int = 8, sheet_points: int = 10,
 ) -> dict[str, Any]:
-    """Table 3: mean RGB PSNR (dB) vs the number N of revealed 7x7 squares.
+    """Table 3: mean RGB PSNR (dB) vs the number N of revealed 7x7 squares, every curve on the
+    same images and the same squares (see :data:`CURVES`).
 
-    On ``size`` x ``size`` test images (natural128): N random squares reveal their mean
-    ground-truth ab.
-    - ``gcrf``: the automatic colorization (top MDN mode) corrected by the hints as strokes,
-      solved at the model grid (hints area-pooled onto it), guided-upsampled to ``size``; the
-      app's weights (``stroke_base`` and ``beta_test``).
-    - ``gcrf_points_only``: the same propagation from a grey base with a weak unary
-      (``points_only_weight`` x β) and hint weight ``hint_weight`` x β: pure hint propagation,
-      the same information Levin's method gets (weights from :func:`tune_points_only`).
-    - ``levin``: Levin et al. on the same hints at full resolution (:class:`LevinBaseline`).
+    On ``size`` x ``size`` images (natural128): N random squares (nested: the first N of one
+    draw per image, seeded by ``seed`` + image) reveal their mean ground-truth ab.
+
+    A model with a learned hint branch is measured through the app's own stroke field
+    (:meth:`engine.propagate.GCRFStrokeField.solve_hints`, its weights from the model), as the
+    canvas and ``--base grey|sample`` use it; ``gcrf_hint_branch`` then also gives the branch's
+    unary alone (hints only, no solve). Without a branch:
+    - ``gcrf``: the hints as strokes over the automatic colorization, solved at the model grid
+      with the paper's energy and the export-tuned ``stroke_base``;
+    - ``gcrf_points_only``: the same from a grey base with a weak unary (``points_only_weight``
+      x β) and hint weight ``hint_weight`` x β (from :func:`tune_points_only`).
+    ``levin``: Levin et al. on the same hints at full resolution (:class:`LevinBaseline`).
 
     ``sheet``: also save ``sheet_rows`` evenly spaced images at ``sheet_points`` hints as a PNG.
     """
     model.eval()
     lab = _evenly_spaced(D.load_lab(data, split, size), limit)
     beta = model.cfg.beta_test
-    res: dict[str, list[list[float]]] = {"gcrf": [], "gcrf_points_only": [], "levin": []}
+    learned = bool(getattr(model, "has_hint_branch", False))
+    keys = [*CURVES, *(["gcrf_hint_branch"] if learned else [])]
+    res: dict[str, list[list[float]]] = {k: [] for k in keys}
     k_sheet = points.index(sheet_points) if sheet_points in points else len(points) // 2
     rows: list[list[torch.Tensor]] = []
     t0 = time.time()
     for i in range(len(lab)):
         img = _RevealImage(model, lab.L[i : i + 1], lab.ab[i], points, patch, seed + i)
-        fields = {
-            "gcrf": img.gcrf_fields(img.base, model.cfg.stroke_base * beta),
-            "gcrf_points_only": img.gcrf_fields(img.grey, points_only_weight * beta, hint_weight * beta),
-        }
-        del img.solve
+        base = img.base
+        if learned:
+            fields = {"gcrf": img.app_fields(base), "gcrf_points_only": img.app_fields(None),
+                      "gcrf_hint_branch": img.branch_fields(None)}
+        else:
+            fields = {
+                "gcrf": img.gcrf_fields(base, model.cfg.stroke_base * beta),
+                "gcrf_points_only": img.gcrf_fields(img.grey, points_only_weight * beta, hint_weight * beta),
+            }
+            del img.solve
         fields["levin"] = img.levin_fields()
-        for k, v in fields.items():
-            res[k].append(img.curve(v))
+        fields["sample"] = [base] * len(points)
+        fields["grey"] = [img.grey] * len(points)
+        for k in keys:
+            res[k].append(img.curve(fields[k]))
         if sheet and i % max(1, len(lab) // sheet_rows) == 0 and len(rows) < sheet_rows:  # spread over classes
             # grey with the hints | Levin | G-CRF hints only | G-CRF hints on its colorization | truth
             pick = [fields[k][k_sheet] for k in ("levin", "gcrf_points_only", "gcrf")]
@@ -655,9 +938,14 @@ def psnr_vs_points(
     out: dict[str, Any] = {
         "protocol": f"{len(lab)} {Path(data).name} {split} images at {size}x{size}; N random {patch}x{patch} squares reveal their mean true ab; RGB PSNR (dB)",
         "points": list(points),
-        "points_only_weights": {"base": points_only_weight, "hint": hint_weight, "unit": "x beta_test"},
+        "curves": {k: CURVES.get(k, "the hint branch's unary from the hints alone, without the G-CRF solve") for k in keys},
+        "solver": "the app's stroke field (hint branch)" if learned else "paper-form G-CRF solve at the model grid",
         "seconds": round(time.time() - t0, 1),
     }
+    if learned:
+        out["hint_unary"] = {"weight": model.cfg.hint_unary, "unit": "x beta_test"}
+    else:
+        out["points_only_weights"] = {"base": points_only_weight, "hint": hint_weight, "unit": "x beta_test"}
     for k, v in res.items():
         out[k] = [round(float(x), 2) for x in np.mean(np.array(v), axis=0)]
     if sheet:
@@ -668,10 +956,37 @@ def psnr_vs_points(
     return out
 
 
+HINT_UNARY_CANDIDATES = (0.1, 0.3, 1.0, 3.0)  # x beta_test
+
+
+@torch.no_grad()
+def tune_hint_unary(
+    model: GCRF, data: str, split: str = "train", limit: int = 20, points: tuple[int, ...] = (1, 10, 50),
+    candidates: tuple[float, ...] = HINT_UNARY_CANDIDATES, size: int = 128, patch: int = 7, seed: int = 10_000,
+) -> dict[str, Any]:
+    """Pick the pull toward a hint branch's unary (x beta_test) on *training* images: mean
+    Table 3 PSNR of the app's field, hints alone and over the automatic colorization. Sets
+    ``model.cfg.hint_unary`` to the best and returns the scores."""
+    model.eval()
+    lab = _evenly_spaced(D.load_lab(data, split, size), limit)
+    scores: dict[float, list[float]] = {c: [] for c in candidates}
+    t0 = time.time()
+    for c in candidates:
+        model.cfg.hint_unary = c
+        for i in range(len(lab)):
+            img = _RevealImage(model, lab.L[i : i + 1], lab.ab[i], points, patch, seed + i)
+            scores[c] += img.curve(img.app_fields(None)) + img.curve(img.app_fields(img.base))
+    mean = {c: float(np.mean(v)) for c, v in scores.items()}
+    best = max(candidates, key=lambda c: mean[c])
+    model.cfg.hint_unary = best
+    return {"hint_unary": best, "psnr": {str(c): round(v, 3) for c, v in mean.items()}, "points": list(points),
+            "data": f"{Path(data).name} {split} ({len(lab)} images)", "seconds": round(time.time() - t0, 1)}
+
+
 def evaluate_gcrf(
     checkpoint: Path, data: str, split: str = "test", n_samples: int = 5, limit: int = 0, seed: int = 0,
     sheet: str | Path | None = None, reveal_data: str | None = None, reveal_limit: int = 100, tune_limit: int = 30,
-    **options: Any,
+    points: tuple[int, ...] | None = None, **options: Any,
 ) -> dict[str, Any]:
     """Table 2 metrics on ``data`` (eob, variance, pairwise SSIM over ``n_samples``, and the rest
     of :func:`evaluate`, which takes ``options``), plus Table 3 (PSNR vs revealed points) on
@@ -682,13 +997,19 @@ def evaluate_gcrf(
     with contextlib.redirect_stdout(io.StringIO()):  # evaluate() prints; print the merged result once
         result = evaluate(checkpoint, data, split, n_samples, limit, seed, sheet=sheet, **options)
     if reveal_data:
-        model = GCRF.from_checkpoint(checkpoint)
+        from engine.colorizer import load_model
+
+        model = load_model(checkpoint)  # with its backbone, if it looks through one
         try:
-            tuned = tune_points_only(model, reveal_data, "train", tune_limit)
+            if getattr(model, "has_hint_branch", False):
+                tuned = tune_hint_unary(model, reveal_data, "train", min(tune_limit, 20))
+                tuned.update(base_weight=POINTS_ONLY_WEIGHT, hint_weight=HINT_WEIGHT)  # (unused with a branch)
+            else:
+                tuned = tune_points_only(model, reveal_data, "train", tune_limit)
         except FileNotFoundError as e:  # no train split beside the test one: never tune on test
             tuned = {"base_weight": POINTS_ONLY_WEIGHT, "hint_weight": HINT_WEIGHT, "skipped": f"default weights ({e})"}
         result["psnr_vs_points"] = psnr_vs_points(
-            model, reveal_data, split, reveal_limit, seed=seed,
+            model, reveal_data, split, reveal_limit, seed=seed, points=tuple(points or TABLE3_POINTS),
             points_only_weight=tuned["base_weight"], hint_weight=tuned["hint_weight"],
             sheet=Path(sheet).with_name(Path(sheet).stem + "_points.png") if sheet else None,
         )
