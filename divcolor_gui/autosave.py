@@ -15,7 +15,6 @@ closing), and the project it came from, if any, is again the one Save writes to.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -255,7 +254,3 @@ class Autosave(QObject):
         self.schedule()
         self.restored.emit()
 
-
-def recovery_summary(path: str | Path) -> dict[str, Any]:
-    """The ``autosave`` entry of an autosave file (tests and support use it)."""
-    return dict(json.loads(Path(path).read_text(encoding="utf-8")).get("autosave") or {})

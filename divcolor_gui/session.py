@@ -25,7 +25,7 @@ from PySide6.QtGui import QImage, QUndoStack
 
 from engine.colorizer import METHOD_LABELS, Colorization, Colorizer, ModelInfo, ambiguity_map, default_model_name
 from engine.errors import Cancelled, DivcolorError
-from engine.io import Photo, load_photo, save_image
+from engine.io import Photo, save_image
 from engine.metadata import export_metadata
 from engine.models import model_class
 from engine.strokes import Stroke, parse_strokes
@@ -33,7 +33,8 @@ from engine.strokes import Stroke, parse_strokes
 from .commands import AddStroke, ClearStrokes, EraseStrokes, PickSample
 from .document import Document, SampleRef, batch_json, read_project
 from .errors import error_text, is_out_of_memory
-from .imaging import PreviewPhoto, export_full, full_size, load_app_photo, qimage_from_rgb, strokes_to_view, thumbnail
+from .imaging import (PreviewPhoto, export_full, full_size, load_app_photo, qimage_from_rgb, strokes_to_full,
+                      strokes_to_view, thumbnail)
 from .jobs import JobContext, JobRunner, LatestWins, release_pool, reusable_samples
 
 ModelChoice = tuple[str, "str | None"]  # (family, checkpoint path or None)
@@ -704,7 +705,8 @@ class Session(QObject):
                 else:
                     raise DivcolorError("There is nothing coloured to export yet. Pick a sample or paint strokes first.")
             ctx.progress(0.6, f"Writing {p.name}")
-            meta = self._export_metadata(photo, ref, strokes, (method, family, checkpoint))
+            # the strokes' digest is of the strokes as files hold them: full-resolution coordinates
+            meta = self._export_metadata(photo, ref, strokes_to_full(strokes, photo), (method, family, checkpoint))
             try:
                 if isinstance(photo, PreviewPhoto):  # a big photo: full size only now, a strip at a time
                     return export_full(p, photo, rgb, None if strokes else base, meta, cancel=ctx.cancel_token)
