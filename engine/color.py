@@ -142,6 +142,18 @@ class StripUpsampler:
         self._C: np.ndarray | None = None  # export coefficients, made on first use
         self._setup_lock = threading.Lock()
 
+    @classmethod
+    def of_ab(cls, ab_full: torch.Tensor, L_full: torch.Tensor) -> "StripUpsampler":
+        """The same strips for an ab that is already at full resolution (N, 2, H, W), Lab units:
+        no filtering, only the conversion (tests hold the export kernel to references with it)."""
+        up = cls.__new__(cls)
+        up.L = L_full.reshape(L_full.shape[-2:])
+        up.H, up.W = (int(v) for v in up.L.shape)
+        up.h, up.dtype = up.H, ab_full.dtype
+        up.AB = torch.cat([torch.zeros_like(ab_full), ab_full], 1)  # ab = 0 * L + B
+        up._C, up._setup_lock = None, threading.Lock()
+        return up
+
     def _rows(self, t: torch.Tensor, y0: int, y1: int) -> torch.Tensor:
         if self.h == self.H:
             return t[:, :, y0:y1]
@@ -346,9 +358,11 @@ def _srgb8_table() -> tuple[np.ndarray, np.ndarray]:
         raise AssertionError("sRGB table bins too wide")
     s = (code[:-1] + 0.5) / 255  # where rint(255 * srgb) moves past code: srgb = s
     step = np.where(s <= 0.04045, s / 12.92, ((s + 0.055) / 1.055) ** 2.4)
-    step = np.where(rise > 0, step, np.inf)
-    low = code.astype(np.uint8)
-    return low, np.append(step, np.inf).astype(np.float32)
+    step = np.append(np.where(rise > 0, step, np.inf), np.inf)
+    step32 = step.astype(np.float32)
+    up = step32 < step  # round each step up to a float32, so that lin >= step32 exactly when lin >= step
+    step32[up] = np.nextafter(step32[up], np.float32(np.inf))
+    return code.astype(np.uint8), step32
 
 
 def _encode_srgb(lin: np.ndarray, out: np.ndarray, bit_depth: int) -> None:

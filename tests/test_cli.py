@@ -323,6 +323,61 @@ def test_write_errors_name_the_output_and_the_fix(tiny_model, tmp_path, capsys):
     assert rc == 2 and "is a file, not a folder" in capsys.readouterr().err
 
 
+def test_a_killed_run_leaves_no_unfinished_file_after_the_next_run(tiny_model, tmp_path, capsys):
+    """SIGKILL in the middle of writing a PNG leaves a hidden temporary; the next run into the
+    same folder removes it, even when it writes other names, and says so."""
+    _grey(tmp_path / "in" / "a.png", size=(64, 48))
+    _grey(tmp_path / "b.png")
+    out = tmp_path / "out"
+    killer = (
+        "import os, signal, sys\n"
+        "import engine.image_writers as iw\n"
+        "real = iw.PngStream.write\n"
+        "def write(self, rows):\n"
+        "    real(self, rows)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "iw.PngStream.write = write\n"
+        "from engine.cli import main\n"
+        "main(sys.argv[1:])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", killer, "colorize", str(tmp_path / "in"), "-o", str(out), "-n", "1",
+                           "--checkpoint", str(tiny_model), "--device", "cpu", "-q"], cwd=ROOT, capture_output=True)
+    assert done.returncode == -9
+    left = [p.name for p in out.iterdir()]
+    assert len(left) == 1 and left[0].startswith(".a_vae-mdn_0.png.") and left[0].endswith(".divcolor-part")
+    assert main(["colorize", str(tmp_path / "b.png"), "-o", str(out), "-n", "1", "--checkpoint", str(tiny_model)]) == 0
+    assert "removed 1 unfinished result file" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["b_vae-mdn_0.png"]
+
+
+def test_a_disk_full_names_the_result_not_the_temporary(tiny_model, tmp_path, monkeypatch, capsys):
+    import errno
+
+    import engine.image_writers as iw
+
+    def full(self, rows):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(iw.PngStream, "write", full)
+    _grey(tmp_path / "a.png")
+    out = tmp_path / "out"
+    rc = main(["colorize", str(tmp_path / "a.png"), "-o", str(out), "-n", "2", "--checkpoint", str(tiny_model)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "No space left on device" in err and "a_vae-mdn_" in err
+    assert "divcolor-part" not in err and "Traceback" not in err
+    assert list(out.iterdir()) == []  # nothing half-written, no temporaries
+
+
+def test_an_all_white_photo_comes_out_white(tiny_model, tmp_path):
+    """The audit's white photo came out cyan (244, 255, 253): the file the CLI writes is white."""
+    Image.fromarray(np.full((30, 40), 255, np.uint8)).save(tmp_path / "white.png")
+    assert main(["colorize", str(tmp_path / "white.png"), "-o", str(tmp_path / "o"), "-n", "3", "--temperature", "3",
+                 "--checkpoint", str(tiny_model), "-q"]) == 0
+    for k in range(3):
+        with Image.open(tmp_path / "o" / f"white_vae-mdn_{k}.png") as im:
+            assert (np.asarray(im.convert("RGB")) == 255).all()
+
+
 # --- large scans: strips equal the whole image --------------------------------------------------
 
 

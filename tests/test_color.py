@@ -1,6 +1,7 @@
 import warnings
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from skimage import color as skcolor
@@ -129,3 +130,79 @@ def test_white_photo_stays_white_and_8_bit_luminance_is_within_rounding():
     ab = (torch.rand(1, 2, 40, 40, generator=g) - 0.5) * 200
     rgb8 = np.rint(recombine(L, ab)[0].permute(1, 2, 0).numpy() * 255) / 255
     assert np.abs(skcolor.rgb2lab(rgb8)[..., 0] - L.numpy()).max() < 0.5  # one 8-bit step at most
+
+
+# --- the export kernel (StripUpsampler.quantized): what the CLI writes ---------------------------
+
+
+def _lab_case(seed, shape=(24, 32), spread=160.0, n=2):
+    rng = np.random.default_rng(seed)
+    L = rng.random(shape) * 100
+    L[0, :6] = [100.0, 99.5, 0.0, 0.3, 4.0, 7.9]  # white, black, the linear segment of Lab
+    L[1] = np.linspace(0, 10, shape[1])
+    ab = (rng.random((n, 2) + shape) - 0.5) * spread
+    return L, ab
+
+
+def _quantized(L, ab, depth=8):
+    from engine.color import StripUpsampler
+
+    up = StripUpsampler.of_ab(torch.from_numpy(ab).float(), torch.from_numpy(L).float())
+    return [up.quantized(k, 0, L.shape[0], depth) for k in range(ab.shape[0])]
+
+
+@pytest.mark.parametrize("depth", [8, 16])
+def test_export_kernel_equals_skimage_in_gamut(depth):
+    L, ab = _lab_case(0)
+    top = 65535 if depth == 16 else 255
+    for k, q in enumerate(_quantized(L, ab, depth)):
+        lab = np.dstack([L, ab[k].transpose(1, 2, 0)])
+        inside = _in_gamut(lab)
+        assert 0.1 < inside.mean() < 0.9
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = np.rint(skcolor.lab2rgb(lab) * top)
+        diff = np.abs(q.astype(np.int64) - ref)[inside]
+        assert diff.max() <= (1 if depth == 8 else 3)
+        assert (diff == 0).mean() > (0.99 if depth == 8 else 0.5)
+
+
+def test_export_kernel_out_of_gamut_keeps_luminance_and_white_stays_white():
+    L, ab = _lab_case(3, spread=220.0)
+    for k, q in enumerate(_quantized(L, ab)):
+        back = skcolor.rgb2lab(q / 255.0)
+        assert np.abs(back[..., 0] - L).max() < 0.5  # one 8-bit step at most
+        moved = ~_in_gamut(np.dstack([L, ab[k].transpose(1, 2, 0)])) & (L > 1) & (L < 99)
+        same_quadrant = (np.sign(back[..., 1]) == np.sign(ab[k, 0])) | (np.abs(back[..., 1]) < 1)
+        assert moved.sum() > 50 and same_quadrant[moved].mean() > 0.95
+    white = np.full((6, 9), 100.0)
+    cast = np.broadcast_to(np.array([-9.0, -4.0]).reshape(1, 2, 1, 1), (1, 2, 6, 9)).copy()
+    assert (_quantized(white, cast)[0] == 255).all()  # the audit's (244, 255, 253)
+
+
+def test_export_kernel_agrees_with_recombine_and_strips_do_not_matter():
+    from engine.color import StripUpsampler
+
+    g = torch.Generator().manual_seed(4)
+    L = torch.rand(61, 47, generator=g) * 100
+    ab_low = (torch.rand(3, 2, 8, 8, generator=g) - 0.5) * 150
+    up = StripUpsampler(ab_low, L)
+    ref = (up.rgb(0, 61).permute(0, 2, 3, 1).numpy() * 255).round()
+    for k in range(3):
+        whole = up.quantized(k, 0, 61)
+        diff = np.abs(whole.astype(int) - ref[k])
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.005
+        strips = np.concatenate([up.quantized(k, y, min(61, y + 5)) for y in range(0, 61, 5)])
+        assert np.array_equal(strips, whole)
+
+
+def test_srgb_table_is_the_exact_8_bit_rounding_of_the_formula():
+    from engine.color import _encode_srgb
+
+    x = np.linspace(0, 1, 1 << 20, dtype=np.float32)
+    x = np.concatenate([x, np.nextafter(x, np.float32(2)).clip(0, 1)])
+    out = np.empty((1, x.size, 3), np.uint8)
+    _encode_srgb(np.broadcast_to(x, (3, 1, x.size)).copy(), out, 8)
+    xd = x.astype(np.float64)
+    srgb = np.where(xd <= 0.0031308, 12.92 * xd, 1.055 * np.maximum(xd, 0.0031308) ** (1 / 2.4) - 0.055)
+    assert np.array_equal(out[0, :, 0], np.rint(srgb * 255).astype(np.uint8))
