@@ -582,3 +582,26 @@ def test_photo_keeps_samples_compact_and_makes_float_rgb_on_demand(tmp_path: Pat
     assert ph.rgb.dtype == np.float32 and np.array_equal(ph.rgb, expected)
     assert ph.rgb is ph.rgb  # made once
     np.testing.assert_allclose(ph.L, rgb2lab(expected.astype(np.float64))[..., 0], atol=2e-3)
+
+
+@pytest.mark.parametrize("isal", [True, False])
+def test_png_results_decode_with_and_without_the_fast_deflater(tmp_path: Path, monkeypatch, isal: bool) -> None:
+    """PNGs are compressed with ISA-L's deflate when the isal package is there and with zlib
+    (level 1) when it is not: either way a standard PNG that Pillow reads back exactly."""
+    import sys
+    import zlib
+
+    from engine.image_writers import deflater
+
+    if not isal:
+        monkeypatch.setitem(sys.modules, "isal", None)
+        assert type(deflater()) is type(zlib.compressobj(1))
+    else:
+        pytest.importorskip("isal")
+        assert type(deflater()).__module__.startswith("isal")
+    rng = np.random.default_rng(0)
+    u8 = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    u8[:, :20] = 77  # compressible and incompressible parts
+    eio.save_image(tmp_path / "r.png", u8)
+    with Image.open(tmp_path / "r.png") as im:
+        assert np.array_equal(np.asarray(im), u8)
