@@ -432,6 +432,8 @@ class GCRFStrokeField:
         self._field: GCRFField | None = None
         self._hints_only: GCRFField | None = None
         self._bases = _BaseCache()
+        self._no_hint: torch.Tensor | None = None
+        self._no_hint_key: object = None
 
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device
@@ -480,18 +482,19 @@ class GCRFStrokeField:
         return bool(getattr(self.model, "has_hint_branch", False))
 
     def grid_field(self, check: Callable[[], None] | None = None, hints_only: bool = False) -> GCRFField:
-        """The cached solve-grid field (built on first use): over a base, or for hints alone
-        (with a hint branch both pull toward its unary at the same weight: one field)."""
+        """The cached solve-grid field (built on first use): over a base (weak unary
+        max(stroke_base, STROKE_BASE_MIN) x β, for locality), or for hints alone (weak unary
+        HINTS_ONLY_BASE x β, or with a hint branch its ``hint_unary`` x β). Both share (I-Ŝ)ᵀ(I-Ŝ)."""
         with self._lock:
             cfg = self.model.cfg
             stroke_w = cfg.beta_test * STROKE_WEIGHT_GAIN
             if self._field is None:
-                w0 = cfg.hint_unary if self.learned else max(cfg.stroke_base, STROKE_BASE_MIN)
-                self._field = self._make_field(cfg.beta_test * w0, stroke_w, check)
-            if not hints_only or self.learned:
+                self._field = self._make_field(cfg.beta_test * max(cfg.stroke_base, STROKE_BASE_MIN), stroke_w, check)
+            if not hints_only:
                 return self._field
             if self._hints_only is None:  # same energy, another weak unary: share its matrix
-                self._hints_only = self._make_field(cfg.beta_test * HINTS_ONLY_BASE, stroke_w, check, self._field.solver.KtK)
+                w0 = cfg.hint_unary if self.learned else HINTS_ONLY_BASE
+                self._hints_only = self._make_field(cfg.beta_test * w0, stroke_w, check, self._field.solver.KtK)
             return self._hints_only
 
     def _make_field(
@@ -518,14 +521,20 @@ class GCRFStrokeField:
     @torch.no_grad()
     def solve_hints(
         self, coverage: torch.Tensor, hint_ab: torch.Tensor, base: torch.Tensor | None,
-        check: Callable[[], None] | None = None,
+        check: Callable[[], None] | None = None, local: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The stroke solve on grids: coverage (S, S) and hint ab (2, S, S) at the model grid,
         ``base`` (2, S, S) ab/128 at the model grid or None (hints alone) -> (result, base),
         both (2, g, g) at the solve grid. What ``propagate`` does between rasterising and
-        rendering; evaluation calls it with Table 3's squares."""
+        rendering; evaluation calls it with Table 3's squares.
+
+        ``local`` (the canvas): over a base, a hint branch's change is applied only as far as
+        the strokes reach along Ŝ, so the rest of the picked sample stays. ``local=False``:
+        the branch's whole answer for the base and the hints (what resampling with locked
+        strokes does), pulled toward at the hints-alone weight."""
+        learned_global = self.learned and base is not None and not local
         with self._lock:
-            field = self.grid_field(check, hints_only=base is None)
+            field = self.grid_field(check, hints_only=base is None or learned_global)
             dev = field.solver.device
             coverage = torch.as_tensor(coverage, dtype=torch.float32).to(dev)
             hint_ab = torch.as_tensor(hint_ab, dtype=torch.float32).to(dev)
@@ -539,10 +548,34 @@ class GCRFStrokeField:
             prior = None
             if self.learned:
                 feats, grey = self._features()
-                alpha = self.model.hint_unary(feats, grey, None if b_model is None else b_model[None], hints)[0].float()
-                prior = self._to_grid(alpha) - grid_base
+                if b_model is None:  # hints alone: the branch's colorization from them
+                    prior = self._to_grid(self.model.hint_unary(feats, grey, None, hints)[0].float())
+                elif learned_global:
+                    alpha = self.model.hint_unary(feats, grey, b_model[None], hints)[0].float()
+                    prior = self._to_grid(alpha) - grid_base
+                else:  # over a base: what the hints change in the branch's answer, where the strokes reach
+                    alpha = self.model.hint_unary(feats, grey, b_model[None], hints)[0].float()
+                    change = self._to_grid(alpha - self._branch_without_hints(b_model))
+                    ones = torch.ones_like(grid_base)
+                    reach = field.propagate(cov_g, ones, torch.zeros_like(grid_base))[:1].clamp(0, 1)
+                    prior = reach * change
             x = field.propagate(cov_g, tgt_g, grid_base, prior=prior)
             return x, grid_base
+
+    @torch.no_grad()
+    def _branch_without_hints(self, base: torch.Tensor) -> torch.Tensor:
+        """The hint branch's answer for ``base`` (2, S, S) with no hints, cached for the last base.
+
+        Over a base the solve pulls toward the branch's answer *minus* this: with MSE training the
+        branch also nudges a sample toward the training set's mean everywhere, hints or not, and
+        that would recolour the whole photo on the first stroke. The difference is what the
+        hints themselves change, 0 where they say nothing."""
+        key = (base.data_ptr(), tuple(base.shape), float(base.sum()))
+        if self._no_hint_key != key:
+            feats, grey = self._features()
+            self._no_hint = self.model.hint_unary(feats, grey, base[None], None)[0].float()
+            self._no_hint_key = key
+        return self._no_hint
 
     @torch.no_grad()
     def propagate(

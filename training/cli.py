@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--method", choices=["auto", "backbone", "vae-mdn", "gcrf", "pic"], default="auto",
                     help="auto: backbone if RUN_DIR has a backbone stage, pic if a pic stage, gcrf if gcrf-hoc, else vae-mdn")
     ex.add_argument("--unfinished", action="store_true",
-                    help="PIC / backbone: export the averaged weights of a stage that is not finished yet")
+                    help="PIC / backbone / G-CRF hint branch: export the weights of a stage that is not finished yet")
     rp = sub.add_parser("report", help="plot a run's training curves (every stage's log.jsonl) to a PNG")
     rp.add_argument("run_dir", metavar="RUN_DIR", help="the --out of a training run (or one stage's directory)")
     rp.add_argument("--dest", help="where to write the PNG (default RUN_DIR/report.png)")
@@ -152,7 +152,7 @@ def _run(args: argparse.Namespace) -> int:
             pic.export(run, Path(args.dest) if args.dest else None, metrics, args.half, need_finished=not args.unfinished,
                        data=args.data)
         elif method == "gcrf" and (run / gcrf.HINTS_STAGE).is_dir():
-            gcrf.export_hints(run, Path(args.dest) if args.dest else None, args.half)
+            gcrf.export_hints(run, Path(args.dest) if args.dest else None, args.half, need_finished=not args.unfinished)
         elif method == "gcrf":
             gcrf.export(run, Path(args.dest) if args.dest else None, metrics, args.half, data=args.data)
         else:

@@ -64,7 +64,7 @@ class GCRFConfig(VAEMDNConfig):
     exclude_self: bool = True  # mask Ŝ's diagonal (see engine.gcrf_solver.similarity)
     hint_branch: bool = False  # a learned hint branch (HintNet) corrects the unary from the hints
     hint_width: int = 16  # channels of the hint branch's first level
-    hint_unary: float = 1.0  # pull toward the hint branch's unary under strokes, x beta_test
+    hint_unary: float = 0.001  # weak unary toward the hint branch's unary for hints alone, x beta_test (tuned on train)
 
     LABEL: ClassVar[str] = "G-CRF"
 

@@ -140,7 +140,7 @@ class GCRFHintsStageConfig(StageConfig):
     batch_size: int = 16
     lr: float = 5e-4
     hint_width: int = 16
-    hint_unary: float = 1.0
+    hint_unary: float = 0.001
     max_points: int = 100
     stroke_prob: float = 0.3
     base_prob: float = 0.5
@@ -150,7 +150,8 @@ class GCRFHintsStageConfig(StageConfig):
         "init": "an exported G-CRF file to add the hint branch to (default: this RUN_DIR's finished vae, gcrf-hoc "
                 "and mdn stages)",
         "hint_width": "channels of the hint branch's first level (x2, x4 deeper)",
-        "hint_unary": "pull toward the hint branch's unary under strokes, x beta_test (stored in the model)",
+        "hint_unary": "weak unary toward the hint branch's colorization from hints alone, x beta_test (stored in the "
+                      "model; 0.001 was best on natural128 train, eval re-tunes it on the train split)",
         "max_points": "simulated 7x7 (at 128 px) true-colour points per image: 0..max, log-uniform",
         "stroke_prob": "probability that an image also gets 1-3 short simulated strokes",
         "base_prob": "fraction of images whose hint branch corrects a sample of the model (the rest: hints alone)",
@@ -513,11 +514,11 @@ def train_hints(cfg: GCRFHintsStageConfig) -> int:
     return run_loop(spec, {"hint_net": net}, opt, step, meta, sched=cosine(cfg.steps, warmup=50), ddp=ddp)
 
 
-def export_hints(run_dir: Path, dest: Path | None = None, half: bool = False) -> Path:
+def export_hints(run_dir: Path, dest: Path | None = None, half: bool = False, need_finished: bool = True) -> Path:
     """The G-CRF file with the trained hint branch: the ``--init`` file (or this run's assembled
     stages) plus the ``gcrf-hints`` weights, its config saying ``hint_branch``."""
     run_dir = Path(run_dir)
-    st = read_state(run_dir, HINTS_STAGE)
+    st = read_state(run_dir, HINTS_STAGE, need_finished)
     init = st.meta.get("init") or ""
     if init:
         ck = load_checkpoint(init, METHOD)
@@ -777,13 +778,14 @@ class _RevealImage:
         photo.L = self.L[0, 0].numpy().astype(np.float32)  # exact L, not a round trip through sRGB
         return GCRFStrokeField(self.model, photo)
 
-    def app_fields(self, base: torch.Tensor | None) -> list[torch.Tensor]:
+    def app_fields(self, base: torch.Tensor | None, local: bool = True) -> list[torch.Tensor]:
         """The app's result for every hint set at full size (ab/128, (2, H, W)): the solve-grid
-        edit guided-upsampled onto the base (upsampled from the model grid), as ``render_edit``."""
+        edit guided-upsampled onto the base (upsampled from the model grid), as ``render_edit``.
+        ``local``: see :meth:`engine.propagate.GCRFStrokeField.solve_hints`."""
         full_base = self.upsample(base) if base is not None else torch.zeros_like(self.ab)
         out = []
         for c, t in self.hints:
-            x, gb = self.field.solve_hints(*to_grid(c, t, self.g), base)
+            x, gb = self.field.solve_hints(*to_grid(c, t, self.g), base, local=local)
             out.append(full_base + self.upsample(x.cpu() - gb.cpu()))
         return out
 
@@ -878,6 +880,13 @@ CURVES = {
     "levin": "Levin et al. 2004 from the same hints (full resolution)",
     "grey": "no colour at all",
 }
+LEARNED_CURVES = {
+    "gcrf": "G-CRF with a hint branch: its answer for its own automatic colorization and the hints (as "
+            "resampling with locked strokes)",
+    "gcrf_canvas": "the canvas over that colorization: the branch's change only as far as the strokes reach "
+                   "along the attention (local strokes)",
+    "gcrf_hint_branch": "the hint branch's unary from the hints alone, without the G-CRF solve",
+}
 
 
 @torch.no_grad()
@@ -909,7 +918,7 @@ def psnr_vs_points(
     lab = _evenly_spaced(D.load_lab(data, split, size), limit)
     beta = model.cfg.beta_test
     learned = bool(getattr(model, "has_hint_branch", False))
-    keys = [*CURVES, *(["gcrf_hint_branch"] if learned else [])]
+    keys = [*CURVES, *(["gcrf_canvas", "gcrf_hint_branch"] if learned else [])]
     res: dict[str, list[list[float]]] = {k: [] for k in keys}
     k_sheet = points.index(sheet_points) if sheet_points in points else len(points) // 2
     rows: list[list[torch.Tensor]] = []
@@ -918,8 +927,8 @@ def psnr_vs_points(
         img = _RevealImage(model, lab.L[i : i + 1], lab.ab[i], points, patch, seed + i)
         base = img.base
         if learned:
-            fields = {"gcrf": img.app_fields(base), "gcrf_points_only": img.app_fields(None),
-                      "gcrf_hint_branch": img.branch_fields(None)}
+            fields = {"gcrf": img.app_fields(base, local=False), "gcrf_canvas": img.app_fields(base),
+                      "gcrf_points_only": img.app_fields(None), "gcrf_hint_branch": img.branch_fields(None)}
         else:
             fields = {
                 "gcrf": img.gcrf_fields(base, model.cfg.stroke_base * beta),
@@ -938,7 +947,7 @@ def psnr_vs_points(
     out: dict[str, Any] = {
         "protocol": f"{len(lab)} {Path(data).name} {split} images at {size}x{size}; N random {patch}x{patch} squares reveal their mean true ab; RGB PSNR (dB)",
         "points": list(points),
-        "curves": {k: CURVES.get(k, "the hint branch's unary from the hints alone, without the G-CRF solve") for k in keys},
+        "curves": {k: (LEARNED_CURVES.get(k) if learned else None) or CURVES[k] for k in keys},
         "solver": "the app's stroke field (hint branch)" if learned else "paper-form G-CRF solve at the model grid",
         "seconds": round(time.time() - t0, 1),
     }
@@ -956,7 +965,7 @@ def psnr_vs_points(
     return out
 
 
-HINT_UNARY_CANDIDATES = (0.1, 0.3, 1.0, 3.0)  # x beta_test
+HINT_UNARY_CANDIDATES = (0.0003, 0.001, 0.003, 0.01, 0.1)  # x beta_test
 
 
 @torch.no_grad()
@@ -975,7 +984,7 @@ def tune_hint_unary(
         model.cfg.hint_unary = c
         for i in range(len(lab)):
             img = _RevealImage(model, lab.L[i : i + 1], lab.ab[i], points, patch, seed + i)
-            scores[c] += img.curve(img.app_fields(None)) + img.curve(img.app_fields(img.base))
+            scores[c] += img.curve(img.app_fields(None)) + img.curve(img.app_fields(img.base, local=False))
     mean = {c: float(np.mean(v)) for c, v in scores.items()}
     best = max(candidates, key=lambda c: mean[c])
     model.cfg.hint_unary = best
