@@ -30,14 +30,16 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from PySide6.QtCore import QObject, QThreadPool, Signal, Slot
 
-from engine.colorizer import CancelToken
 from engine.errors import Cancelled
 
 from .errors import user_facing
+
+if TYPE_CHECKING:  # engine.types imports torch: app.py imports this module before the window shows
+    from engine.types import CancelToken
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +148,8 @@ class Job:
     def __init__(self, name: str, fn: Callable[[JobContext], Any]) -> None:
         self.name = name
         self.fn = fn
+        from engine.types import CancelToken  # torch: loaded by then (jobs start after the engine)
+
         self.token = CancelToken()
         self.signals = _JobSignals(self)
         self.detached = False  # set from the GUI thread; read by the worker before each emit
