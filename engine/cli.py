@@ -98,6 +98,19 @@ def version_text() -> str:
     return f"divcolor {divcolor_version()}"
 
 
+class _VersionAction(argparse.Action):
+    """``--version``, looked up only when asked for: finding it imports ``engine.metadata``
+    (Pillow, numpy: 0.2-0.7 s), which every other command, the app's start included, skips."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest=dest, default=argparse.SUPPRESS, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        print(version_text())
+        parser.exit()
+
+
 def build_parser(
     more_commands: Callable[[argparse._SubParsersAction], None] | None = None,
 ) -> argparse.ArgumentParser:
@@ -106,7 +119,7 @@ def build_parser(
     p = argparse.ArgumentParser(
         prog="divcolor", description="Diverse and controllable colorization of black-and-white photos."
     )
-    p.add_argument("--version", action="version", version=version_text(), help="print divcolor's version and exit")
+    p.add_argument("--version", action=_VersionAction, help="print divcolor's version and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     add_colorize_command(sub)
     if more_commands is not None:
