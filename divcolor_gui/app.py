@@ -357,7 +357,10 @@ def run(
         settings = settings or Settings(Path(tempfile.mkdtemp(prefix="divcolor-shot-")) / "settings.ini")
         return _run_screenshot(app, image, screenshot, colorizer, settings)
     settings = settings if settings is not None else Settings()
-    theme.apply_theme(app, settings.theme)
+    colours = theme.theme_named(settings.theme)  # the palette only: icons (qtawesome) come with the main window
+    app.setStyle("Fusion")
+    app.setPalette(theme.palette_for(colours))
+    app.setStyleSheet(theme.stylesheet_for(colours))
     launcher = Launcher(settings, image, load=lambda: load_engine(colorizer))
     _trace(app, launcher)
     old_hook = sys.excepthook

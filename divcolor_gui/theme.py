@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import qtawesome as qta
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QApplication
 
@@ -130,6 +129,8 @@ def stylesheet_for(t: Theme) -> str:
 
 def apply_theme(app: QApplication, name: str) -> Theme:
     """Switch the whole application; callers re-create their icons afterwards."""
+    import qtawesome as qta  # 0.3-0.7 s: not before the startup window is on screen (app.py)
+
     t = theme_named(name)
     app.setStyle("Fusion")
     app.setPalette(palette_for(t))
