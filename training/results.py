@@ -150,7 +150,7 @@ def rerun_eval(model: Shipped, data: str, results: Path, limit: int, samples: in
     from .stages import pic as P
     from .stages.evaluate import evaluate
 
-    sheet = results / f"{model.stem}_{Path(data).name}_test.png"
+    sheet = results / f"{model.stem}_{Path(data).name}_test.jpg"  # JPEG q90 4:4:4: sheets live in the repository
     print(f"results: evaluating {model.path.name} on {data} ({limit or 'all'} images)", file=sys.stderr, flush=True)
     with contextlib.redirect_stdout(io.StringIO()):  # the evals print their JSON; the report is ours
         if model.method == B.METHOD:
@@ -330,7 +330,7 @@ def _stage_commands(model: Shipped) -> list[str]:
             data = " ".join(data)
         args = [f"divcolor-train {stage} --data {data} --out {run}"]
         for k, v in cfg.items():
-            if k in ("data", "out") or (k in defaults and defaults[k] == v):
+            if k not in defaults or defaults[k] == v:  # data is given above; unknown keys are no flags
                 continue
             if v == "" or v is None:
                 continue

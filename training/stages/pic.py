@@ -199,9 +199,11 @@ def evaluate_pic(checkpoint: Path, data: str, split: str = "test", n_samples: in
     the photo, so the true L has to cost clearly fewer bits. Then eob / variance / pairwise SSIM
     and the rest of :func:`evaluate` (``options``) over ``n_samples`` true samples of
     ``sample_limit`` evenly spaced images (sampling is the slow part)."""
+    from engine.colorizer import load_model
+
     from .evaluate import evaluate
 
-    model = PIC.from_checkpoint(checkpoint).float()
+    model = load_model(checkpoint).float()  # with the shared backbone it looks through, if any
     temperature = model.sampling_temperature
     t0 = time.time()
     lab = D.load_lab(data, split, model.cfg.size, limit or None)
