@@ -20,6 +20,7 @@ from training.cli import main
 from training.stages.gcrf import POINTS_ONLY_WEIGHT, evaluate_gcrf, gcrf_train_solution, reveal_fraction
 
 from conftest import TINY_VAE, synthetic_images, write_shard
+from test_backbone import tiny_backbone  # noqa: F401  (a fixture)
 
 D64 = torch.float64
 
@@ -422,3 +423,30 @@ def test_simulated_hints_reveal_the_truth():
     one = keep_target(ab, torch.zeros_like(ab), torch.tensor([[[0.4, 0.0]]]).expand(6, 1, 2), torch.ones(6, 1, dtype=torch.bool), 0.1)
     assert torch.allclose(one[..., :16], ab[..., :16], atol=1e-5)  # the hinted colour's half is taught ...
     assert float(one[..., 16:].abs().max()) < 1e-3  # ... the other half keeps the sample
+
+
+def test_hint_branch_on_a_model_that_looks_through_a_backbone(tiny_data, tiny_backbone, tmp_path):
+    """gcrf-hints on a run's own finished stages (no --init) when the G-CRF looks through the
+    shared backbone: the branch takes the adapter's features; the exported file loads with it."""
+    from engine.colorizer import Colorizer
+    from engine.io import photo_from_array
+    from engine.strokes import Stroke
+
+    from conftest import TINY_VAE
+
+    models = tiny_backbone.parent
+    run = tmp_path / "g"
+    common = ["--data", tiny_data, "--out", str(run)]
+    assert main(["gcrf-unary", *common, "--steps", "2", *TINY_VAE, "--backbone-file", str(tiny_backbone)]) == 0
+    assert main(["gcrf-mdn", *common, "--steps", "2", "--batch-size", "8", "--log-every", "1"]) == 0
+    assert main(["gcrf-hoc", *common, "--steps", "2", "--batch-size", "4", "--embed-width", "4", "--embed-dim", "4",
+                 "--hoc-train-size", "16", "--log-every", "1"]) == 0
+    assert main(["gcrf-hints", *common, "--steps", "2", "--batch-size", "4", "--hint-width", "4", "--log-every", "1"]) == 0
+    (run / "gcrf-hoc" / "tune.json").write_text('{"best": 0.05}')  # the stroke weight's tuning, cached: not tested here
+    assert main(["export", "--out", str(run), "--dest", str(models / "gcrf_general.safetensors")]) == 0
+    c = Colorizer(device="cpu", model_dirs=[models])
+    model = c.model(c.resolve("gcrf", "general"))
+    assert model.has_hint_branch and model.backbone is not None and model.cfg.backbone
+    photo = photo_from_array(synthetic_images(1, size=40)[0])
+    out = c.field(photo, "gcrf").propagate([Stroke((30, 200, 40), 3, ((8.0, 8.0), (14.0, 10.0)))])
+    assert out.rgb.shape == (40, 40, 3) and out.rgb[9, 10, 1] > out.rgb[9, 10, 0]

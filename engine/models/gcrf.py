@@ -27,6 +27,11 @@ Deviations from the paper, and why:
 - Training the HOC term (training/stages/gcrf.py) may solve on a coarser grid than inference
   (embeddings average-pooled), because backpropagating a dense 4096² system is slow on a CPU.
 - MAP solve by Cholesky / conjugate gradients instead of LU: M is symmetric positive definite.
+- Learned propagation of hints (optional, ``hint_branch``; Zhang et al. 2017, which the paper's
+  Table 3 competes with): :class:`HintNet` turns the hint map, its mask and a base (a sample,
+  or nothing) into a corrected unary, so a hint on a shirt colours the shirt before the solve;
+  the solve then makes the hints exact and smooths along Ŝ. Trained by ``gcrf-hints`` with
+  the rest frozen; files without it load as before.
 """
 
 from __future__ import annotations

@@ -940,6 +940,10 @@ def psnr_vs_points(
         fields["grey"] = [img.grey] * len(points)
         for k in keys:
             res[k].append(img.curve(fields[k]))
+        if (i + 1) % 10 == 0 or i + 1 == len(lab):  # long on a CPU: say where it is, with the means so far
+            so_far = {k: [round(float(x), 2) for x in np.mean(np.array(v), axis=0)] for k, v in res.items()}
+            print(f"psnr_vs_points: {i + 1}/{len(lab)} images, {time.time() - t0:.0f} s: {json.dumps(so_far)}",
+                  file=sys.stderr, flush=True)
         if sheet and i % max(1, len(lab) // sheet_rows) == 0 and len(rows) < sheet_rows:  # spread over classes
             # grey with the hints | Levin | G-CRF hints only | G-CRF hints on its colorization | truth
             pick = [fields[k][k_sheet] for k in ("levin", "gcrf_points_only", "gcrf")]
