@@ -57,7 +57,8 @@ PAPER_TABLE = [  # (source, method, set, eob, variance, pairwise SSIM)
 PAPER_PSNR = {"points": [10, 50, 100], "Levin et al. (paper)": [26.5, 28.5, 30.0], "G-CRF (paper)": [26.7, 29.3, 30.4]}
 PAPER_BPD = "2.72 (CIFAR-10, 32 px), 2.51 (ILSVRC, 128 px)"
 POINT_LABELS = {"gcrf_points_only": "G-CRF, hints only", "gcrf": "G-CRF, hints over its automatic colorization",
-                "levin": "Levin et al. (same points)"}
+                "levin": "Levin et al. (same points)", "sample": "its automatic colorization, no hints",
+                "grey": "grey (no colour)"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -330,7 +331,7 @@ def _stage_commands(model: Shipped) -> list[str]:
             data = " ".join(data)
         args = [f"divcolor-train {stage} --data {data} --out {run}"]
         for k, v in cfg.items():
-            if k not in defaults or defaults[k] == v:  # data is given above; unknown keys are no flags
+            if k in ("data", "out") or k not in defaults or defaults[k] == v:  # data is above; unknown keys are no flags
                 continue
             if v == "" or v is None:
                 continue
@@ -474,11 +475,14 @@ def render(models: list[Shipped], evals: dict[str, tuple[dict[str, Any] | None, 
     rows = []
     for fam in families:
         fam_evals = [(m, e) for m, e in have if m.family == fam]
-        ref = next((e for m, e in fam_evals if e.get("baseline_true_tint_l1") is not None), {})
+        ordered = sorted(fam_evals, key=lambda me: me[0].method == "backbone")  # a method's images first
+        ref = next((e for m, e in ordered if e.get("baseline_true_tint_l1") is not None), {})
         bb = next((e.get("backbone_error_l1") for m, e in fam_evals if e.get("backbone_error_l1") is not None), None)
-        if bb is None:
-            bb = next((e.get("error_l1") for m, e in fam_evals if m.method == "backbone"), None)
-        cells = [fam, str(ref.get("data", "—")), _f(ref.get("baseline_grey_l1")), _f(ref.get("baseline_true_tint_l1")), _f(bb)]
+        bb_txt = _f(bb)
+        if bb is None:  # no head looks through it yet: the backbone's own eval, on its own images
+            own = next((e for m, e in fam_evals if m.method == "backbone"), None)
+            bb_txt = f"{_f(own.get('error_l1'))} (its own eval: {own.get('data', '?')})" if own else "—"
+        cells = [fam, str(ref.get("data", "—")), _f(ref.get("baseline_grey_l1")), _f(ref.get("baseline_true_tint_l1")), bb_txt]
         for meth in ("vae-mdn", "gcrf", "pic"):
             e = next((e for m, e in fam_evals if m.method == meth), None)
             cells.append(f"{_f(e.get('error_of_best_l1'))} / {_f(e.get('first_sample_error_l1'))}" if e else "—")
