@@ -188,6 +188,9 @@ def test_shipped_defaults_load():
     shipped = sorted(default_model_dir().glob("*.safetensors"))
     names = {m.name for m in c.available()}
     for f in shipped:
+        if f.stem.startswith("backbone_"):  # shared by a family's methods, not listed as a method
+            assert f.stem not in names and f.stat().st_size <= 25 * 2**20
+            continue
         assert f.stem in names
         assert f.stat().st_size <= 16 * 2**20
         c.model(next(m for m in c.available() if m.name == f.stem))  # loads with this code's configs

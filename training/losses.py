@@ -58,6 +58,9 @@ def compute_stats(ab: torch.Tensor, k: int = 20, smooth_sigma: float = 1.0, mix:
     _, s, v = torch.svd_lowrank(sub, q=k + 10, niter=6)
     comps = v[:, :k].T
     sigma = s[:k] / (sub.shape[0] - 1) ** 0.5
+    # Fewer images than components (a dry run, a tiny fine-tune) leaves trailing σ at ~0, and
+    # 1/σ² then blows L_mah up to 1e32 in one step; real data stays far above this floor.
+    sigma = sigma.clamp_min(1e-3 * float(sigma[0]) + 1e-12)
 
     counts = torch.bincount(ab_bins(ab).flatten(), minlength=HIST_BINS**2).double().view(1, 1, HIST_BINS, HIST_BINS)
     p = counts / counts.sum()
