@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.color import AB_SCALE, rgb_to_lab
+from engine import metrics as M
 from engine.errors import ConfigError
 from engine.models.backbone import METHOD, Backbone, BackboneConfig, load_shared, weights_digest
 
@@ -265,15 +266,6 @@ def export(run_dir: Path, dest: Path | None = None, metrics: dict | None = None,
     return dest
 
 
-def colourfulness(rgb: torch.Tensor) -> torch.Tensor:
-    """Hasler and Süsstrunk (2003) M on 0..255 sRGB, per image: σ_rgyb + 0.3 μ_rgyb."""
-    r, g, b = (rgb * 255).unbind(1)
-    rg, yb = r - g, 0.5 * (r + g) - b
-    sd = (rg.flatten(1).var(1, unbiased=False) + yb.flatten(1).var(1, unbiased=False)).sqrt()
-    mu = (rg.flatten(1).mean(1) ** 2 + yb.flatten(1).mean(1) ** 2).sqrt()
-    return sd + 0.3 * mu
-
-
 @torch.no_grad()
 def evaluate_backbone(ckpt: Path, data: str, split: str = "test", limit: int = 0, batch: int = 64,
                       sheet: str | Path | None = None, demo: str | Path | None = None) -> dict[str, Any]:
@@ -300,8 +292,8 @@ def evaluate_backbone(ckpt: Path, data: str, split: str = "test", limit: int = 0
         for k, v in (("model", pred), ("grey", torch.zeros_like(ab)), ("tint", tint)):
             err[k].append((v - ab).abs().flatten(1).mean(1))
         pred_rgb = lab_to_rgb(torch.cat([L, pred * AB_SCALE], 1))
-        colf_pred.append(colourfulness(pred_rgb))
-        colf_true.append(colourfulness(rgb))
+        colf_pred.append(M.colourfulness(pred_rgb))
+        colf_true.append(M.colourfulness(rgb))
         for j in sorted(k - i for k in show if i <= k < i + len(rgb)):  # grey | best guess | truth
             rows.append([lab_to_rgb(torch.cat([L[j], torch.zeros_like(ab[j])]))[None][0], pred_rgb[j], rgb[j]])
     e = {k: float(torch.cat(v).mean()) for k, v in err.items()}
