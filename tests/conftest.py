@@ -19,6 +19,35 @@ TINY_PIC = ["--size", "32", "--subsample", "2", "--embed-width", "4", "--embed-d
 TINY_VAE = ["--width", "4", "--latent-dim", "8", "--mdn-hidden", "16", "--batch-size", "8", "--log-every", "1"]
 
 
+def two_region_grey(w: int = 120, h: int = 80) -> np.ndarray:
+    """Dark left half, bright right half (a strong edge strokes must not cross), with texture."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    g = np.where(xx < w // 2, 0.25, 0.8) + 0.03 * np.sin(xx / 3.0) * np.cos(yy / 4.0)
+    return np.clip(g, 0, 1).astype(np.float32)
+
+
+@pytest.fixture
+def photo_path(tmp_path):
+    """A 120x80 two-region grey photo on disk (the GUI tests' default document)."""
+    from engine.io import save_image
+
+    p = tmp_path / "street.png"
+    save_image(p, two_region_grey())
+    return p
+
+
+@pytest.fixture
+def shown_dialogs(monkeypatch) -> list[tuple[str, str]]:
+    """A message box nobody answers would hang the run: record (title, text) instead. GUI test
+    modules make this autouse; tests may re-patch a box to answer it."""
+    from PySide6.QtWidgets import QMessageBox
+
+    shown: list[tuple[str, str]] = []
+    for name in ("critical", "warning", "information"):
+        monkeypatch.setattr(QMessageBox, name, lambda parent, title, text, *a, **k: shown.append((title, text)))
+    return shown
+
+
 def synthetic_images(n: int, size: int = 64, seed: int = 0) -> np.ndarray:
     """Colourful images with structure: a random background colour and a disc of another."""
     rng = np.random.default_rng(seed)

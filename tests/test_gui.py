@@ -25,31 +25,15 @@ from divcolor_gui.jobs import LatestWins
 from divcolor_gui.main_window import MainWindow
 from divcolor_gui.settings import Settings
 
+from conftest import two_region_grey
+
 W, H = 120, 80
 WAIT = 60_000  # ms; generous because the CPU is shared, never asserted as a duration
 
 
-def two_region_grey(w: int = W, h: int = H) -> np.ndarray:
-    """Dark left half, bright right half (a strong edge strokes must not cross), with texture."""
-    yy, xx = np.mgrid[0:h, 0:w]
-    g = np.where(xx < w // 2, 0.25, 0.8) + 0.03 * np.sin(xx / 3.0) * np.cos(yy / 4.0)
-    return np.clip(g, 0, 1).astype(np.float32)
-
-
-@pytest.fixture
-def photo_path(tmp_path) -> Path:
-    p = tmp_path / "street.png"
-    save_image(p, two_region_grey())
-    return p
-
-
 @pytest.fixture(autouse=True)
-def no_blocking_dialogs(monkeypatch):
-    """A dialog nobody answers would hang the run: record them instead (tests may re-patch)."""
-    shown: list[tuple[str, str]] = []
-    for name in ("critical", "warning", "information"):
-        monkeypatch.setattr(QMessageBox, name, lambda parent, title, text, *a, **k: shown.append((title, text)))
-    return shown
+def no_blocking_dialogs(shown_dialogs):
+    return shown_dialogs
 
 
 @pytest.fixture

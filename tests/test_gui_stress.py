@@ -31,31 +31,19 @@ from divcolor_gui.jobs import running_jobs
 from divcolor_gui.main_window import MainWindow
 from divcolor_gui.settings import Settings
 
+from conftest import two_region_grey
+
 WAIT = 60_000  # ms; generous because the CPU is shared, never asserted as a duration
 ROOT = Path(__file__).resolve().parent.parent
 BUG_WORDS = ("Something went wrong", "Traceback", "RecursionError", "RuntimeError", "report this")
 
 
-def grey(w: int, h: int) -> np.ndarray:
-    yy, xx = np.mgrid[0:h, 0:w]
-    g = np.where(xx < w // 2, 0.25, 0.8) + 0.05 * np.sin(xx / 5.0) * np.cos(yy / 7.0)
-    return np.clip(g, 0, 1).astype(np.float32)
-
-
-@pytest.fixture
-def photo_path(tmp_path) -> Path:
-    p = tmp_path / "street.png"
-    save_image(p, grey(120, 80))
-    return p
+grey = two_region_grey
 
 
 @pytest.fixture(autouse=True)
-def dialogs(monkeypatch):
-    """Dialogs nobody answers would hang the run: record them (title, text) instead."""
-    shown: list[tuple[str, str]] = []
-    for name in ("critical", "warning", "information"):
-        monkeypatch.setattr(QMessageBox, name, lambda parent, title, text, *a, **k: shown.append((title, text)))
-    return shown
+def dialogs(shown_dialogs):
+    return shown_dialogs
 
 
 @pytest.fixture

@@ -52,6 +52,24 @@ def test_resume_gives_the_same_state_as_an_uninterrupted_run(tiny_data, tmp_path
     assert {"loss", "hist", "mah", "grad", "kl"} <= set(json.loads(lines[-1]))
 
 
+def test_training_time_and_machine_add_up_over_resumes_and_reach_the_export(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    assert _vae(tiny_data, run, 4, "--stop-after", "2") == 0
+    first = _state(run, "vae").meta["time"]
+    assert first["train_seconds"] > 0 and first["threads"] >= 1 and "cores" in first["machine"]
+    assert _vae(tiny_data, run, 4) == 0
+    total = _state(run, "vae").meta["time"]["train_seconds"]
+    assert total > first["train_seconds"]  # the second run adds its own time to the first's
+    assert main(["mdn", "--data", tiny_data, "--out", str(run), "--batch-size", "8", "--steps", "2"]) == 0
+    assert main(["export", "--out", str(run)]) == 0
+    took = load_checkpoint(run / "model.safetensors").meta["time"]
+    assert took["vae"]["train_seconds"] == total and took["mdn"]["train_seconds"] > 0
+
+    from training.results import _time_info
+
+    assert any(x.startswith("time.vae.train_seconds") for x in _time_info({"time": took}))
+
+
 def test_mdn_resume_and_export_and_eval(tiny_data, tmp_path, capsys):
     run = tmp_path / "run"
     assert _vae(tiny_data, run, 2) == 0

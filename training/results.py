@@ -19,7 +19,6 @@ import datetime as _dt
 import io
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -31,6 +30,8 @@ from typing import Any
 from engine.checkpoint import load_checkpoint
 from engine.errors import CheckpointError, ConfigError
 from engine.files import atomic_write
+
+from .loop import machine
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS = REPO / "resources" / "models"
@@ -227,24 +228,6 @@ def points_results(model: Shipped, results: Path, ev: dict[str, Any] | None) -> 
 
 
 # --- benchmarks --------------------------------------------------------------------------------
-
-def machine() -> str:
-    """This machine in one line (the CPU model, cores, memory, GPU, torch)."""
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem = ""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        kb = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0])
-        mem = f", {kb / 2**20:.0f} GiB RAM"
-    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
-    return f"{cpu}, {os.cpu_count()} cores{mem}{gpu}; {platform.system()} {platform.release()}; torch {torch.__version__}"
-
 
 def run_benchmark(name: str, results: Path, threads: int, timeout: int) -> dict[str, Any]:
     """Run benchmarks/bench_NAME.py (it prints its own table with an in-run baseline and ratios)

@@ -11,7 +11,9 @@
 # backbone they were trained on. Reruns resume. Step counts are env knobs (BACKBONE_STEPS, …).
 #
 # DRY_RUN=1 runs every command for two steps on the CPU with a handful of images: the test suite
-# does that (tests/test_recipes.py), so this script cannot rot between the rare GPU sessions.
+# does that (tests/test_recipes.py), so this script cannot rot between the rare GPU sessions. The
+# heads' commands are the same for both families, so a dry run trains the general family's only
+# (paper-width heads are slow even for two steps on a CPU).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${1:?DATA_DIR}; OUT=${2:?OUT_DIR}
@@ -20,11 +22,13 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export DIVCOLOR_CACHE=${DIVCOLOR_CACHE:-$OUT/cache}
 if [ "${DRY_RUN:-0}" = 1 ]; then
     common=(--device cpu --threads 1 --limit 12 --batch-size 4 --log-every 1)
-    BACKBONE_STEPS=2 FACES_STEPS=2 VAE_STEPS=2 MDN_STEPS=2 GCRF_STEPS=2 PIC_STEPS=2
+    BACKBONE_STEPS=2 FACES_STEPS=2 VAE_STEPS=2 MDN_STEPS=2 GCRF_STEPS=2 HINTS_STEPS=2 PIC_STEPS=2
     evalopt=(--limit 2 --samples 2)
+    families=(general)
 else
     common=(--device cuda --log-every 100)
     evalopt=(--limit 500)
+    families=(general faces)
 fi
 train() { "$PY" -m training.cli "$@"; }
 runs="$OUT/runs"; models="$OUT/models"; mkdir -p "$models"
@@ -37,7 +41,7 @@ train backbone --data "$faces" --out "$runs/backbone-faces" --preset paper --ste
     --warmup 50 --init "$models/backbone_general.safetensors" "${common[@]}"
 train export --out "$runs/backbone-faces" --half --dest "$models/backbone_faces.safetensors"
 
-for family in general faces; do
+for family in "${families[@]}"; do
     data=$nat; [ "$family" = faces ] && data=$faces
     bb="$models/backbone_$family.safetensors"
     run="$runs/$family"
@@ -48,6 +52,7 @@ for family in general faces; do
     train gcrf-unary --data "$data" --out "$grun" --init-from "$run"
     train gcrf-mdn --data "$data" --out "$grun" --preset paper --steps "${MDN_STEPS:-3000}" "${common[@]}"
     train gcrf-hoc --data "$data" --out "$grun" --preset paper --steps "${GCRF_STEPS:-2000}" "${common[@]}"
+    train gcrf-hints --data "$data" --out "$grun" --steps "${HINTS_STEPS:-2000}" "${common[@]}"
     train export --out "$grun" --data "$data" --half --dest "$models/gcrf_$family.safetensors"
 done
 # PIC at the backbone's 64 px (the paper's 128 px needs a 128 px backbone).
@@ -55,7 +60,7 @@ train pic --data "$nat" --out "$runs/general-pic" --preset paper --size 64 --sub
     --backbone-file "$models/backbone_general.safetensors" "${common[@]}"
 train export --out "$runs/general-pic" --half --dest "$models/pic_general.safetensors"
 
-for m in vae_mdn_general gcrf_general pic_general vae_mdn_faces gcrf_faces; do
+for m in pic_general "${families[@]/#/vae_mdn_}" "${families[@]/#/gcrf_}"; do
     data=$nat; case $m in *faces) data=$faces ;; esac
     train eval --checkpoint "$models/$m.safetensors" --data "$data" "${evalopt[@]}" --json "$models/${m}_eval.json"
 done

@@ -32,7 +32,7 @@ from .. import cache
 from ..augment import degrade_L, random_crops
 from ..batches import BatchSampler
 from ..config import StageConfig
-from ..loop import STATE_FILE, LoopSpec, cosine, prepare, read_state, run_loop
+from ..loop import STATE_FILE, LoopSpec, cosine, prepare, read_state, run_loop, stage_times
 from ..losses import rebalance_weights, rebalanced_ce, soft_encode
 
 STAGE = "backbone"
@@ -257,6 +257,7 @@ def export(run_dir: Path, dest: Path | None = None, metrics: dict | None = None,
         "steps": ck.meta.get("step"),
         "finished": bool(ck.meta.get("finished")),
         "training": ck.meta.get("stage_config"),
+        "time": stage_times(**{STAGE: ck.meta}),
         "digest": weights_digest(tensors),
         "metrics": metrics or {},
     }

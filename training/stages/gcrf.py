@@ -61,7 +61,7 @@ from engine.models.gcrf import GCRF, METHOD, GCRFConfig, GCRFField
 from .. import data as D
 from ..batches import BatchSampler
 from ..config import StageConfig
-from ..loop import STATE_FILE, LoopSpec, autocast, cosine, prepare, read_state, run_loop
+from ..loop import STATE_FILE, LoopSpec, autocast, cosine, prepare, read_state, run_loop, stage_times
 from ..losses import ColorStats, grad_loss, hist_loss, mah_loss
 from .backbone import backbone_meta
 from .vae_mdn import MDNStageConfig, VAEStageConfig, load_vae, train_mdn, train_vae
@@ -326,8 +326,9 @@ def train_hoc(cfg: GCRFHocStageConfig) -> int:
         idx = sampler(i)
         L, ab = train.batch(idx, torch.rand(len(idx)) < 0.5)
         L, ab = L.to(device), ab.to(device)
-        with torch.no_grad():
+        with torch.no_grad(), autocast(device):  # the frozen backbone in bf16 where that is fast
             feats, grey = model.grey_features(L)
+            feats = [f if f is None else f.float() for f in feats]
             mu, logvar = model.color_encoder(ab)
             z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
         with autocast(device):
@@ -488,8 +489,9 @@ def train_hints(cfg: GCRFHintsStageConfig) -> int:
         L, ab = train.batch(idx, torch.rand(len(idx)) < 0.5)
         L, ab = L.to(device), ab.to(device)
         b = len(idx)
-        with torch.no_grad():
+        with torch.no_grad(), autocast(device):  # the frozen backbone in bf16 where that is fast
             feats, grey = model.grey_features(L)
+            feats = [f if f is None else f.float() for f in feats]
             log_pi, mu = model.mdn(feats)
             top = mu[torch.arange(b), log_pi.argmax(1)]
             comp = torch.multinomial(log_pi.exp(), 1)[:, 0]
@@ -535,6 +537,7 @@ def export_hints(run_dir: Path, dest: Path | None = None, half: bool = False, ne
     meta["config"] = {**meta["config"], **{k: st.config[k] for k in ("hint_branch", "hint_width", "hint_unary")}}
     meta.setdefault("steps", {})[HINTS_STAGE] = st.meta.get("step")
     meta.setdefault("training", {})[HINTS_STAGE] = st.meta.get("stage_config")
+    meta.setdefault("time", {}).update(stage_times(**{HINTS_STAGE: st.meta}))
     dest = Path(dest) if dest else run_dir / MODEL_FILE
     save_checkpoint(dest, tensors, meta)
     print(f"wrote {dest} ({dest.stat().st_size / 2**20:.2f} MiB)", file=sys.stderr)
@@ -598,6 +601,7 @@ def export(
         "data": vmeta.get("data"),
         "steps": {"vae": vmeta.get("step"), HOC_STAGE: hmeta.get("step"), "mdn": mmeta.get("step")},
         "training": {"vae": vmeta.get("stage_config"), HOC_STAGE: hmeta.get("stage_config"), "mdn": mmeta.get("stage_config")},
+        "time": stage_times(vae=vmeta, **{HOC_STAGE: hmeta}, mdn=mmeta),
         "statistics": {"pca_components": int(stats.pca_components.shape[0]), "ab_histogram_bins": list(stats.hist_weights.shape)},
         "stroke_tuning": tune or {},
         "metrics": metrics or {},

@@ -24,7 +24,7 @@ from engine.models.pic import METHOD, PIC, Noise, PICConfig, mixture_log_prob
 from .. import data as D
 from ..batches import BatchSampler
 from ..config import StageConfig
-from ..loop import LoopSpec, autocast, prepare, read_state, run_loop
+from ..loop import LoopSpec, autocast, prepare, read_state, run_loop, stage_times
 from .backbone import attach_stage_backbone, backbone_fields, backbone_meta
 
 STAGE = "pic"
@@ -170,6 +170,7 @@ def export(run_dir: Path, dest: Path | None = None, metrics: dict | None = None,
         "data": ck.meta.get("data"),
         "steps": {STAGE: ck.meta.get("step")},
         "training": {STAGE: ck.meta.get("stage_config")},
+        "time": stage_times(**{STAGE: ck.meta}),
         "sampling": {k: v for k, v in (calibration or {"temperature": 1.0}).items() if k != "step"},
         "metrics": metrics or {},
         **backbone_meta(ck.meta.get("stage_config")),

@@ -21,7 +21,7 @@ from .. import data as D
 from ..batches import BatchSampler
 from .backbone import attach_stage_backbone, backbone_fields, backbone_meta
 from ..config import StageConfig
-from ..loop import STATE_FILE, LoopSpec, autocast, cosine, prepare, read_state, run_loop
+from ..loop import STATE_FILE, LoopSpec, autocast, cosine, prepare, read_state, run_loop, stage_times
 from ..losses import ColorStats, compute_stats, mdn_loss, vae_loss
 
 MODEL_FILE = "model.safetensors"
@@ -120,7 +120,9 @@ def encode_dataset(model: VAEMDN, lab: D.LabSet, device: torch.device, chunk: in
     f8, f16, zs = [], [], []
     for i in range(0, len(lab), chunk):
         L, ab = lab.L[i : i + chunk].to(device), lab.ab[i : i + chunk].to(device)
-        feats, _ = model.grey_features(L)
+        with autocast(device):
+            feats, _ = model.grey_features(L)
+        feats = [f if f is None else f.float() for f in feats]
         f8.append(feats[2].cpu())
         f16.append(feats[3].cpu())
         zs.append(model.color_encoder(ab)[0].cpu())
@@ -171,6 +173,7 @@ def export(run_dir: Path, dest: Path | None = None, metrics: dict | None = None,
         "data": vmeta.get("data"),
         "steps": {"vae": vmeta.get("step"), "mdn": mck.meta.get("step")},
         "training": {"vae": vmeta.get("stage_config"), "mdn": mck.meta.get("stage_config")},
+        "time": stage_times(vae=vmeta, mdn=mck.meta),
         "statistics": {"pca_components": int(stats.pca_components.shape[0]), "ab_histogram_bins": list(stats.hist_weights.shape)},
         "metrics": metrics or {},
         **backbone_meta(vmeta.get("stage_config")),
