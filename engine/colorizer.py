@@ -349,7 +349,9 @@ class Colorizer:
             for k, rgb in enumerate(rgbs)
         ]
         if strokes:
-            field = self.field(photo, family=family if family in FAMILIES else None)
+            # A user's G-CRF file paints its own samples' strokes; other methods use the family's field.
+            own = info.path if info.method == "gcrf" and checkpoint is not None else None
+            field = self.field(photo, family=family if family in FAMILIES else None, checkpoint=own)
             for k, c in enumerate(out):
                 c.rgb = field.propagate(strokes, c, cancel=cancel).rgb
                 report(paint + (1 - paint) * (k + 1) / n, "painting the strokes")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -450,3 +451,13 @@ def test_hint_branch_on_a_model_that_looks_through_a_backbone(tiny_data, tiny_ba
     photo = photo_from_array(synthetic_images(1, size=40)[0])
     out = c.field(photo, "gcrf").propagate([Stroke((30, 200, 40), 3, ((8.0, 8.0), (14.0, 10.0)))])
     assert out.rgb.shape == (40, 40, 3) and out.rgb[9, 10, 1] > out.rgb[9, 10, 0]
+
+    # A G-CRF file of the user's own (not a shipped default) paints the strokes of its samples.
+    mine = tmp_path / "mine.safetensors"
+    shutil.copy(models / "gcrf_general.safetensors", mine)
+    used: list = []
+    real_field = c.field
+    c.field = lambda photo, method="auto", family=None, checkpoint=None: used.append(checkpoint) or real_field(
+        photo, method, family, checkpoint)
+    c.sample(photo, "gcrf", n=1, checkpoint=str(mine), strokes=[Stroke((30, 200, 40), 3, ((8.0, 8.0),))])
+    assert used and Path(used[-1]) == mine
