@@ -325,13 +325,15 @@ PROJECT = Obj(
         "photo_relative": Nullable(Text()),
         "sample": Nullable(Obj(
             {"method": Text(64), "model": Text(256), "family": Text(64), "checkpoint": Nullable(Text()),
-             "seed": _SEED, "n": _BATCH_N, "index": _INDEX, "temperature": _TEMPERATURE},
+             "seed": _SEED, "n": _BATCH_N, "index": _INDEX, "temperature": _TEMPERATURE,
+             "locked": Nullable(Obj({}))},  # the strokes it was sampled to agree with (strokes format)
             required=frozenset({"method", "model", "family", "checkpoint", "seed", "n", "index", "temperature"}),
         )),
         "gallery": Nullable(Obj(
             {"seed": _SEED, "temperature": _TEMPERATURE, "samples": _BATCH_N, "family": Text(64),
              "checkpoint": Nullable(Text()),
-             "batches": Nullable(ListOf(Obj({"seed": _SEED, "n": _BATCH_N, "temperature": _TEMPERATURE, "first": _INDEX},
+             "batches": Nullable(ListOf(Obj({"seed": _SEED, "n": _BATCH_N, "temperature": _TEMPERATURE, "first": _INDEX,
+                                                 "locked": Nullable(Obj({}))},
                                             required=frozenset({"seed", "n", "temperature"})), MAX_GALLERY))},
             rules=(_gallery_total,),
         )),

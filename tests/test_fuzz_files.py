@@ -80,6 +80,8 @@ BAD_PROJECTS = [
     ("version", 99, "saved by a newer divcolor (project version 99"),
     ("format", "something-else", "not a divcolor project file"),
     ("strokes", [], "strokes is a list of 0, but must be an object"),
+    ("sample.locked", [1, 2], "sample.locked is a list of 2, but must be an object"),
+    ("gallery.batches.0.locked", "red", "gallery.batches[0].locked is \"red\", but must be an object"),
     ("strokes.strokes.0.radius", -3, "its strokes are malformed: stroke 0: the radius must be more than 0"),
     ("strokes.strokes.0.color", "red", "stroke 0: the colour 'red' is not of the form"),
 ]
