@@ -17,7 +17,7 @@ train=${TRAIN:-.venv/bin/divcolor-train}
 "$train" vae --data "$data" --out "$run" --preset cpu --backbone-file "resources/models/backbone_$family.safetensors" \
     --threads 2 "${extra[@]}" "$@"
 "$train" mdn --data "$data" --out "$run" --preset cpu "$@"
-"$train" export --out "$run" --dest "resources/models/vae_mdn_$family.safetensors"
+"$train" export --out "$run" --half --dest "resources/models/vae_mdn_$family.safetensors"
 # Judged on the test split the issue names (natural128 for natural photos), beside the grey and
 # true-tint baselines; contact sheets on the test split and on the historical photos.
 test_data="$DATA/natural128"; [ "$family" = faces ] && test_data="$DATA/lfw64"
