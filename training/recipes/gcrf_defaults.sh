@@ -15,9 +15,9 @@ run="$RUNS/$family-gcrf"
 train=${TRAIN:-.venv/bin/divcolor-train}
 "$train" gcrf-unary --data "$data" --out "$run" --init-from "$RUNS/$family"
 "$train" gcrf-mdn --data "$data" --out "$run" --preset cpu "$@"
-"$train" gcrf-hoc --data "$data" --out "$run" --preset cpu "$@"
+"$train" gcrf-hoc --data "$data" --out "$run" --preset cpu ${HOC_STEPS:+--steps $HOC_STEPS} "$@"
 # The learned hint branch (Zhang et al. 2017) on the finished model: strokes colour their object.
-"$train" gcrf-hints --data "$data" --out "$run" --steps "${HINTS_STEPS:-1200}" "$@"
+"$train" gcrf-hints --data "$data" --out "$run" "$@" --steps "${HINTS_STEPS:-1200}"
 "$train" export --out "$run" --data "$data" --half --dest "resources/models/gcrf_$family.safetensors"
 test_data="$DATA/natural128"; [ "$family" = faces ] && test_data="$DATA/lfw64"
 "$train" eval --checkpoint "resources/models/gcrf_$family.safetensors" --data "$test_data" "${reveal[@]}" \
