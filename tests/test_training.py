@@ -84,6 +84,9 @@ def test_mdn_resume_and_export_and_eval(tiny_data, tmp_path, capsys):
     assert printed == result
     assert result["samples"] == 5 and 0 < result["error_of_best"] < 2 and result["variance"] >= 0
     assert 0 < result["pairwise_ssim"] <= 1
+    assert main(["export", "--out", str(run), "--half", "--dest", str(tmp_path / "half.safetensors")]) == 0
+    half = load_checkpoint(tmp_path / "half.safetensors").tensors
+    assert {v.dtype for v in half.values() if v.is_floating_point()} == {torch.float16}  # the statistics too
     # re-export picks the eval up as the model's metrics
     assert main(["export", "--out", str(run)]) == 0
     assert load_checkpoint(run / "model.safetensors").meta["metrics"]["error_of_best"] == result["error_of_best"]

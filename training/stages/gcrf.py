@@ -593,7 +593,8 @@ def export(
     tensors = model.inference_tensors()
     if half:
         tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
-    tensors.update(stats.tensors())
+    # The training statistics travel with the file (the app does not use them): float16 too when halving.
+    tensors.update({k: v.half() if half else v for k, v in stats.tensors().items()})
     vmeta, hmeta, mmeta = info["vae"], info["hoc"], info["mdn"]
     meta = {
         "method": METHOD,
