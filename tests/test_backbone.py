@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -268,3 +269,22 @@ def test_a_backbone_file_whose_weights_were_altered_is_refused(tiny_backbone, tm
     save_file(tensors, str(bad), metadata=meta)
     with pytest.raises(CheckpointError, match="digest"):
         load_shared(bad)
+
+
+def test_backbone_eval_limit_takes_evenly_spaced_images(tiny_data, tmp_path, monkeypatch):
+    """As the heads' eval does: test shards are in class order, so the first N would be one class."""
+    from conftest import write_shard
+    from training.stages.backbone import evaluate_backbone
+
+    monkeypatch.setenv("DIVCOLOR_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    assert _train(tiny_data, run, 1) == 0
+    from training.cli import main
+
+    assert main(["export", "--out", str(run)]) == 0
+    images = np.full((4, 32, 32, 3), 128, np.uint8)  # 0 and 3 grey, 1 and 2 red
+    images[1:3, ..., 0] = 220
+    write_shard(tmp_path / "set_test_00.npz", images)
+    ev = evaluate_backbone(run / "backbone.safetensors", str(tmp_path / "set"), "test", limit=2)
+    assert ev["baseline_grey_l1"] < 1e-3  # the first and the last image, both grey
+    assert "2 images" in ev["data"]

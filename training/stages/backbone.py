@@ -272,12 +272,16 @@ def evaluate_backbone(ckpt: Path, data: str, split: str = "test", limit: int = 0
                       sheet: str | Path | None = None, demo: str | Path | None = None) -> dict[str, Any]:
     """The backbone's single best guess (annealed mean) on a test split, beside grey and the
     oracle flat tint (each photo painted in its own true mean ab). L1 in ab/128 units at the
-    photo's resolution; the model sees L downscaled to its training size."""
+    photo's resolution; the model sees L downscaled to its training size. ``limit`` picks that
+    many evenly spaced images."""
     from engine.color import lab_to_rgb
+
+    from .evaluate import spread
 
     t0 = time.time()
     model = Backbone.from_checkpoint(ckpt)
-    rgb_all = cache.cached_split(data, split, 0, limit)
+    rgb_all = cache.cached_split(data, split, 0)
+    rgb_all = rgb_all[spread(len(rgb_all), limit)]  # evenly spaced, as the heads' eval picks them
     err = {"model": [], "grey": [], "tint": []}
     colf_pred, colf_true = [], []
     rows: list[list[torch.Tensor]] = []
@@ -313,7 +317,7 @@ def evaluate_backbone(ckpt: Path, data: str, split: str = "test", limit: int = 0
         "error_l1": round(e["model"], 5),
         "baseline_grey_l1": round(e["grey"], 5),
         "baseline_true_tint_l1": round(e["tint"], 5),
-        "vs_tint": round(e["model"] / e["tint"] - 1, 4),
+        "vs_tint": round(e["model"] / e["tint"] - 1, 4) if e["tint"] > 0 else None,  # flat photos: no tint error
         "colourfulness": round(cp, 2),
         "colourfulness_truth": round(ct, 2),
         "units": "mean absolute ab error / 128 of the single best guess; baselines: no colour, and each photo "
