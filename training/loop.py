@@ -388,7 +388,7 @@ def run_loop(
         tensors.update(extra_tensors or {})
         if state_path.exists() and saved_step[0] != step:  # (re-saving a step only marks it finished)
             os.replace(state_path, out / PREV_STATE_FILE)  # kept until the next save: the fallback
-        took = {"train_seconds": round(trained_before + time.time() - t_start, 1), "machine": machine(),
+        took = {"train_seconds": round(trained_before + time.time() - t_start, 3), "machine": machine(),
                 "threads": torch.get_num_threads(), "world_size": ddp.world}
         save_checkpoint(
             state_path, tensors,
