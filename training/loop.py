@@ -377,7 +377,6 @@ def run_loop(
     saved_step = [start if ck is not None else -1]
     # Wall time summed over every resumed run of this stage (an interrupted hour still counts).
     trained_before = float((ck.meta.get("time") or {}).get("train_seconds", 0.0)) if ck is not None else 0.0
-    t_start = time.time()
 
     def save(step: int, finished: bool) -> None:
         if not ddp.main:
