@@ -463,6 +463,11 @@ def cosine(total: int, warmup: int = 100, floor: float = 0.05) -> Callable[[int]
     return f
 
 
+def half_floats(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An export's tensors in float16 (``--half``): weights and statistics; integer buffers kept."""
+    return {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+
+
 def stage_times(**stage_metas: dict[str, Any] | None) -> dict[str, Any]:
     """{stage: its wall time, threads and machine} for an exported file (results.py reports them)."""
     return {k: m["time"] for k, m in stage_metas.items() if m and m.get("time")}

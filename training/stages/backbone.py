@@ -32,7 +32,7 @@ from .. import cache
 from ..augment import degrade_L, random_crops
 from ..batches import BatchSampler
 from ..config import StageConfig
-from ..loop import STATE_FILE, LoopSpec, cosine, prepare, read_state, run_loop, stage_times
+from ..loop import STATE_FILE, LoopSpec, cosine, prepare, read_state, run_loop, half_floats, stage_times
 from ..losses import rebalance_weights, rebalanced_ce, soft_encode
 
 STAGE = "backbone"
@@ -249,7 +249,7 @@ def export(run_dir: Path, dest: Path | None = None, metrics: dict | None = None,
     model.net.load_state_dict(ck.subset("ema"))
     tensors = model.inference_tensors()
     if half:
-        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+        tensors = half_floats(tensors)
     meta = {
         "method": METHOD,
         "config": model.cfg.to_dict(),

@@ -61,7 +61,7 @@ from engine.models.gcrf import GCRF, METHOD, GCRFConfig, GCRFField
 from .. import data as D
 from ..batches import BatchSampler
 from ..config import StageConfig
-from ..loop import STATE_FILE, LoopSpec, autocast, cosine, prepare, read_state, run_loop, stage_times
+from ..loop import STATE_FILE, LoopSpec, autocast, cosine, prepare, read_state, run_loop, half_floats, stage_times
 from ..losses import ColorStats, grad_loss, hist_loss, mah_loss
 from .backbone import backbone_meta
 from .vae_mdn import MDNStageConfig, VAEStageConfig, load_vae, train_mdn, train_vae
@@ -532,7 +532,7 @@ def export_hints(run_dir: Path, dest: Path | None = None, half: bool = False, ne
         tensors, meta = dict(ck.tensors), {k: v for k, v in ck.meta.items() if k not in ("format_version", "created")}
     hint = {f"hint_net.{k}": v for k, v in st.subset("hint_net").items()}
     if half:
-        hint = {k: v.half() for k, v in hint.items()}
+        hint = half_floats(hint)
     tensors.update(hint)
     meta["config"] = {**meta["config"], **{k: st.config[k] for k in ("hint_branch", "hint_width", "hint_unary")}}
     meta.setdefault("steps", {})[HINTS_STAGE] = st.meta.get("step")
@@ -590,11 +590,10 @@ def export(
             tune_path.write_text(json.dumps(tune, indent=2) + "\n")
     if tune is not None:
         model.cfg.stroke_base = float(tune["best"])
-    tensors = model.inference_tensors()
+    # The training statistics travel with the file (the app does not use them).
+    tensors = {**model.inference_tensors(), **stats.tensors()}
     if half:
-        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
-    # The training statistics travel with the file (the app does not use them): float16 too when halving.
-    tensors.update({k: v.half() if half else v for k, v in stats.tensors().items()})
+        tensors = half_floats(tensors)
     vmeta, hmeta, mmeta = info["vae"], info["hoc"], info["mdn"]
     meta = {
         "method": METHOD,

@@ -24,7 +24,7 @@ from engine.models.pic import METHOD, PIC, Noise, PICConfig, mixture_log_prob
 from .. import data as D
 from ..batches import BatchSampler
 from ..config import StageConfig
-from ..loop import LoopSpec, autocast, prepare, read_state, run_loop, stage_times
+from ..loop import LoopSpec, autocast, prepare, read_state, run_loop, half_floats, stage_times
 from .backbone import attach_stage_backbone, backbone_fields, backbone_meta
 
 STAGE = "pic"
@@ -163,7 +163,7 @@ def export(run_dir: Path, dest: Path | None = None, metrics: dict | None = None,
             cal_path.write_text(json.dumps(calibration, indent=2) + "\n")
     tensors = model.inference_tensors()
     if half:
-        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+        tensors = half_floats(tensors)
     meta = {
         "method": METHOD,
         "config": model.cfg.to_dict(),

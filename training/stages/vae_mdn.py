@@ -21,7 +21,7 @@ from .. import data as D
 from ..batches import BatchSampler
 from .backbone import attach_stage_backbone, backbone_fields, backbone_meta
 from ..config import StageConfig
-from ..loop import STATE_FILE, LoopSpec, autocast, cosine, prepare, read_state, run_loop, stage_times
+from ..loop import STATE_FILE, LoopSpec, autocast, cosine, prepare, read_state, run_loop, half_floats, stage_times
 from ..losses import ColorStats, compute_stats, mdn_loss, vae_loss
 
 MODEL_FILE = "model.safetensors"
@@ -163,11 +163,10 @@ def export(run_dir: Path, dest: Path | None = None, metrics: dict | None = None,
     model, stats, vmeta = load_vae(run_dir, torch.device("cpu"))
     mck = read_state(run_dir, "mdn")
     model.mdn.load_state_dict(mck.subset("mdn"))
-    tensors = model.inference_tensors()
+    # The training statistics travel with the file (the app does not use them).
+    tensors = {**model.inference_tensors(), **stats.tensors()}
     if half:
-        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
-    # The training statistics travel with the file (the app does not use them): float16 too when halving.
-    tensors.update({k: v.half() if half else v for k, v in stats.tensors().items()})
+        tensors = half_floats(tensors)
     meta = {
         "method": METHOD,
         "config": model.cfg.to_dict(),
