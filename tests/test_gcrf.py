@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from engine.checkpoint import load_checkpoint
 from engine.errors import CheckpointError
 from engine.gcrf_solver import GCRFSolver, attention_row, gcrf_solve, similarity, solve_cg, system_matrix
-from engine.models.gcrf import GCRF, GCRFConfig, GCRFField, position_features
+from engine.models.gcrf import GCRF, GCRFConfig, GCRFField, position_features, soft_cap_norm
 from engine.propagate import GCRFStrokeField
 from training.cli import main
 from training.stages.gcrf import POINTS_ONLY_WEIGHT, evaluate_gcrf, gcrf_train_solution, reveal_fraction
@@ -154,6 +155,26 @@ def test_reveal_schedule_follows_the_paper():
     levels = [1.0, 0.75, 0.5, 0.25, 0.1]
     fr = [reveal_fraction(s, 1500, levels) for s in (0, 199, 201, 401, 601, 801, 1499)]
     assert fr == [1.0, 1.0, 0.75, 0.5, 0.25, 0.1, 0.1]
+
+
+def test_embedding_cap_bounds_the_logits_of_s_and_leaves_small_embeddings_alone():
+    torch.manual_seed(0)
+    a = torch.randn(2, 8, 5, 5)
+    small, big = soft_cap_norm(a * 0.05, 100.0), soft_cap_norm(a * 1e4, 100.0)
+    assert torch.allclose(small, a * 0.05, rtol=1e-3, atol=1e-6)  # |a|² ≈ 0.02: untouched
+    assert float((big**2).sum(1).max()) <= 100.0 + 1e-3  # |a|² ≈ 8e8: bounded
+    assert torch.allclose(F.normalize(big, dim=1), F.normalize(a, dim=1), atol=1e-5)  # directions kept
+    # through the model: a runaway embedding net gives bounded Ŝ logits only with the cap
+    cfg = dict(size=16, width=4, latent_dim=4, mdn_hidden=8, embed_dim=4, embed_width=4)
+    L = torch.rand(1, 1, 16, 16) * 100
+    norms = []
+    for cap in (0.0, 100.0):
+        torch.manual_seed(0)
+        model = GCRF(GCRFConfig(**cfg, embed_cap=cap), with_color_encoder=False).eval()
+        with torch.no_grad():
+            model.embed.out.weight.mul_(1e3)
+            norms.append(float((model.embeddings(L) ** 2).sum(1).max()))
+    assert norms[0] > 1e4 and norms[1] <= 100.0 + 1e-3
 
 
 def _tiny_gcrf(size: int = 16) -> GCRF:

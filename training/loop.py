@@ -126,6 +126,16 @@ def autocast(device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast)
 
 
+@torch.no_grad()
+def frozen_grey_features(model: torch.nn.Module, L: torch.Tensor, device: torch.device) -> tuple[list, torch.Tensor]:
+    """A frozen model's grey features, run in bf16 where that is fast and handed on as float32,
+    so what is trained on them (and anything as precision-sensitive as the G-CRF's AᵀA) sees
+    the same numbers it will see at inference."""
+    with autocast(device):
+        feats, grey = model.grey_features(L)
+    return [f if f is None else f.float() for f in feats], grey.float()
+
+
 # --- optimizer state <-> flat tensors (safetensors cannot hold nested dicts) -----------------
 
 def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -67,8 +67,9 @@ class GCRFConfig(VAEMDNConfig):
     beta_test: float = 5.0  # β for automatic colorization and under strokes (paper: 5)
     stroke_base: float = 0.1  # weak unary toward the picked colorization, as a fraction of beta_test
     exclude_self: bool = True  # mask Ŝ's diagonal (see engine.gcrf_solver.similarity)
+    embed_cap: float = 0.0  # bound on each embedding's squared norm (Ŝ's logits); 0: unbounded (the paper)
     hint_branch: bool = False  # a learned hint branch (HintNet) corrects the unary from the hints
-    hint_width: int = 16  # channels of the hint branch's first level
+    hint_width: int = 10  # channels of the hint branch's first level (the shipped files' width)
     hint_unary: float = 0.001  # weak unary toward the hint branch's unary for hints alone, x beta_test (tuned on train)
 
     LABEL: ClassVar[str] = "G-CRF"
@@ -110,6 +111,7 @@ class EmbedNet(nn.Module):
         self.inp = nn.Conv2d(cin, w, 1)
         self.body = nn.ModuleList([nn.Conv2d(w, w, 3, padding=d, dilation=d) for d in (1, 2, 4, 8)])
         self.out = nn.Conv2d(w + nf, cfg.embed_dim, 1)
+        self.cap = float(cfg.embed_cap)
 
     def forward(self, grey: torch.Tensor, grey_feats: Sequence[torch.Tensor] | None) -> torch.Tensor:
         n, _, h, w = grey.shape
@@ -122,7 +124,21 @@ class EmbedNet(nn.Module):
         x = F.relu(self.inp(torch.cat(parts, dim=1)))
         for conv in self.body:
             x = x + F.relu(conv(x))
-        return self.out(torch.cat([x, pos], dim=1))
+        a = self.out(torch.cat([x, pos], dim=1))
+        return soft_cap_norm(a, self.cap) if self.cap > 0 else a
+
+
+def soft_cap_norm(a: torch.Tensor, cap: float) -> torch.Tensor:
+    """Each pixel's embedding (dim 1) rescaled so its squared norm stays below ``cap``:
+    ||a|| -> √cap·tanh(||a||/√cap), the identity for small norms.
+
+    A deviation from the paper's unbounded S = softmax(AᵀA): trained on the backbone's features,
+    the faces embedding ran away (mean ||a||² 4 -> 370,000 in 600 steps), Ŝ became one-hot and
+    every pixel copied one other pixel (speckle). The pre-backbone models that worked settled at
+    ||a||² ≈ 60-75, below the shipped cap of 100."""
+    r = math.sqrt(cap)
+    norm = a.float().norm(dim=1, keepdim=True).clamp_min(1e-6)
+    return a * (r * torch.tanh(norm / r) / norm).to(a.dtype)
 
 
 HINT_CHANNELS = 7

@@ -61,7 +61,8 @@ from engine.models.gcrf import GCRF, METHOD, GCRFConfig, GCRFField
 from .. import data as D
 from ..batches import BatchSampler
 from ..config import StageConfig
-from ..loop import STATE_FILE, LoopSpec, autocast, cosine, prepare, read_state, run_loop, half_floats, stage_times
+from ..loop import (STATE_FILE, LoopSpec, autocast, cosine, frozen_grey_features, half_floats, prepare, read_state,
+                    run_loop, stage_times)
 from ..losses import ColorStats, grad_loss, hist_loss, mah_loss
 from .backbone import backbone_meta
 from .vae_mdn import MDNStageConfig, VAEStageConfig, load_vae, train_mdn, train_vae
@@ -105,6 +106,7 @@ class GCRFHocStageConfig(StageConfig):
     beta_test: float = 5.0
     stroke_base: float = 0.1
     reveal: str = "1,0.75,0.5,0.25,0.1"
+    embed_cap: float = 100.0
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         # 0.5 s/step early, 0.67 s once Ŝ is peaked, on one core with a width-24 VAE (P = 1024,
@@ -118,13 +120,15 @@ class GCRFHocStageConfig(StageConfig):
         "reveal": "fractions of unary pixels revealed by H, in order (the paper's schedule)",
         "stroke_base": "weak unary toward the picked colorization under strokes, x beta_test (tuned at export)",
         "decoder_lr": "learning rate of the decoder's two top layers",
+        "embed_cap": "bound on each pixel embedding's squared norm, i.e. on the logits of S = softmax(AᵀA) "
+                     "(0: unbounded, the paper; on backbone features the faces embedding ran away without it)",
     }
 
     def model_config(self, vae_cfg: dict[str, Any]) -> GCRFConfig:
         return GCRFConfig(
             **vae_cfg, embed_dim=self.embed_dim, embed_width=self.embed_width,
             embed_grey_features=self.embed_grey_features, beta_train=self.beta_train,
-            beta_test=self.beta_test, stroke_base=self.stroke_base,
+            beta_test=self.beta_test, stroke_base=self.stroke_base, embed_cap=self.embed_cap,
         )
 
 
@@ -139,7 +143,7 @@ class GCRFHintsStageConfig(StageConfig):
     steps: int = 3000
     batch_size: int = 16
     lr: float = 5e-4
-    hint_width: int = 16
+    hint_width: int = 10  # 0.45 MiB in float16: keeps the general G-CRF file under 10 MiB (16: 0.92)
     hint_unary: float = 0.001
     max_points: int = 100
     stroke_prob: float = 0.3
@@ -326,14 +330,15 @@ def train_hoc(cfg: GCRFHocStageConfig) -> int:
         idx = sampler(i)
         L, ab = train.batch(idx, torch.rand(len(idx)) < 0.5)
         L, ab = L.to(device), ab.to(device)
-        with torch.no_grad(), autocast(device):  # the frozen backbone in bf16 where that is fast
-            feats, grey = model.grey_features(L)
-            feats = [f if f is None else f.float() for f in feats]
+        feats, grey = frozen_grey_features(model, L, device)
+        with torch.no_grad():
             mu, logvar = model.color_encoder(ab)
             z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
         with autocast(device):
             unary = model.decoder(z, feats, grey)
-            A = model.embed(grey, feats)
+        # The embedding stays float32: S = softmax(AᵀA) turns bf16's 3-digit rounding of A into
+        # logit noise the fp32 inference never sees (the bf16 run regressed faces .050 -> .069).
+        A = model.embed(grey, feats)
         frac = reveal_fraction(i, cfg.steps, levels)
         h = reveal_mask(len(idx), grid * grid, frac, device)
         x = gcrf_train_solution(unary.float(), A.float(), h, mcfg.beta_train, grid, mcfg.exclude_self)
@@ -489,9 +494,8 @@ def train_hints(cfg: GCRFHintsStageConfig) -> int:
         L, ab = train.batch(idx, torch.rand(len(idx)) < 0.5)
         L, ab = L.to(device), ab.to(device)
         b = len(idx)
-        with torch.no_grad(), autocast(device):  # the frozen backbone in bf16 where that is fast
-            feats, grey = model.grey_features(L)
-            feats = [f if f is None else f.float() for f in feats]
+        feats, grey = frozen_grey_features(model, L, device)
+        with torch.no_grad():
             log_pi, mu = model.mdn(feats)
             top = mu[torch.arange(b), log_pi.argmax(1)]
             comp = torch.multinomial(log_pi.exp(), 1)[:, 0]
@@ -572,11 +576,11 @@ def export(
     run_dir: Path, dest: Path | None = None, metrics: dict | None = None, half: bool = False,
     data: str | None = None, tune_images: int = 16,
 ) -> Path:
-    """Write the G-CRF checkpoint the app loads (grey encoder, decoder, MDN, embedding net,
-    statistics), after tuning the strokes' weak-unary weight on the training split once
+    """Write the G-CRF checkpoint the app loads (grey encoder, decoder, MDN, embedding net),
+    after tuning the strokes' weak-unary weight on the training split once
     (cached in RUN_DIR/gcrf-hoc/tune.json; skipped with a warning if the data is not found)."""
     run_dir = Path(run_dir)
-    model, stats, info = assemble(run_dir)
+    model, _, info = assemble(run_dir)
     tune_path = run_dir / HOC_STAGE / TUNE_FILE
     tune = json.loads(tune_path.read_text()) if tune_path.exists() else None
     data = data or (info["hoc"].get("stage_config") or {}).get("data")
@@ -590,8 +594,9 @@ def export(
             tune_path.write_text(json.dumps(tune, indent=2) + "\n")
     if tune is not None:
         model.cfg.stroke_base = float(tune["best"])
-    # The training statistics travel with the file (the app does not use them).
-    tensors = {**model.inference_tensors(), **stats.tensors()}
+    # No training statistics (PCA, histogram): nothing trains from a G-CRF file with the
+    # decoder's losses, and their 0.33 MiB is what keeps the general file under 10 MiB.
+    tensors = model.inference_tensors()
     if half:
         tensors = half_floats(tensors)
     vmeta, hmeta, mmeta = info["vae"], info["hoc"], info["mdn"]
@@ -602,7 +607,6 @@ def export(
         "steps": {"vae": vmeta.get("step"), HOC_STAGE: hmeta.get("step"), "mdn": mmeta.get("step")},
         "training": {"vae": vmeta.get("stage_config"), HOC_STAGE: hmeta.get("stage_config"), "mdn": mmeta.get("stage_config")},
         "time": stage_times(vae=vmeta, **{HOC_STAGE: hmeta}, mdn=mmeta),
-        "statistics": {"pca_components": int(stats.pca_components.shape[0]), "ab_histogram_bins": list(stats.hist_weights.shape)},
         "stroke_tuning": tune or {},
         "metrics": metrics or {},
         **backbone_meta(vmeta.get("stage_config")),

@@ -21,7 +21,8 @@ from .. import data as D
 from ..batches import BatchSampler
 from .backbone import attach_stage_backbone, backbone_fields, backbone_meta
 from ..config import StageConfig
-from ..loop import STATE_FILE, LoopSpec, autocast, cosine, prepare, read_state, run_loop, half_floats, stage_times
+from ..loop import (STATE_FILE, LoopSpec, autocast, cosine, frozen_grey_features, half_floats, prepare, read_state,
+                    run_loop, stage_times)
 from ..losses import ColorStats, compute_stats, mdn_loss, vae_loss
 
 MODEL_FILE = "model.safetensors"
@@ -120,9 +121,7 @@ def encode_dataset(model: VAEMDN, lab: D.LabSet, device: torch.device, chunk: in
     f8, f16, zs = [], [], []
     for i in range(0, len(lab), chunk):
         L, ab = lab.L[i : i + chunk].to(device), lab.ab[i : i + chunk].to(device)
-        with autocast(device):
-            feats, _ = model.grey_features(L)
-        feats = [f if f is None else f.float() for f in feats]
+        feats, _ = frozen_grey_features(model, L, device)
         f8.append(feats[2].cpu())
         f16.append(feats[3].cpu())
         zs.append(model.color_encoder(ab)[0].cpu())
