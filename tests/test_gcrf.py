@@ -19,7 +19,8 @@ from engine.gcrf_solver import GCRFSolver, attention_row, gcrf_solve, similarity
 from engine.models.gcrf import GCRF, GCRFConfig, GCRFField, position_features, soft_cap_norm
 from engine.propagate import GCRFStrokeField
 from training.cli import main
-from training.stages.gcrf import POINTS_ONLY_WEIGHT, evaluate_gcrf, gcrf_train_solution, reveal_fraction
+from training.stages.gcrf import (HINT_UNARY_CANDIDATES, POINTS_ONLY_WEIGHT, evaluate_gcrf, gcrf_train_solution,
+                                  reveal_fraction)
 
 from conftest import TINY_VAE, synthetic_images, write_shard
 from test_backbone import tiny_backbone  # noqa: F401  (a fixture)
@@ -194,6 +195,40 @@ def test_automatic_colorization_is_the_gcrf_mean_of_the_decoded_unary():
     assert torch.allclose(x.double(), ref.clamp(-1, 1), atol=1e-4)
     att = model.attention(L, 5, 9)
     assert att.shape == (16, 16) and abs(float(att.sum()) - 1) < 1e-5
+
+
+@torch.no_grad()
+def test_beta_of_the_automatic_solve_is_tuned_on_train_against_a_dense_solve(tmp_path, tiny_data):
+    """Export's β tuning scores each candidate by the best-of-n L1 of the G-CRF mean, which a
+    dense solve reproduces; the file then carries β and automatic colorization solves with it."""
+    from engine.colorizer import load_model
+    from training import data as D
+    from training.stages.gcrf import tune_beta_auto, tune_beta_file
+
+    path = tmp_path / "m.safetensors"
+    model = _tiny_model_file(path, size=16)
+    lab = D.load_lab(tiny_data, "train", 16, 3)
+    tune = tune_beta_auto(model, lab, candidates=(0.5, 5.0), n_samples=2)
+    for beta in (0.5, 5.0):
+        eob = []
+        for i in range(3):
+            _, unary = model.colorize(lab.L[i : i + 1], 2, mode="means", return_unary=True)
+            rhs = beta * unary.double().reshape(4, -1).T
+            S = model.similarity(lab.L[i : i + 1])[0].double()
+            x = gcrf_solve(S, torch.full((256,), beta, dtype=D64), rhs).T.reshape(2, 2, 16, 16).clamp(-1, 1)
+            eob.append(float((x - lab.ab[i][None].double()).abs().mean(dim=(1, 2, 3)).min()))
+        assert abs(tune["by_beta"][str(beta)]["error_of_best_l1"] - np.mean(eob)) < 1e-4
+    scores = {float(k): v["error_of_best_l1"] for k, v in tune["by_beta"].items()}
+    assert tune["best"] == min(scores, key=scores.get) and model.cfg.beta_auto == 0.0  # the model is left as it was
+
+    stored = tune_beta_file(path, tiny_data, 3)
+    loaded = load_model(path)
+    assert loaded.cfg.beta_auto == stored["best"] and loaded.meta["beta_tuning"]["images"] == 3
+    L = lab.L[:1]
+    x, unary = loaded.colorize(L, 2, mode="means", return_unary=True)
+    b = loaded.cfg.beta_auto
+    ref = gcrf_solve(loaded.similarity(L)[0].double(), torch.full((256,), b, dtype=D64), b * unary.double().reshape(4, -1).T)
+    assert torch.allclose(x.double(), ref.T.reshape(2, 2, 16, 16).clamp(-1, 1), atol=1e-4)
 
 
 def test_stroke_field_on_a_full_resolution_photo():
@@ -389,8 +424,9 @@ def test_models_without_a_hint_branch_load_and_work(tmp_path):
     x = old.sample(L, 2, generator=torch.Generator().manual_seed(0), hints=Hints(cov, torch.full((2, 32, 32), 0.3)))
     assert x.shape == (2, 2, 32, 32) and bool(torch.isfinite(x).all())
     shipped = Path(__file__).resolve().parent.parent / "resources" / "models" / "gcrf_general.safetensors"
-    if shipped.exists():
-        assert not load_model(shipped).has_hint_branch
+    if shipped.exists():  # the shipped default carries a trained branch, its pull tuned on train at export
+        general = load_model(shipped)
+        assert general.has_hint_branch and general.cfg.hint_unary == general.meta["hint_tuning"]["hint_unary"]
 
 
 def test_hint_branch_trains_exports_and_a_hint_stays_local(tmp_path, tiny_data):
@@ -410,9 +446,15 @@ def test_hint_branch_trains_exports_and_a_hint_stays_local(tmp_path, tiny_data):
     assert [r["step"] for r in logs] == [1, 2, 3] and all(math.isfinite(r["loss"]) for r in logs)
     st = load_checkpoint(run / "gcrf-hints" / "state.safetensors")
     assert st.meta["finished"] and float(st.tensors["hint_net.out.weight"].abs().sum()) > 0  # trained from zero
-    assert main(["export", "--out", str(run)]) == 0
+    assert main(["export", "--out", str(run), "--hint-tune-images", "3"]) == 0
     model = load_model(run / "model.safetensors")
     assert model.has_hint_branch and model.cfg.hint_width == 4
+    tuning = model.meta["hint_tuning"]  # the pull toward the branch, tuned on train and stored: what the app uses
+    assert "train (3 images)" in tuning["data"] and set(tuning["psnr"]) == {str(c) for c in HINT_UNARY_CANDIDATES}
+    assert model.cfg.hint_unary == tuning["hint_unary"] == float(max(tuning["psnr"], key=tuning["psnr"].get))
+    (run / "gcrf-hints" / "tune.json").write_text(json.dumps({**tuning, "hint_unary": 0.003}))
+    assert main(["export", "--out", str(run), "--dest", str(tmp_path / "again.safetensors")]) == 0
+    assert load_model(tmp_path / "again.safetensors").cfg.hint_unary == 0.003  # a rerun reads the cached tuning
     assert torch.equal(model.decoder.out.weight, base_model.decoder.out.weight)  # only the branch was trained
     assert torch.equal(model.hint_net.out.weight, st.tensors["hint_net.out.weight"])
 
@@ -465,7 +507,8 @@ def test_hint_branch_on_a_model_that_looks_through_a_backbone(tiny_data, tiny_ba
                  "--hoc-train-size", "16", "--log-every", "1"]) == 0
     assert main(["gcrf-hints", *common, "--steps", "2", "--batch-size", "4", "--hint-width", "4", "--log-every", "1"]) == 0
     (run / "gcrf-hoc" / "tune.json").write_text('{"best": 0.05}')  # the stroke weight's tuning, cached: not tested here
-    assert main(["export", "--out", str(run), "--dest", str(models / "gcrf_general.safetensors")]) == 0
+    assert main(["export", "--out", str(run), "--dest", str(models / "gcrf_general.safetensors"),
+                 "--hint-tune-images", "2"]) == 0
     c = Colorizer(device="cpu", model_dirs=[models])
     model = c.model(c.resolve("gcrf", "general"))
     assert model.has_hint_branch and model.backbone is not None and model.cfg.backbone

@@ -38,6 +38,14 @@ def test_gpu_recipe_dry_run_trains_exports_and_evaluates_every_model(tmp_path):
         model = load_model(models / f"{name}.safetensors", [models])
         assert model.cfg.backbone, f"{name} was not trained on a backbone"
         assert json.loads((models / f"{name}_eval.json").read_text())["error_of_best"] > 0
+    gcrf = load_model(models / "gcrf_general.safetensors", [models])
+    assert gcrf.has_hint_branch  # the gcrf-hints stage ran and was exported with the model
+    from engine.checkpoint import load_checkpoint
+
+    meta = load_checkpoint(models / "gcrf_general.safetensors").meta
+    assert meta["stroke_tuning"]["images"] == 2  # --tune-images
+    assert "(2 images)" in meta["hint_tuning"]["data"]  # --hint-tune-images: the pull toward the branch, in the file
+    assert meta["config"]["hint_unary"] == meta["hint_tuning"]["hint_unary"] == gcrf.cfg.hint_unary
     # the paper preset's widths, not the CPU ones
     vae = load_model(models / "vae_mdn_general.safetensors", [models])
     assert vae.cfg.width == 128

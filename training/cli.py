@@ -71,6 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--half", action="store_true", help="store weights as float16 (halves the file)")
     ex.add_argument("--data", help="G-CRF / PIC: training data to tune the stroke weight / sampling temperature on "
                     "(default: the training stage's); VAE-MDN ignores it")
+    ex.add_argument("--tune-images", type=int, default=16,
+                    help="G-CRF: training images the stroke weight is tuned on (0: keep the model's; a run's "
+                         "tuning is cached in RUN_DIR/gcrf-hoc/tune.json)")
+    ex.add_argument("--beta-tune-images", type=int, default=64,
+                    help="G-CRF: training images β of the automatic solve is tuned on, by error-of-best (0: keep "
+                         "the paper's beta_test; cached in RUN_DIR/gcrf-hoc/beta.json)")
+    ex.add_argument("--hint-tune-images", type=int, default=64,
+                    help="G-CRF with a hint branch: training images the pull toward the branch is tuned on (0: keep "
+                         "the stage's; cached in RUN_DIR/gcrf-hints/tune.json)")
+    ex.add_argument("--hint-data", help="G-CRF with a hint branch: data whose train split tunes the pull toward the "
+                    "branch (Table 3's protocol at 128 px, e.g. natural128; default --data)")
     ex.add_argument("--method", choices=["auto", "backbone", "vae-mdn", "gcrf", "pic"], default="auto",
                     help="auto: backbone if RUN_DIR has a backbone stage, pic if a pic stage, gcrf if gcrf-hoc, else vae-mdn")
     ex.add_argument("--unfinished", action="store_true",
@@ -152,9 +163,12 @@ def _run(args: argparse.Namespace) -> int:
             pic.export(run, Path(args.dest) if args.dest else None, metrics, args.half, need_finished=not args.unfinished,
                        data=args.data)
         elif method == "gcrf" and (run / gcrf.HINTS_STAGE).is_dir():
-            gcrf.export_hints(run, Path(args.dest) if args.dest else None, args.half, need_finished=not args.unfinished)
+            gcrf.export_hints(run, Path(args.dest) if args.dest else None, args.half, need_finished=not args.unfinished,
+                              data=args.data, tune_images=args.tune_images, hint_data=args.hint_data,
+                              hint_tune_images=args.hint_tune_images, beta_tune_images=args.beta_tune_images)
         elif method == "gcrf":
-            gcrf.export(run, Path(args.dest) if args.dest else None, metrics, args.half, data=args.data)
+            gcrf.export(run, Path(args.dest) if args.dest else None, metrics, args.half, data=args.data,
+                        tune_images=args.tune_images, beta_tune_images=args.beta_tune_images)
         else:
             vae_mdn.export(run, Path(args.dest) if args.dest else None, metrics, args.half)
         return 0

@@ -8,8 +8,9 @@ is the unary term of a fully connected Gaussian CRF over the ab field.
 - HOC term: a fully convolutional embedding network maps the grey image to per-pixel
   embeddings A (D x P at the working grid), Ŝ = row-softmax(AᵀA / √D) without the diagonal
   (see :func:`engine.gcrf_solver.similarity` for why), S = diag(Ŝ, Ŝ): one Ŝ for a and b.
-- Automatic colorization: H = I, α = the decoded sample, β = ``beta_test`` (5); one Ŝ for all
-  n samples, solved together (:func:`engine.gcrf_solver.solve_cg`).
+- Automatic colorization: H = I, α = the decoded sample, β = ``beta_auto`` (tuned on the train
+  split at export; files without it: ``beta_test``, the paper's 5); one Ŝ for all n samples,
+  solved together (:func:`engine.gcrf_solver.solve_cg`).
 - Strokes (:class:`GCRFField`): H diagonal with per-pixel weights from the rasterised stroke
   coverage, α = the stroke colour there; the rest keeps the colorization the user picked.
 
@@ -65,6 +66,7 @@ class GCRFConfig(VAEMDNConfig):
     embed_grey_features: bool = True  # the embedding net also sees the grey encoder's features
     beta_train: float = 1.0  # β while training (paper: 1)
     beta_test: float = 5.0  # β for automatic colorization and under strokes (paper: 5)
+    beta_auto: float = 0.0  # β of the automatic colorization alone, tuned on train at export (0: beta_test)
     stroke_base: float = 0.1  # weak unary toward the picked colorization, as a fraction of beta_test
     exclude_self: bool = True  # mask Ŝ's diagonal (see engine.gcrf_solver.similarity)
     embed_cap: float = 0.0  # bound on each embedding's squared norm (Ŝ's logits); 0: unbounded (the paper)
@@ -263,14 +265,17 @@ class GCRF(VAEMDN):
     def solve_automatic(
         self, unary: torch.Tensor, S_hat: torch.Tensor, tol: float = 1e-5, hints: Hints | None = None
     ) -> torch.Tensor:
-        """G-CRF mean with H = I, β = beta_test: unary (n, 2, S, S), Ŝ (P, P) -> (n, 2, S, S).
+        """G-CRF mean with H = I, β = ``beta_auto`` (else beta_test): unary (n, 2, S, S), Ŝ (P, P)
+        -> (n, 2, S, S). The HOC term is trained on a coarser grid than this solve runs on
+        (``hoc_train_size`` 32 on a CPU), so the paper's β = 5 is not this grid's best: export
+        tunes β on the train split (faces: best-of-5 L1 .0497 at 5, .0456 at 1).
 
         With ``hints`` (on this grid), hinted pixels get a second, ``HINT_WEIGHT`` times
         stronger unary toward the hint colour: β(1 + HINT_WEIGHT·c) x = β unary + β HINT_WEIGHT c
         hint there, so every sample agrees with what the user locked (lock and resample)."""
         n, c, h, w = unary.shape
         rhs = unary.float().reshape(n * c, h * w).T  # (P, 2n): every sample's a and b at once
-        beta = self.cfg.beta_test
+        beta = self.cfg.beta_auto or self.cfg.beta_test
         weights = torch.full((h * w,), beta, device=rhs.device)
         x0 = rhs
         rhs = beta * rhs

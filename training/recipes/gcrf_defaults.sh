@@ -7,8 +7,8 @@ family=${1:?faces or general}; shift || true
 DATA=${DATA:-../shared/data}
 RUNS=${RUNS:-$HOME/.local/share/divcolor/runs}  # outside the work tree: reruns resume from here
 case "$family" in
-    faces)   data="$DATA/lfw64";     reveal=() ;;
-    general) data="$DATA/natural64"; reveal=(--reveal-data "$DATA/natural128") ;;
+    faces)   data="$DATA/lfw64";     reveal=(); hint_tune=() ;;
+    general) data="$DATA/natural64"; reveal=(--reveal-data "$DATA/natural128"); hint_tune=(--hint-data "$DATA/natural128") ;;
     *) echo "unknown family $family" >&2; exit 2 ;;
 esac
 run="$RUNS/$family-gcrf"
@@ -18,7 +18,7 @@ train=${TRAIN:-.venv/bin/divcolor-train}
 "$train" gcrf-hoc --data "$data" --out "$run" --preset cpu ${HOC_STEPS:+--steps $HOC_STEPS} "$@"
 # The learned hint branch (Zhang et al. 2017) on the finished model: strokes colour their object.
 "$train" gcrf-hints --data "$data" --out "$run" "$@" --steps "${HINTS_STEPS:-1200}"
-"$train" export --out "$run" --data "$data" --half --dest "resources/models/gcrf_$family.safetensors"
+"$train" export --out "$run" --data "$data" "${hint_tune[@]}" --half --dest "resources/models/gcrf_$family.safetensors"
 test_data="$DATA/natural128"; [ "$family" = faces ] && test_data="$DATA/lfw64"
 "$train" eval --checkpoint "resources/models/gcrf_$family.safetensors" --data "$test_data" "${reveal[@]}" \
     --json "docs/results/gcrf_${family}_eval.json" --sheet "docs/results/gcrf_${family}_test.png" --demo "$DATA/bw_demo" \

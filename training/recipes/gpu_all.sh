@@ -24,10 +24,12 @@ if [ "${DRY_RUN:-0}" = 1 ]; then
     common=(--device cpu --threads 1 --limit 12 --batch-size 4 --log-every 1)
     BACKBONE_STEPS=2 FACES_STEPS=2 VAE_STEPS=2 MDN_STEPS=2 GCRF_STEPS=2 HINTS_STEPS=2 PIC_STEPS=2
     evalopt=(--limit 2 --samples 2)
+    tune=(--tune-images 2 --hint-tune-images 2 --beta-tune-images 2)  # G-CRF tuning: 4096² inverses per image
     families=(general)
 else
     common=(--device cuda --log-every 100)
     evalopt=(--limit 500)
+    tune=()
     families=(general faces)
 fi
 train() { "$PY" -m training.cli "$@"; }
@@ -52,9 +54,8 @@ for family in "${families[@]}"; do
     train gcrf-unary --data "$data" --out "$grun" --init-from "$run"
     train gcrf-mdn --data "$data" --out "$grun" --preset paper --steps "${MDN_STEPS:-3000}" "${common[@]}"
     train gcrf-hoc --data "$data" --out "$grun" --preset paper --steps "${GCRF_STEPS:-2000}" "${common[@]}"
-    # (not in the dry run: exporting a hint-branch model there took over 10 CPU-minutes; to look into)
-    [ "${DRY_RUN:-0}" = 1 ] || train gcrf-hints --data "$data" --out "$grun" --steps "${HINTS_STEPS:-2000}" "${common[@]}"
-    train export --out "$grun" --data "$data" --half --dest "$models/gcrf_$family.safetensors"
+    train gcrf-hints --data "$data" --out "$grun" --steps "${HINTS_STEPS:-2000}" "${common[@]}"
+    train export --out "$grun" --data "$data" --half "${tune[@]}" --dest "$models/gcrf_$family.safetensors"
 done
 # PIC at the backbone's 64 px (the paper's 128 px needs a 128 px backbone).
 train pic --data "$nat" --out "$runs/general-pic" --preset paper --size 64 --subsample 2 --steps "${PIC_STEPS:-4000}" \

@@ -72,6 +72,8 @@ HOC_STAGE = "gcrf-hoc"
 TUNE_FILE = "tune.json"
 PAPER_BOUNDARIES = (2 / 15, 4 / 15, 6 / 15, 8 / 15)  # reveal-level changes: epochs 2, 4, 6, 8 of 15
 STROKE_BASE_CANDIDATES = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2)  # x beta_test; one inverse each per image
+BETA_AUTO_CANDIDATES = (0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)  # β of the automatic solve; 5 is the paper's
+BETA_FILE = "beta.json"
 POINTS_ONLY_CANDIDATES = (0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.01)  # x beta_test, hints-only weak unary
 HINT_WEIGHT_CANDIDATES = (1.0, 20.0)  # x beta_test, hints-only hint weight
 POINTS_ONLY_WEIGHT, HINT_WEIGHT = 0.0001, 20.0  # picked for gcrf_general on natural128 train; used when there is no train split
@@ -154,8 +156,8 @@ class GCRFHintsStageConfig(StageConfig):
         "init": "an exported G-CRF file to add the hint branch to (default: this RUN_DIR's finished vae, gcrf-hoc "
                 "and mdn stages)",
         "hint_width": "channels of the hint branch's first level (x2, x4 deeper)",
-        "hint_unary": "weak unary toward the hint branch's colorization from hints alone, x beta_test (stored in the "
-                      "model; 0.001 was best on natural128 train, eval re-tunes it on the train split)",
+        "hint_unary": "weak unary toward the hint branch's colorization from hints alone, x beta_test (the start: "
+                      "export tunes it on the train split and stores it in the model)",
         "max_points": "simulated 7x7 (at 128 px) true-colour points per image: 0..max, log-uniform",
         "stroke_prob": "probability that an image also gets 1-3 short simulated strokes",
         "base_prob": "fraction of images whose hint branch corrects a sample of the model (the rest: hints alone)",
@@ -520,9 +522,16 @@ def train_hints(cfg: GCRFHintsStageConfig) -> int:
     return run_loop(spec, {"hint_net": net}, opt, step, meta, sched=cosine(cfg.steps, warmup=50), ddp=ddp)
 
 
-def export_hints(run_dir: Path, dest: Path | None = None, half: bool = False, need_finished: bool = True) -> Path:
+def export_hints(
+    run_dir: Path, dest: Path | None = None, half: bool = False, need_finished: bool = True,
+    data: str | None = None, tune_images: int = 16, hint_data: str | None = None, hint_tune_images: int = 64,
+    beta_tune_images: int = 64,
+) -> Path:
     """The G-CRF file with the trained hint branch: the ``--init`` file (or this run's assembled
-    stages) plus the ``gcrf-hints`` weights, its config saying ``hint_branch``."""
+    stages) plus the ``gcrf-hints`` weights, its config saying ``hint_branch``; then the pull
+    toward the branch (``hint_unary``) is tuned on ``hint_tune_images`` training images of
+    ``hint_data`` (default ``data``, then the stage's) and written into the file, so the app
+    uses the weight evaluation reports (cached in RUN_DIR/gcrf-hints/tune.json)."""
     run_dir = Path(run_dir)
     st = read_state(run_dir, HINTS_STAGE, need_finished)
     init = st.meta.get("init") or ""
@@ -531,7 +540,8 @@ def export_hints(run_dir: Path, dest: Path | None = None, half: bool = False, ne
         tensors = {k: v for k, v in ck.tensors.items() if not k.startswith("hint_net.")}
         meta = {k: v for k, v in ck.meta.items() if k not in ("format_version", "created")}
     else:
-        exported = export(run_dir, run_dir / "base_model.safetensors", half=half)
+        exported = export(run_dir, run_dir / "base_model.safetensors", half=half, data=data, tune_images=tune_images,
+                          beta_tune_images=beta_tune_images)
         ck = load_checkpoint(exported, METHOD)
         tensors, meta = dict(ck.tensors), {k: v for k, v in ck.meta.items() if k not in ("format_version", "created")}
     hint = {f"hint_net.{k}": v for k, v in st.subset("hint_net").items()}
@@ -544,8 +554,59 @@ def export_hints(run_dir: Path, dest: Path | None = None, half: bool = False, ne
     meta.setdefault("time", {}).update(stage_times(**{HINTS_STAGE: st.meta}))
     dest = Path(dest) if dest else run_dir / MODEL_FILE
     save_checkpoint(dest, tensors, meta)
+    tune_data = hint_data or data or (st.meta.get("stage_config") or {}).get("data")
+    if hint_tune_images > 0 and tune_data:
+        dirs = [Path(c["backbone_file"]).parent for c in (meta.get("training") or {}).values()
+                if isinstance(c, dict) and c.get("backbone_file")]
+        tune_hint_file(dest, tune_data, hint_tune_images, run_dir / HINTS_STAGE / TUNE_FILE, dirs)
     print(f"wrote {dest} ({dest.stat().st_size / 2**20:.2f} MiB)", file=sys.stderr)
     return dest
+
+
+def tune_hint_file(
+    path: Path, data: str, images: int = 64, cache: Path | None = None, backbone_dirs: list[Path] | None = None,
+) -> dict[str, Any] | None:
+    """Tune a hint-branch G-CRF file's ``hint_unary`` on ``images`` training images of ``data``
+    (:func:`tune_hint_unary`) and write it into the file with the scores (meta ``hint_tuning``).
+    None, with a warning, when ``data`` has no train split: the file keeps its weight. 16-20
+    images picked 0.001 on one subset of natural128 train and 0.0001 on another (the curve is
+    flat near its top): the default is 64."""
+    from engine.colorizer import default_model_dir, load_model
+
+    tune = json.loads(cache.read_text()) if cache is not None and cache.exists() else None
+    if tune is None:
+        model = load_model(path, [*(backbone_dirs or []), default_model_dir()])
+        try:
+            tune = tune_hint_unary(model, data, "train", images)
+        except FileNotFoundError as e:
+            print(f"export: cannot tune the pull toward the hint branch ({e}); keeping {model.cfg.hint_unary}",
+                  file=sys.stderr)
+            return None
+        if cache is not None:
+            atomic_write(cache, json.dumps(tune, indent=2) + "\n")
+    _store_tuning(path, {"hint_unary": float(tune["hint_unary"])}, "hint_tuning", tune)
+    return tune
+
+
+def tune_beta_file(path: Path, data: str, images: int = 64, backbone_dirs: list[Path] | None = None) -> dict[str, Any]:
+    """Tune a G-CRF file's β of the automatic solve (:func:`tune_beta_auto`) on ``images``
+    training images of ``data`` and write it into the file (meta ``beta_tuning``): what export
+    does, for a file exported before it did."""
+    from engine.colorizer import default_model_dir, load_model
+
+    model = load_model(path, [*(backbone_dirs or []), default_model_dir()])
+    tune = tune_beta_auto(model, D.load_lab(data, "train", model.cfg.size, images))
+    _store_tuning(path, {"beta_auto": float(tune["best"])}, "beta_tuning", tune)
+    return tune
+
+
+def _store_tuning(path: Path, config: dict[str, Any], key: str, tune: dict[str, Any]) -> None:
+    """Rewrite a model file with ``config`` fields changed and ``tune`` recorded under ``key``."""
+    ck = load_checkpoint(path, METHOD)
+    meta = {k: v for k, v in ck.meta.items() if k not in ("format_version", "created")}
+    meta["config"] = {**meta["config"], **config}
+    meta[key] = tune
+    save_checkpoint(path, dict(ck.tensors), meta)
 
 
 # --------------------------------------------------------------------------------------------
@@ -574,16 +635,29 @@ def assemble(run_dir: Path) -> tuple[GCRF, ColorStats, dict[str, Any]]:
 
 def export(
     run_dir: Path, dest: Path | None = None, metrics: dict | None = None, half: bool = False,
-    data: str | None = None, tune_images: int = 16,
+    data: str | None = None, tune_images: int = 16, beta_tune_images: int = 64,
 ) -> Path:
     """Write the G-CRF checkpoint the app loads (grey encoder, decoder, MDN, embedding net),
-    after tuning the strokes' weak-unary weight on the training split once
-    (cached in RUN_DIR/gcrf-hoc/tune.json; skipped with a warning if the data is not found)."""
+    after tuning on the training split once: β of the automatic solve on ``beta_tune_images``
+    (cached in RUN_DIR/gcrf-hoc/beta.json), then the strokes' weak-unary weight on
+    ``tune_images`` (tune.json); each skipped with a warning if the data is not found."""
     run_dir = Path(run_dir)
     model, _, info = assemble(run_dir)
+    data = data or (info["hoc"].get("stage_config") or {}).get("data")
+    beta_path = run_dir / HOC_STAGE / BETA_FILE
+    beta = json.loads(beta_path.read_text()) if beta_path.exists() else None
+    if beta is None and beta_tune_images > 0 and data:
+        try:
+            lab = D.load_lab(data, "train", model.cfg.size, beta_tune_images)
+        except FileNotFoundError as e:
+            print(f"export: cannot tune β ({e}); keeping {model.cfg.beta_test}", file=sys.stderr)
+        else:
+            beta = tune_beta_auto(model, lab)
+            atomic_write(beta_path, json.dumps(beta, indent=2) + "\n")
+    if beta is not None:
+        model.cfg.beta_auto = float(beta["best"])
     tune_path = run_dir / HOC_STAGE / TUNE_FILE
     tune = json.loads(tune_path.read_text()) if tune_path.exists() else None
-    data = data or (info["hoc"].get("stage_config") or {}).get("data")
     if tune is None and tune_images > 0 and data:
         try:
             lab = D.load_lab(data, "train", model.cfg.size, tune_images)
@@ -608,6 +682,7 @@ def export(
         "training": {"vae": vmeta.get("stage_config"), HOC_STAGE: hmeta.get("stage_config"), "mdn": mmeta.get("stage_config")},
         "time": stage_times(vae=vmeta, **{HOC_STAGE: hmeta}, mdn=mmeta),
         "stroke_tuning": tune or {},
+        "beta_tuning": beta or {},
         "metrics": metrics or {},
         **backbone_meta(vmeta.get("stage_config")),
     }
@@ -716,6 +791,38 @@ def tune_stroke_base(
     mean = {str(c): round(float(np.mean(v)), 3) for c, v in scores.items()}
     best = max(candidates, key=lambda c: np.mean(scores[c]))
     return {"best": best, "psnr": mean, "images": len(lab), "points": list(points), "seconds": round(time.time() - t0, 1)}
+
+
+@torch.no_grad()
+def tune_beta_auto(
+    model: GCRF, lab: D.LabSet, candidates: tuple[float, ...] = BETA_AUTO_CANDIDATES, n_samples: int = 5,
+) -> dict[str, Any]:
+    """Pick β of the automatic solve by Table 2's error-of-best (L1, ``n_samples`` MDN means) on
+    *training* images at the model grid: each image is decoded once and solved per candidate.
+    Reports the first sample's error and the samples' variance too: a smaller β smooths more."""
+    model.eval()
+    eob: dict[float, list[float]] = {c: [] for c in candidates}
+    first: dict[float, list[float]] = {c: [] for c in candidates}
+    var: dict[float, list[float]] = {c: [] for c in candidates}
+    saved, t0 = model.cfg.beta_auto, time.time()
+    try:
+        for i in range(len(lab)):
+            L, ab = lab.L[i : i + 1], lab.ab[i]
+            _, unary = model.colorize(L, n_samples, mode="means", return_unary=True)
+            S_hat = model.similarity(L)[0]
+            for c in candidates:
+                model.cfg.beta_auto = c
+                x = model.solve_automatic(unary, S_hat).clamp(-1, 1).float()
+                err = (x - ab[None]).abs().mean(dim=(1, 2, 3))
+                eob[c].append(float(err.min()))
+                first[c].append(float(err[0]))
+                var[c].append(float(x.var(0).mean()) if n_samples > 1 else 0.0)
+    finally:
+        model.cfg.beta_auto = saved
+    best = min(candidates, key=lambda c: np.mean(eob[c]))
+    table = {str(c): {"error_of_best_l1": round(float(np.mean(eob[c])), 5), "first_l1": round(float(np.mean(first[c])), 5),
+                      "variance": round(float(np.mean(var[c])), 6)} for c in candidates}
+    return {"best": best, "by_beta": table, "images": len(lab), "samples": n_samples, "seconds": round(time.time() - t0, 1)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -977,7 +1084,7 @@ def psnr_vs_points(
     return out
 
 
-HINT_UNARY_CANDIDATES = (0.0003, 0.001, 0.003, 0.01, 0.1)  # x beta_test
+HINT_UNARY_CANDIDATES = (0.00003, 0.0001, 0.0003, 0.001, 0.003, 0.01)  # x beta_test
 
 
 @torch.no_grad()
@@ -1022,9 +1129,9 @@ def evaluate_gcrf(
 
         model = load_model(checkpoint)  # with its backbone, if it looks through one
         try:
-            if getattr(model, "has_hint_branch", False):
-                tuned = tune_hint_unary(model, reveal_data, "train", min(tune_limit, 20))
-                tuned.update(base_weight=POINTS_ONLY_WEIGHT, hint_weight=HINT_WEIGHT)  # (unused with a branch)
+            if getattr(model, "has_hint_branch", False):  # the file's own weight, tuned on train at export
+                tuned = {**(model.meta.get("hint_tuning") or {"skipped": "the file's weight, not tuned at export"}),
+                         "hint_unary": model.cfg.hint_unary, "base_weight": POINTS_ONLY_WEIGHT, "hint_weight": HINT_WEIGHT}
             else:
                 tuned = tune_points_only(model, reveal_data, "train", tune_limit)
         except FileNotFoundError as e:  # no train split beside the test one: never tune on test
