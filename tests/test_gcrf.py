@@ -218,8 +218,14 @@ def test_beta_of_the_automatic_solve_is_tuned_on_train_against_a_dense_solve(tmp
             x = gcrf_solve(S, torch.full((256,), beta, dtype=D64), rhs).T.reshape(2, 2, 16, 16).clamp(-1, 1)
             eob.append(float((x - lab.ab[i][None].double()).abs().mean(dim=(1, 2, 3)).min()))
         assert abs(tune["by_beta"][str(beta)]["error_of_best_l1"] - np.mean(eob)) < 1e-4
-    scores = {float(k): v["error_of_best_l1"] for k, v in tune["by_beta"].items()}
-    assert tune["best"] == min(scores, key=scores.get) and model.cfg.beta_auto == 0.0  # the model is left as it was
+    table = {float(k): v for k, v in tune["by_beta"].items()}
+    vivid = [b for b, v in table.items() if v["colourfulness"] >= 0.85 * tune["colourfulness_truth"]]
+    pick = min(vivid, key=lambda b: table[b]["error_of_best_l1"]) if vivid else max(table, key=lambda b: table[b]["colourfulness"])
+    assert tune["best"] == pick and model.cfg.beta_auto == 0.0  # the model is left as it was
+    free = tune_beta_auto(model, lab, candidates=(0.5, 5.0), n_samples=2, colour_tolerance=1.0)  # no colour bound
+    assert free["best"] == min(table, key=lambda b: table[b]["error_of_best_l1"])
+    strict = tune_beta_auto(model, lab, candidates=(0.5, 5.0), n_samples=2, colour_tolerance=-10.0)  # unreachable
+    assert strict["best"] == max(table, key=lambda b: table[b]["colourfulness"])  # then the most colourful
 
     stored = tune_beta_file(path, tiny_data, 3)
     loaded = load_model(path)

@@ -46,6 +46,8 @@ def test_gpu_recipe_dry_run_trains_exports_and_evaluates_every_model(tmp_path):
     assert meta["stroke_tuning"]["images"] == 2  # --tune-images
     assert "(2 images)" in meta["hint_tuning"]["data"]  # --hint-tune-images: the pull toward the branch, in the file
     assert meta["config"]["hint_unary"] == meta["hint_tuning"]["hint_unary"] == gcrf.cfg.hint_unary
+    assert meta["beta_tuning"]["images"] == 2 and gcrf.cfg.beta_auto == meta["beta_tuning"]["best"]
+    assert load_checkpoint(models / "pic_general.safetensors").meta["sampling"]["images"] == 2  # calibrated on 2
     # the paper preset's widths, not the CPU ones
     vae = load_model(models / "vae_mdn_general.safetensors", [models])
     assert vae.cfg.width == 128

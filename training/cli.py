@@ -71,9 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--half", action="store_true", help="store weights as float16 (halves the file)")
     ex.add_argument("--data", help="G-CRF / PIC: training data to tune the stroke weight / sampling temperature on "
                     "(default: the training stage's); VAE-MDN ignores it")
-    ex.add_argument("--tune-images", type=int, default=16,
-                    help="G-CRF: training images the stroke weight is tuned on (0: keep the model's; a run's "
-                         "tuning is cached in RUN_DIR/gcrf-hoc/tune.json)")
+    ex.add_argument("--tune-images", type=int, default=None,
+                    help="G-CRF: training images the stroke weight is tuned on (default 16; 0: keep the model's; a "
+                         "run's tuning is cached in RUN_DIR/gcrf-hoc/tune.json); PIC: training images the sampling "
+                         "temperature is calibrated on (default 64; 0: T = 1)")
     ex.add_argument("--beta-tune-images", type=int, default=64,
                     help="G-CRF: training images β of the automatic solve is tuned on, by error-of-best (0: keep "
                          "the paper's beta_test; cached in RUN_DIR/gcrf-hoc/beta.json)")
@@ -157,20 +158,23 @@ def _run(args: argparse.Namespace) -> int:
             method = "backbone"
         if method == "auto":
             method = "pic" if (run / pic.STAGE).is_dir() else "gcrf" if (run / gcrf.HOC_STAGE).is_dir() or (run / gcrf.HINTS_STAGE).is_dir() else "vae-mdn"
+        dest = Path(args.dest) if args.dest else None
+        n = args.tune_images  # None: each method's own default
+        tune = {} if n is None else {"tune_images": n}
         if method == "backbone":
-            backbone.export(run, Path(args.dest) if args.dest else None, metrics, args.half, need_finished=not args.unfinished)
+            backbone.export(run, dest, metrics, args.half, need_finished=not args.unfinished)
         elif method == "pic":
-            pic.export(run, Path(args.dest) if args.dest else None, metrics, args.half, need_finished=not args.unfinished,
-                       data=args.data)
+            pic.export(run, dest, metrics, args.half, need_finished=not args.unfinished, data=args.data,
+                       **({} if n is None else {"calibrate_images": n}))
         elif method == "gcrf" and (run / gcrf.HINTS_STAGE).is_dir():
-            gcrf.export_hints(run, Path(args.dest) if args.dest else None, args.half, need_finished=not args.unfinished,
-                              data=args.data, tune_images=args.tune_images, hint_data=args.hint_data,
-                              hint_tune_images=args.hint_tune_images, beta_tune_images=args.beta_tune_images)
+            gcrf.export_hints(run, dest, args.half, need_finished=not args.unfinished, data=args.data,
+                              hint_data=args.hint_data, hint_tune_images=args.hint_tune_images,
+                              beta_tune_images=args.beta_tune_images, **tune)
         elif method == "gcrf":
-            gcrf.export(run, Path(args.dest) if args.dest else None, metrics, args.half, data=args.data,
-                        tune_images=args.tune_images, beta_tune_images=args.beta_tune_images)
+            gcrf.export(run, dest, metrics, args.half, data=args.data, beta_tune_images=args.beta_tune_images,
+                        **tune)
         else:
-            vae_mdn.export(run, Path(args.dest) if args.dest else None, metrics, args.half)
+            vae_mdn.export(run, dest, metrics, args.half)
         return 0
     if args.stage == "results":
         from .results import run_results

@@ -25,11 +25,13 @@ if [ "${DRY_RUN:-0}" = 1 ]; then
     BACKBONE_STEPS=2 FACES_STEPS=2 VAE_STEPS=2 MDN_STEPS=2 GCRF_STEPS=2 HINTS_STEPS=2 PIC_STEPS=2
     evalopt=(--limit 2 --samples 2)
     tune=(--tune-images 2 --hint-tune-images 2 --beta-tune-images 2)  # G-CRF tuning: 4096² inverses per image
+    pic_tune=(--tune-images 2)  # PIC's temperature: 7 temperatures x 2 raster-order samples per image
     families=(general)
 else
     common=(--device cuda --log-every 100)
     evalopt=(--limit 500)
     tune=()
+    pic_tune=()
     families=(general faces)
 fi
 train() { "$PY" -m training.cli "$@"; }
@@ -60,7 +62,7 @@ done
 # PIC at the backbone's 64 px (the paper's 128 px needs a 128 px backbone).
 train pic --data "$nat" --out "$runs/general-pic" --preset paper --size 64 --subsample 2 --steps "${PIC_STEPS:-4000}" \
     --backbone-file "$models/backbone_general.safetensors" "${common[@]}"
-train export --out "$runs/general-pic" --half --dest "$models/pic_general.safetensors"
+train export --out "$runs/general-pic" --half "${pic_tune[@]}" --dest "$models/pic_general.safetensors"
 
 for m in pic_general "${families[@]/#/vae_mdn_}" "${families[@]/#/gcrf_}"; do
     data=$nat; case $m in *faces) data=$faces ;; esac
