@@ -45,7 +45,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
@@ -645,28 +645,13 @@ def export(
     run_dir = Path(run_dir)
     model, _, info = assemble(run_dir)
     data = data or (info["hoc"].get("stage_config") or {}).get("data")
-    beta_path = run_dir / HOC_STAGE / BETA_FILE
-    beta = json.loads(beta_path.read_text()) if beta_path.exists() else None
-    if beta is None and beta_tune_images > 0 and data:
-        try:
-            lab = D.load_lab(data, "train", model.cfg.size, beta_tune_images)
-        except FileNotFoundError as e:
-            print(f"export: cannot tune β ({e}); keeping {model.cfg.beta_test}", file=sys.stderr)
-        else:
-            beta = tune_beta_auto(model, lab)
-            atomic_write(beta_path, json.dumps(beta, indent=2) + "\n")
+    size = model.cfg.size
+    beta = _cached_tuning(run_dir / HOC_STAGE / BETA_FILE, data, beta_tune_images, size,
+                          lambda lab: tune_beta_auto(model, lab), "β")
     if beta is not None:
         model.cfg.beta_auto = float(beta["best"])
-    tune_path = run_dir / HOC_STAGE / TUNE_FILE
-    tune = json.loads(tune_path.read_text()) if tune_path.exists() else None
-    if tune is None and tune_images > 0 and data:
-        try:
-            lab = D.load_lab(data, "train", model.cfg.size, tune_images)
-        except FileNotFoundError as e:
-            print(f"export: cannot tune the stroke weight ({e}); keeping {model.cfg.stroke_base}", file=sys.stderr)
-        else:
-            tune = tune_stroke_base(model, lab)
-            tune_path.write_text(json.dumps(tune, indent=2) + "\n")
+    tune = _cached_tuning(run_dir / HOC_STAGE / TUNE_FILE, data, tune_images, size,  # over the tuned β's samples
+                          lambda lab: tune_stroke_base(model, lab), "the stroke weight")
     if tune is not None:
         model.cfg.stroke_base = float(tune["best"])
     # No training statistics (PCA, histogram): nothing trains from a G-CRF file with the
@@ -691,6 +676,26 @@ def export(
     save_checkpoint(dest, tensors, meta)
     print(f"wrote {dest} ({dest.stat().st_size / 2**20:.2f} MiB)", file=sys.stderr)
     return dest
+
+
+def _cached_tuning(
+    cache: Path, data: str | None, images: int, size: int, tune: Callable[[D.LabSet], dict[str, Any]], what: str,
+) -> dict[str, Any] | None:
+    """A run's tuning on ``images`` training images of ``data`` at ``size``, computed once and
+    cached in ``cache`` (a rerun of export reads it); None, with a warning where there is no
+    train split, when there is nothing to tune on: the model keeps its own value."""
+    if cache.exists():
+        return json.loads(cache.read_text())
+    if images <= 0 or not data:
+        return None
+    try:
+        lab = D.load_lab(data, "train", size, images)
+    except FileNotFoundError as e:
+        print(f"export: cannot tune {what} ({e}); keeping the model's", file=sys.stderr)
+        return None
+    result = tune(lab)
+    atomic_write(cache, json.dumps(result, indent=2) + "\n")
+    return result
 
 
 # --------------------------------------------------------------------------------------------
