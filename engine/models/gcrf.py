@@ -268,7 +268,8 @@ class GCRF(VAEMDN):
         """G-CRF mean with H = I, β = ``beta_auto`` (else beta_test): unary (n, 2, S, S), Ŝ (P, P)
         -> (n, 2, S, S). The HOC term is trained on a coarser grid than this solve runs on
         (``hoc_train_size`` 32 on a CPU), so the paper's β = 5 is not this grid's best: export
-        tunes β on the train split (faces: best-of-5 L1 .0497 at 5, .0456 at 1).
+        tunes β on the train split, least best-of-5 error under a colourfulness bound (a small β
+        smooths along Ŝ: faces .0498 at 5, .0411 at 0.02, but general photos lose their colour).
 
         With ``hints`` (on this grid), hinted pixels get a second, ``HINT_WEIGHT`` times
         stronger unary toward the hint colour: β(1 + HINT_WEIGHT·c) x = β unary + β HINT_WEIGHT c
