@@ -210,7 +210,8 @@ def test_vae_mdn_and_gcrf_look_through_one_shared_backbone(tiny_data, tiny_backb
     assert main(["gcrf-unary", "--data", tiny_data, "--out", str(grun), "--init-from", str(run)]) == 0
     assert main(["gcrf-hoc", "--data", tiny_data, "--out", str(grun), "--steps", "2", "--batch-size", "4", "--embed-width", "4",
                  "--embed-dim", "4", "--hoc-train-size", "16", "--log-every", "1"]) == 0
-    assert main(["export", "--out", str(grun), "--dest", str(models / "gcrf_general.safetensors")]) == 0
+    assert main(["export", "--out", str(grun), "--dest", str(models / "gcrf_general.safetensors"),
+                 "--tune-images", "2", "--beta-tune-images", "2"]) == 0  # tuning at P = 4096: a few images
 
     vae = load_model(models / "vae_mdn_general.safetensors", [])
     digest = Backbone.from_checkpoint(tiny_backbone).meta["digest"]

@@ -514,7 +514,7 @@ def test_hint_branch_on_a_model_that_looks_through_a_backbone(tiny_data, tiny_ba
     assert main(["gcrf-hints", *common, "--steps", "2", "--batch-size", "4", "--hint-width", "4", "--log-every", "1"]) == 0
     (run / "gcrf-hoc" / "tune.json").write_text('{"best": 0.05}')  # the stroke weight's tuning, cached: not tested here
     assert main(["export", "--out", str(run), "--dest", str(models / "gcrf_general.safetensors"),
-                 "--hint-tune-images", "2"]) == 0
+                 "--hint-tune-images", "2", "--beta-tune-images", "2"]) == 0
     c = Colorizer(device="cpu", model_dirs=[models])
     model = c.model(c.resolve("gcrf", "general"))
     assert model.has_hint_branch and model.backbone is not None and model.cfg.backbone
