@@ -379,10 +379,11 @@ def test_vae_mdn_codes_are_chosen_to_agree_with_hints():
     cov[2:6, 8:14] = 1.0
     target = torch.zeros(2, 16, 16)
     target[0], target[1] = -0.2, 0.4
-    feats, grey = model.grey_features(L)
     gens = lambda: sample_generators(3, 0, 6)
-    free = model.decoder(model.codes(L, 6, gens(), 1.0, True, None, feats, grey), feats, grey)
-    hinted = model.decoder(model.codes(L, 6, gens(), 1.0, True, Hints(cov, target), feats, grey), feats, grey)
+    with torch.no_grad():  # inference, as the app calls it
+        feats, grey = model.grey_features(L)
+        free = model.decoder(model.codes(L, 6, gens(), 1.0, True, None, feats, grey), feats, grey)
+        hinted = model.decoder(model.codes(L, 6, gens(), 1.0, True, Hints(cov, target), feats, grey), feats, grey)
     assert float(_hint_error(hinted, cov, target).mean()) < float(_hint_error(free, cov, target).mean())
 
 
@@ -458,11 +459,23 @@ def test_hint_branch_trains_exports_and_a_hint_stays_local(tmp_path, tiny_data):
     tuning = model.meta["hint_tuning"]  # the pull toward the branch, tuned on train and stored: what the app uses
     assert "train (3 images)" in tuning["data"] and set(tuning["psnr"]) == {str(c) for c in HINT_UNARY_CANDIDATES}
     assert model.cfg.hint_unary == tuning["hint_unary"] == float(max(tuning["psnr"], key=tuning["psnr"].get))
-    (run / "gcrf-hints" / "tune.json").write_text(json.dumps({**tuning, "hint_unary": 0.003}))
-    assert main(["export", "--out", str(run), "--dest", str(tmp_path / "again.safetensors")]) == 0
+    cache = run / "gcrf-hints" / "tune.json"
+    stored = json.loads(cache.read_text())
+    stored["result"]["hint_unary"] = 0.003
+    cache.write_text(json.dumps(stored))
+    again = ["export", "--out", str(run), "--dest", str(tmp_path / "again.safetensors")]
+    assert main([*again, "--hint-tune-images", "3"]) == 0
     assert load_model(tmp_path / "again.safetensors").cfg.hint_unary == 0.003  # a rerun reads the cached tuning
+    assert main([*again, "--hint-tune-images", "2"]) == 0  # other images: tuned again
+    assert "train (2 images)" in load_model(tmp_path / "again.safetensors").meta["hint_tuning"]["data"]
+    assert not (run / "gcrf-hints" / "untuned.safetensors").exists()
     assert torch.equal(model.decoder.out.weight, base_model.decoder.out.weight)  # only the branch was trained
     assert torch.equal(model.hint_net.out.weight, st.tensors["hint_net.out.weight"])
+    more = tmp_path / "more"  # --init a file that has a branch: training goes on from it (lr ~0: nothing moves)
+    assert main(["gcrf-hints", "--data", tiny_data, "--out", str(more), "--init", str(run / "model.safetensors"),
+                 "--batch-size", "4", "--hint-width", "4", "--steps", "1", "--lr", "1e-12"]) == 0
+    cont = load_checkpoint(more / "gcrf-hints" / "state.safetensors")
+    assert torch.allclose(cont.tensors["hint_net.out.weight"], st.tensors["hint_net.out.weight"], rtol=0, atol=1e-9)
 
     photo = photo_from_array(synthetic_images(1, size=48)[0])
     field = GCRFStrokeField(model, photo)
@@ -512,9 +525,8 @@ def test_hint_branch_on_a_model_that_looks_through_a_backbone(tiny_data, tiny_ba
     assert main(["gcrf-hoc", *common, "--steps", "2", "--batch-size", "4", "--embed-width", "4", "--embed-dim", "4",
                  "--hoc-train-size", "16", "--log-every", "1"]) == 0
     assert main(["gcrf-hints", *common, "--steps", "2", "--batch-size", "4", "--hint-width", "4", "--log-every", "1"]) == 0
-    (run / "gcrf-hoc" / "tune.json").write_text('{"best": 0.05}')  # the stroke weight's tuning, cached: not tested here
-    assert main(["export", "--out", str(run), "--dest", str(models / "gcrf_general.safetensors"),
-                 "--hint-tune-images", "2", "--beta-tune-images", "2"]) == 0
+    assert main(["export", "--out", str(run), "--dest", str(models / "gcrf_general.safetensors"),  # stroke weight: not tuned here
+                 "--hint-tune-images", "2", "--beta-tune-images", "2", "--tune-images", "0"]) == 0
     c = Colorizer(device="cpu", model_dirs=[models])
     model = c.model(c.resolve("gcrf", "general"))
     assert model.has_hint_branch and model.backbone is not None and model.cfg.backbone
@@ -531,3 +543,25 @@ def test_hint_branch_on_a_model_that_looks_through_a_backbone(tiny_data, tiny_ba
         photo, method, family, checkpoint)
     c.sample(photo, "gcrf", n=1, checkpoint=str(mine), strokes=[Stroke((30, 200, 40), 3, ((8.0, 8.0),))])
     assert used and Path(used[-1]) == mine
+
+
+def test_a_cached_tuning_is_reused_only_for_the_same_weights_and_data(tmp_path):
+    """export caches its tunings; a stage trained further (other weights) must tune again."""
+    from training.stages.gcrf import _cached_tuning, tensor_digest
+
+    calls: list[int] = []
+    compute = lambda: calls.append(1) or {"best": len(calls)}
+    w = {"a": torch.ones(3), "b": torch.zeros(2, dtype=torch.float16)}
+    key = lambda t: {"model": tensor_digest(t), "data": "d", "images": 4}
+    cache = tmp_path / "tune.json"
+    assert _cached_tuning(cache, key(w), compute, "x") == {"best": 1}
+    assert _cached_tuning(cache, key({k: v.clone() for k, v in w.items()}), compute, "x") == {"best": 1}  # same weights
+    trained = {**w, "a": torch.tensor([1.0, 1.0, 1.0 + 1e-6])}
+    assert _cached_tuning(cache, key(trained), compute, "x") == {"best": 2} and len(calls) == 2
+    assert tensor_digest(w) != tensor_digest({**w, "b": w["b"].float()})  # dtype counts
+
+    def missing():
+        raise FileNotFoundError("no train split")
+
+    assert _cached_tuning(tmp_path / "other.json", key(w), missing, "x") is None  # warned, the model keeps its value
+    assert not (tmp_path / "other.json").exists()

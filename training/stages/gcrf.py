@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import io
 import json
 import math
@@ -485,6 +486,7 @@ def train_hints(cfg: GCRFHintsStageConfig) -> int:
     net: HintNet = model.hint_net  # type: ignore[assignment]
     if base_model.has_hint_branch and base_model.cfg.hint_width == cfg.hint_width:
         net.load_state_dict(base_model.hint_net.state_dict())  # continue a trained branch
+        print(f"gcrf-hints: continuing the trained hint branch of {cfg.init or run_dir}", file=sys.stderr)
     net.requires_grad_(True)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     train = D.load_lab(cfg.data, "train", mcfg.size, cfg.limit or None)
@@ -553,40 +555,33 @@ def export_hints(
     meta.setdefault("steps", {})[HINTS_STAGE] = st.meta.get("step")
     meta.setdefault("training", {})[HINTS_STAGE] = st.meta.get("stage_config")
     meta.setdefault("time", {}).update(stage_times(**{HINTS_STAGE: st.meta}))
-    dest = Path(dest) if dest else run_dir / MODEL_FILE
-    save_checkpoint(dest, tensors, meta)
     tune_data = hint_data or data or (st.meta.get("stage_config") or {}).get("data")
     if hint_tune_images > 0 and tune_data:
+        untuned = save_checkpoint(run_dir / HINTS_STAGE / "untuned.safetensors", tensors, meta)
         dirs = [Path(c["backbone_file"]).parent for c in (meta.get("training") or {}).values()
                 if isinstance(c, dict) and c.get("backbone_file")]
-        tune_hint_file(dest, tune_data, hint_tune_images, run_dir / HINTS_STAGE / TUNE_FILE, dirs)
+        tune = _tune_hints(untuned, tensors, tune_data, hint_tune_images, run_dir / HINTS_STAGE / TUNE_FILE, dirs)
+        untuned.unlink()
+        if tune is not None:
+            meta["config"]["hint_unary"] = float(tune["hint_unary"])
+            meta["hint_tuning"] = tune
+    dest = save_checkpoint(Path(dest) if dest else run_dir / MODEL_FILE, tensors, meta)
     print(f"wrote {dest} ({dest.stat().st_size / 2**20:.2f} MiB)", file=sys.stderr)
     return dest
 
 
-def tune_hint_file(
-    path: Path, data: str, images: int = 64, cache: Path | None = None, backbone_dirs: list[Path] | None = None,
+def _tune_hints(
+    path: Path, tensors: dict[str, torch.Tensor], data: str, images: int, cache: Path, backbone_dirs: list[Path],
 ) -> dict[str, Any] | None:
-    """Tune a hint-branch G-CRF file's ``hint_unary`` on ``images`` training images of ``data``
-    (:func:`tune_hint_unary`) and write it into the file with the scores (meta ``hint_tuning``).
-    None, with a warning, when ``data`` has no train split: the file keeps its weight. 16-20
-    images picked 0.001 on one subset of natural128 train and 0.0001 on another (the curve is
-    flat near its top): the default is 64."""
+    """The pull toward the hint branch (:func:`tune_hint_unary`) of the model file ``path`` (whose
+    ``tensors`` key the cache), on ``images`` training images of ``data``. 16-20 images picked
+    0.001 on one subset of natural128 train and 0.0001 on another (the curve is flat near its
+    top): the default is 64."""
     from engine.colorizer import default_model_dir, load_model
 
-    tune = json.loads(cache.read_text()) if cache is not None and cache.exists() else None
-    if tune is None:
-        model = load_model(path, [*(backbone_dirs or []), default_model_dir()])
-        try:
-            tune = tune_hint_unary(model, data, "train", images)
-        except FileNotFoundError as e:
-            print(f"export: cannot tune the pull toward the hint branch ({e}); keeping {model.cfg.hint_unary}",
-                  file=sys.stderr)
-            return None
-        if cache is not None:
-            atomic_write(cache, json.dumps(tune, indent=2) + "\n")
-    _store_tuning(path, {"hint_unary": float(tune["hint_unary"])}, "hint_tuning", tune)
-    return tune
+    key = {"model": tensor_digest(tensors), "data": str(data), "images": int(images)}
+    return _cached_tuning(cache, key, lambda: tune_hint_unary(
+        load_model(path, [*backbone_dirs, default_model_dir()]), data, "train", images), "the pull toward the hint branch")
 
 
 def tune_beta_file(path: Path, data: str, images: int = 64, backbone_dirs: list[Path] | None = None) -> dict[str, Any]:
@@ -645,18 +640,22 @@ def export(
     run_dir = Path(run_dir)
     model, _, info = assemble(run_dir)
     data = data or (info["hoc"].get("stage_config") or {}).get("data")
-    size = model.cfg.size
-    beta = _cached_tuning(run_dir / HOC_STAGE / BETA_FILE, data, beta_tune_images, size,
-                          lambda lab: tune_beta_auto(model, lab), "β")
-    if beta is not None:
-        model.cfg.beta_auto = float(beta["best"])
-    tune = _cached_tuning(run_dir / HOC_STAGE / TUNE_FILE, data, tune_images, size,  # over the tuned β's samples
-                          lambda lab: tune_stroke_base(model, lab), "the stroke weight")
-    if tune is not None:
-        model.cfg.stroke_base = float(tune["best"])
     # No training statistics (PCA, histogram): nothing trains from a G-CRF file with the
     # decoder's losses, and their 0.33 MiB is what keeps the general file under 10 MiB.
     tensors = model.inference_tensors()
+    train = lambda n: D.load_lab(data, "train", model.cfg.size, n)
+    key = lambda n: {"model": tensor_digest(tensors), "data": str(data), "images": int(n)}
+    beta = tune = None
+    if data and beta_tune_images > 0:
+        beta = _cached_tuning(run_dir / HOC_STAGE / BETA_FILE, key(beta_tune_images),
+                              lambda: tune_beta_auto(model, train(beta_tune_images)), "β")
+    if beta is not None:
+        model.cfg.beta_auto = float(beta["best"])
+    if data and tune_images > 0:  # over the tuned β's samples
+        tune = _cached_tuning(run_dir / HOC_STAGE / TUNE_FILE, {**key(tune_images), "beta_auto": model.cfg.beta_auto},
+                              lambda: tune_stroke_base(model, train(tune_images)), "the stroke weight")
+    if tune is not None:
+        model.cfg.stroke_base = float(tune["best"])
     if half:
         tensors = half_floats(tensors)
     vmeta, hmeta, mmeta = info["vae"], info["hoc"], info["mdn"]
@@ -679,23 +678,33 @@ def export(
 
 
 def _cached_tuning(
-    cache: Path, data: str | None, images: int, size: int, tune: Callable[[D.LabSet], dict[str, Any]], what: str,
+    cache: Path, key: dict[str, Any], compute: Callable[[], dict[str, Any]], what: str,
 ) -> dict[str, Any] | None:
-    """A run's tuning on ``images`` training images of ``data`` at ``size``, computed once and
-    cached in ``cache`` (a rerun of export reads it); None, with a warning where there is no
-    train split, when there is nothing to tune on: the model keeps its own value."""
+    """A tuning computed once and cached in ``cache`` with the ``key`` it was computed for (the
+    model's weights, the data, the image count): a rerun of export reads it, and a stage trained
+    further, or other data, computes it again. None, with a warning, where the data has no train
+    split: the model keeps its own value."""
     if cache.exists():
-        return json.loads(cache.read_text())
-    if images <= 0 or not data:
-        return None
+        stored = json.loads(cache.read_text())
+        if isinstance(stored, dict) and stored.get("key") == key:
+            return stored["result"]
     try:
-        lab = D.load_lab(data, "train", size, images)
+        result = compute()
     except FileNotFoundError as e:
         print(f"export: cannot tune {what} ({e}); keeping the model's", file=sys.stderr)
         return None
-    result = tune(lab)
-    atomic_write(cache, json.dumps(result, indent=2) + "\n")
+    atomic_write(cache, json.dumps({"key": key, "result": result}, indent=2) + "\n")
     return result
+
+
+def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of named tensors (names, dtypes, shapes, bytes): what a tuning was computed on."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------
