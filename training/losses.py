@@ -73,7 +73,9 @@ def compute_stats(ab: torch.Tensor, k: int = 20, smooth_sigma: float = 1.0, mix:
     w = 1.0 / ((1 - mix) * p_s + mix / HIST_BINS**2)
     w = w * support
     w = w / (w * p).sum()  # expected weight over training pixels = 1
-    return ColorStats(mean.float(), comps.float(), sigma.float(), w.view(HIST_BINS, HIST_BINS).float())
+    # Contiguous, as a resumed run loads them from its state file: a transposed PCA basis takes
+    # another GEMM path whose fp32 rounding differs, and the resume would not be bit-exact.
+    return ColorStats(*(t.float().contiguous() for t in (mean, comps, sigma, w.view(HIST_BINS, HIST_BINS))))
 
 
 def pixel_weights(ab_true: torch.Tensor, stats: ColorStats) -> torch.Tensor:
