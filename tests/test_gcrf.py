@@ -547,18 +547,19 @@ def test_hint_branch_on_a_model_that_looks_through_a_backbone(tiny_data, tiny_ba
 
 def test_a_cached_tuning_is_reused_only_for_the_same_weights_and_data(tmp_path):
     """export caches its tunings; a stage trained further (other weights) must tune again."""
-    from training.stages.gcrf import _cached_tuning, tensor_digest
+    from engine.models.backbone import weights_digest
+    from training.stages.gcrf import _cached_tuning
 
     calls: list[int] = []
     compute = lambda: calls.append(1) or {"best": len(calls)}
     w = {"a": torch.ones(3), "b": torch.zeros(2, dtype=torch.float16)}
-    key = lambda t: {"model": tensor_digest(t), "data": "d", "images": 4}
+    key = lambda t: {"model": weights_digest(t), "data": "d", "images": 4}
     cache = tmp_path / "tune.json"
     assert _cached_tuning(cache, key(w), compute, "x") == {"best": 1}
     assert _cached_tuning(cache, key({k: v.clone() for k, v in w.items()}), compute, "x") == {"best": 1}  # same weights
     trained = {**w, "a": torch.tensor([1.0, 1.0, 1.0 + 1e-6])}
     assert _cached_tuning(cache, key(trained), compute, "x") == {"best": 2} and len(calls) == 2
-    assert tensor_digest(w) != tensor_digest({**w, "b": w["b"].float()})  # dtype counts
+    assert weights_digest(w) != weights_digest({**w, "b": w["b"].float()})  # dtype counts
 
     def missing():
         raise FileNotFoundError("no train split")

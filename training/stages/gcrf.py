@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import io
 import json
 import math
@@ -57,6 +56,7 @@ from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.color import AB_SCALE, guided_upsample_ab, recombine
 from engine.files import atomic_write
 from engine.gcrf_solver import GCRFSolver, gcrf_solve, normal_matrix, similarity
+from engine.models.backbone import weights_digest
 from engine.models.gcrf import GCRF, METHOD, GCRFConfig, GCRFField
 
 from .. import data as D
@@ -560,8 +560,10 @@ def export_hints(
         untuned = save_checkpoint(run_dir / HINTS_STAGE / "untuned.safetensors", tensors, meta)
         dirs = [Path(c["backbone_file"]).parent for c in (meta.get("training") or {}).values()
                 if isinstance(c, dict) and c.get("backbone_file")]
-        tune = _tune_hints(untuned, tensors, tune_data, hint_tune_images, run_dir / HINTS_STAGE / TUNE_FILE, dirs)
-        untuned.unlink()
+        try:
+            tune = _tune_hints(untuned, tensors, tune_data, hint_tune_images, run_dir / HINTS_STAGE / TUNE_FILE, dirs)
+        finally:
+            untuned.unlink()
         if tune is not None:
             meta["config"]["hint_unary"] = float(tune["hint_unary"])
             meta["hint_tuning"] = tune
@@ -579,7 +581,7 @@ def _tune_hints(
     top): the default is 64."""
     from engine.colorizer import default_model_dir, load_model
 
-    key = {"model": tensor_digest(tensors), "data": str(data), "images": int(images)}
+    key = {"model": weights_digest(tensors), "data": str(data), "images": int(images)}
     return _cached_tuning(cache, key, lambda: tune_hint_unary(
         load_model(path, [*backbone_dirs, default_model_dir()]), data, "train", images), "the pull toward the hint branch")
 
@@ -644,7 +646,8 @@ def export(
     # decoder's losses, and their 0.33 MiB is what keeps the general file under 10 MiB.
     tensors = model.inference_tensors()
     train = lambda n: D.load_lab(data, "train", model.cfg.size, n)
-    key = lambda n: {"model": tensor_digest(tensors), "data": str(data), "images": int(n)}
+    digest = weights_digest(tensors)
+    key = lambda n: {"model": digest, "data": str(data), "images": int(n)}
     beta = tune = None
     if data and beta_tune_images > 0:
         beta = _cached_tuning(run_dir / HOC_STAGE / BETA_FILE, key(beta_tune_images),
@@ -695,16 +698,6 @@ def _cached_tuning(
         return None
     atomic_write(cache, json.dumps({"key": key, "result": result}, indent=2) + "\n")
     return result
-
-
-def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
-    """SHA-256 of named tensors (names, dtypes, shapes, bytes): what a tuning was computed on."""
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous().reshape(-1)
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------
