@@ -44,7 +44,10 @@ from .types import CancelToken, Colorization, Hints, ProgressFn, StrokeField
 if TYPE_CHECKING:
     from .io import Photo
 
-__all__ = ["DEFAULT_MAX_SIDE", "GCRFStrokeField", "LevinField", "StrokeField", "base_ab", "render_edit"]
+__all__ = [
+    "DEFAULT_MAX_SIDE", "GCRFStrokeField", "LevinField", "StrokeField", "base_ab", "render_edit", "solve_strokes_batch",
+    "stroke_embeddings", "stroke_smoothness", "to_solve_grid",
+]
 
 DEFAULT_MAX_SIDE = 192
 DEFAULT_MAX_CELLS = 160 * 160
@@ -401,6 +404,47 @@ nothing to keep, so colour should fill the region it belongs to; small but not 0
 unrelated regions stay grey."""
 
 
+def stroke_embeddings(model: GCRF, L: torch.Tensor, feats: Sequence[torch.Tensor], grey: torch.Tensor) -> torch.Tensor:
+    """The stroke field's embeddings (B, D, S, S) at the model grid: the G-CRF's A scaled by
+    √STROKE_SHARPEN (so AᵀA is sharpened by STROKE_SHARPEN)."""
+    return model.embeddings(L, feats, grey).float() * STROKE_SHARPEN**0.5
+
+
+def to_solve_grid(t: torch.Tensor, grid: int) -> torch.Tensor:
+    """(B, C, S, S) at the model grid area-averaged onto the g x g solve grid (unchanged if g >= S)."""
+    return t if grid >= t.shape[-1] else F.adaptive_avg_pool2d(t, grid)
+
+
+def stroke_smoothness(S: torch.Tensor) -> torch.Tensor:
+    """The stroke field's smoothness matrix for Ŝ (..., P, P): (I-Ŝ)ᵀ(I-Ŝ) + STROKE_LAPLACIAN (D - W),
+    W = (Ŝ + Ŝᵀ)/2. Batched; the field and training's solve in the loop build it here."""
+    W = 0.5 * (S + S.transpose(-1, -2))
+    KtK = normal_matrix(S)
+    KtK.diagonal(dim1=-2, dim2=-1).add_(STROKE_LAPLACIAN * W.sum(-1))
+    return KtK.sub_(STROKE_LAPLACIAN * W)
+
+
+def solve_strokes_batch(
+    KtK: torch.Tensor, coverage: torch.Tensor, hint_ab: torch.Tensor, base: torch.Tensor, prior: torch.Tensor,
+    base_weight: float, stroke_weight: float,
+) -> torch.Tensor:
+    """The energy :meth:`GCRFField.propagate` minimises, for a batch and differentiable in
+    ``prior`` (training puts the hint branch's unary through the solve, as the paper trains the
+    unary): KtK (B, P, P) from :func:`stroke_smoothness`, coverage (B, g, g), hint_ab, base and
+    prior (B, 2, g, g) ab/128 -> base + δ (B, 2, g, g). Dense Cholesky per image; M does not
+    depend on ``prior``, so its backward is one more triangular solve pair."""
+    b, _, g, _ = base.shape
+    c = coverage.reshape(b, -1).to(KtK.dtype)
+    wc = stroke_weight * c
+    with torch.no_grad():
+        M = KtK + torch.diag_embed(base_weight + wc)
+        chol = torch.linalg.cholesky(M)
+    flat = lambda t: t.reshape(b, 2, -1).transpose(1, 2).to(KtK.dtype)  # (B, P, 2)
+    rhs = wc[..., None] * (flat(hint_ab) - flat(base)) + base_weight * flat(prior)
+    delta = torch.cholesky_solve(rhs, chol)
+    return (flat(base) + delta).transpose(1, 2).reshape(b, 2, g, g).clamp(-1, 1)
+
+
 class GCRFStrokeField:
     """The G-CRF as a stroke field on one full-resolution photo (a :class:`StrokeField`).
 
@@ -452,7 +496,7 @@ class GCRFStrokeField:
         with self._lock:
             if self._A is None:
                 feats, grey = self._features()
-                self._A = self.model.embeddings(self.L_small(), feats, grey).float() * STROKE_SHARPEN**0.5
+                self._A = stroke_embeddings(self.model, self.L_small(), feats, grey)
             return self._A
 
     @torch.no_grad()
@@ -470,10 +514,7 @@ class GCRFStrokeField:
         """A (D, g²) average-pooled onto the solve grid (as the HOC term was trained), scaled alike."""
         with self._lock:
             if self._A_grid is None:
-                A = self._model_embeddings()
-                if self.grid < self.size:
-                    A = F.adaptive_avg_pool2d(A, self.grid)
-                self._A_grid = A[0].flatten(1)
+                self._A_grid = to_solve_grid(self._model_embeddings(), self.grid)[0].flatten(1)
             return self._A_grid
 
     @property
@@ -507,16 +548,13 @@ class GCRFStrokeField:
         if check is not None:
             check()
         if KtK is None:
-            W = 0.5 * (S + S.T)
-            KtK = normal_matrix(S)
-            KtK.diagonal().add_(STROKE_LAPLACIAN * W.sum(1))
-            KtK.sub_(STROKE_LAPLACIAN * W)
+            KtK = stroke_smoothness(S)
         solver = GCRFSolver(None, base_w, max_rank=self.max_rank, check=check, KtK=KtK)
         return GCRFField(S, base_w, stroke_w, A, ex, self.max_rank, check, solver=solver)
 
     def _to_grid(self, t: torch.Tensor) -> torch.Tensor:
         """A (C, S, S) field at the model grid area-averaged onto the solve grid."""
-        return t if self.grid == self.size else F.interpolate(t[None], size=(self.grid, self.grid), mode="area")[0]
+        return to_solve_grid(t[None], self.grid)[0]
 
     @torch.no_grad()
     def solve_hints(

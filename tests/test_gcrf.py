@@ -566,3 +566,66 @@ def test_a_cached_tuning_is_reused_only_for_the_same_weights_and_data(tmp_path):
 
     assert _cached_tuning(tmp_path / "other.json", key(w), missing, "x") is None  # warned, the model keeps its value
     assert not (tmp_path / "other.json").exists()
+
+
+def test_batched_stroke_solve_is_the_fields_solve_and_a_dense_solve(tmp_path):
+    """Training's solve in the loop (solve_strokes_batch) must be the energy the app's field
+    solves: same answer as GCRFStrokeField.solve_hints (hints alone and over a base), and its
+    gradient in the prior that of a dense float64 solve built from Ŝ by hand."""
+    from engine.io import photo_from_array
+    from engine.propagate import (STROKE_LAPLACIAN, STROKE_WEIGHT_GAIN, solve_strokes_batch, stroke_embeddings,
+                                  stroke_smoothness, to_solve_grid)
+    from engine.types import Hints
+
+    model = _tiny_model_file(tmp_path / "m.safetensors", hint_branch=True, hint_width=4)
+    with torch.no_grad():  # a branch that does something (a fresh one returns the base)
+        model.hint_net.out.weight.normal_(0, 0.05)
+    photo = photo_from_array(synthetic_images(1, size=32)[0])
+    field = GCRFStrokeField(model, photo)
+    cov = torch.zeros(32, 32)
+    cov[3:6, 4:7], cov[20:22, 25:28] = 1.0, 0.5
+    ab = torch.zeros(2, 32, 32)
+    ab[0, :, :16], ab[1, :, 16:] = 0.4, -0.3
+    base = torch.full((2, 32, 32), 0.05)
+    L = field.L_small()
+    feats, grey = model.grey_features(L)
+    A = to_solve_grid(stroke_embeddings(model, L, feats, grey), field.grid).flatten(2)
+    S = similarity(A, model.cfg.exclude_self)
+    beta, h = model.cfg.beta_test, Hints(cov, ab)
+    w0, ws = beta * model.cfg.hint_unary, beta * STROKE_WEIGHT_GAIN
+    with torch.no_grad():
+        alone = model.hint_unary(feats, grey, None, h).float()
+        over = model.hint_unary(feats, grey, base[None], h).float()
+    for b, prior, local in ((torch.zeros(1, 2, 32, 32), alone, None), (base[None], over - base[None], False)):
+        got = solve_strokes_batch(stroke_smoothness(S), cov[None], ab[None], b, prior, w0, ws)[0]
+        want, _ = field.solve_hints(cov, ab, None if local is None else base, local=bool(local))
+        assert torch.allclose(got, want, atol=1e-4), float((got - want).abs().max())
+
+    # gradient in the prior vs a dense float64 solve with M written out from Ŝ
+    S64 = S[0].double()
+    K = torch.eye(S64.shape[0], dtype=D64) - S64
+    W = 0.5 * (S64 + S64.T)
+    M = K.T @ K + STROKE_LAPLACIAN * (torch.diag(W.sum(1)) - W) + torch.diag(w0 + ws * cov.flatten().double())
+    g = torch.Generator().manual_seed(1)
+    prior = (torch.randn(1, 2, 32, 32, generator=g) * 0.1).requires_grad_(True)
+    weight = torch.randn(1, 2, 32, 32, generator=g)
+    (solve_strokes_batch(stroke_smoothness(S64[None]), cov[None], ab[None], torch.zeros(1, 2, 32, 32), prior, w0, ws)
+     * weight).sum().backward()
+    ref = w0 * torch.linalg.solve(M, weight[0].reshape(2, -1).T.double())  # M symmetric: dL/dprior = w0 M⁻¹ g
+    assert torch.allclose(prior.grad[0].reshape(2, -1).T.double(), ref, atol=1e-6)
+
+
+def test_hint_branch_trains_through_the_stroke_solve(tmp_path, tiny_data):
+    """--solve-weight adds the loss on the field's solve: it is logged, and it changes what the
+    branch learns (same seed, other weights than the branch's own loss alone)."""
+    init = tmp_path / "init.safetensors"
+    _tiny_model_file(init)
+    common = ["--data", tiny_data, "--init", str(init), "--batch-size", "4", "--hint-width", "4", "--log-every", "1",
+              "--steps", "3"]
+    assert main(["gcrf-hints", *common, "--out", str(tmp_path / "plain")]) == 0
+    assert main(["gcrf-hints", *common, "--out", str(tmp_path / "solve"), "--solve-weight", "4", "--solve-images", "2"]) == 0
+    logs = [json.loads(x) for x in (tmp_path / "solve" / "gcrf-hints" / "log.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["mse_solved"]) and r["loss"] > r["mse_solved"] for r in logs)
+    plain = load_checkpoint(tmp_path / "plain" / "gcrf-hints" / "state.safetensors").tensors
+    solve = load_checkpoint(tmp_path / "solve" / "gcrf-hints" / "state.safetensors").tensors
+    assert not torch.allclose(plain["hint_net.out.weight"], solve["hint_net.out.weight"])

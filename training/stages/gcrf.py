@@ -45,7 +45,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -153,6 +153,8 @@ class GCRFHintsStageConfig(StageConfig):
     stroke_prob: float = 0.3
     base_prob: float = 0.5
     keep_tolerance: float = 0.1
+    solve_weight: float = 0.0
+    solve_images: int = 8
 
     HELP: ClassVar[dict[str, str]] = {
         "init": "an exported G-CRF file to add the hint branch to (default: this RUN_DIR's finished vae, gcrf-hoc "
@@ -165,6 +167,10 @@ class GCRFHintsStageConfig(StageConfig):
         "base_prob": "fraction of images whose hint branch corrects a sample of the model (the rest: hints alone)",
         "keep_tolerance": "over a sample, pixels whose true ab (x1/128) is farther than this from every hint colour "
                           "are taught to keep the sample (strokes stay local)",
+        "solve_weight": "weight of a second loss on the stroke field's solve over the branch's unary (the app's "
+                        "32x32 solve, pull hint_unary x beta_test): trains the branch for what the solve makes of "
+                        "it, as the paper trains the unary through the G-CRF (0: the branch's own loss only)",
+        "solve_images": "images of each batch that go through that solve (a dense 1024x1024 Cholesky each)",
     }
 
 
@@ -458,9 +464,12 @@ def train_hints(cfg: GCRFHintsStageConfig) -> int:
     Each image gets simulated hints (:func:`simulate_hints`) and, with probability
     ``base_prob``, a sample of the model to correct (the MDN's top mean or a draw, decoded);
     otherwise the branch colours from the hints alone. Loss: mean squared ab error of the
-    branch's unary against the truth (hints alone) or :func:`keep_target` (over a sample).
-    The G-CRF solve is not in the loop (its P³ cost would dominate a CPU step); at inference
-    it adds exact hints and smoothing along Ŝ on top of the learned unary.
+    branch's unary against the truth (hints alone) or :func:`keep_target` (over a sample),
+    plus ``solve_weight`` x the same error of the stroke field's solve over that unary on the
+    solve grid (:func:`engine.propagate.solve_strokes_batch`, the app's energy and weights) for
+    ``solve_images`` of the batch: the branch then learns what the solve does not already
+    supply (exact hints, smoothing along Ŝ), as the paper trains the unary through the G-CRF.
+    Ŝ is frozen, so M is factorised without autograd and the backward is one triangular solve.
     """
     from engine.colorizer import load_model
     from engine.models.gcrf import HintNet
@@ -513,8 +522,16 @@ def train_hints(cfg: GCRFHintsStageConfig) -> int:
         with autocast(device):
             pred = net(grey, feats, sample, has, cov, hint_ab)
         loss = F.mse_loss(pred.float(), target)
+        logs: dict[str, float] = {}
+        if cfg.solve_weight > 0 and cfg.solve_images > 0:
+            k = min(b, cfg.solve_images)
+            solved, target_g = _solved_hints(model, L[:k], feats, grey, sample[:k], has[:k], cov[:k], hint_ab[:k],
+                                             pred[:k].float(), target[:k])
+            mse_solved = F.mse_loss(solved, target_g)
+            loss = loss + cfg.solve_weight * mse_solved
+            logs["mse_solved"] = float(mse_solved.detach())
         with torch.no_grad():
-            logs = {"mse_alone": float(((pred - ab) ** 2)[has == 0].mean()) if bool((has == 0).any()) else float("nan"),
+            logs |= {"mse_alone": float(((pred - ab) ** 2)[has == 0].mean()) if bool((has == 0).any()) else float("nan"),
                     "mse_over": float(((pred - target) ** 2)[has == 1].mean()) if bool((has == 1).any()) else float("nan"),
                     "points": float(valid.sum(1).float().mean())}
         return loss, logs
@@ -523,6 +540,31 @@ def train_hints(cfg: GCRFHintsStageConfig) -> int:
             "data": D.describe(cfg.data, "train", len(train))}
     spec = LoopSpec(run_dir, HINTS_STAGE, cfg.steps, cfg.seed, cfg.log_every, cfg.checkpoint_minutes, cfg.max_minutes, cfg.stop_after)
     return run_loop(spec, {"hint_net": net}, opt, step, meta, sched=cosine(cfg.steps, warmup=50), ddp=ddp)
+
+
+def _solved_hints(
+    model: GCRF, L: torch.Tensor, feats: Sequence[torch.Tensor], grey: torch.Tensor, sample: torch.Tensor,
+    has: torch.Tensor, cov: torch.Tensor, hint_ab: torch.Tensor, pred: torch.Tensor, target: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The stroke field's answer for the k images of ``L`` on the solve grid, as
+    ``GCRFStrokeField.solve_hints`` gives it (hints alone: pulled toward the branch's unary;
+    over a sample: toward the branch's whole answer, ``local=False``), differentiable in
+    ``pred``; and ``target`` on that grid."""
+    from engine.propagate import STROKE_GRID, STROKE_WEIGHT_GAIN, solve_strokes_batch, stroke_embeddings, stroke_smoothness, to_solve_grid
+
+    k, g = L.shape[0], min(STROKE_GRID, model.cfg.size)
+    cut = lambda t: t[:k] if t.shape[0] > 1 else t
+    with torch.no_grad():
+        A = to_solve_grid(stroke_embeddings(model, L, [cut(f) for f in feats], cut(grey)), g).flatten(2)
+        KtK = stroke_smoothness(similarity(A, model.cfg.exclude_self))
+        cov_g = to_solve_grid(cov, g)
+        hint_g = to_solve_grid(hint_ab * cov, g) / cov_g.clamp(min=1e-8)
+        hint_g = torch.where(cov_g > 0, hint_g, torch.zeros_like(hint_g))
+        base_g = to_solve_grid(sample, g) * has.view(k, 1, 1, 1)
+    beta = model.cfg.beta_test
+    solved = solve_strokes_batch(KtK, cov_g[:, 0], hint_g, base_g, to_solve_grid(pred, g) - base_g,
+                                 beta * model.cfg.hint_unary, beta * STROKE_WEIGHT_GAIN)
+    return solved.float(), to_solve_grid(target, g)
 
 
 def export_hints(
