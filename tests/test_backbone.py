@@ -289,3 +289,23 @@ def test_backbone_eval_limit_takes_evenly_spaced_images(tiny_data, tmp_path, mon
     ev = evaluate_backbone(run / "backbone.safetensors", str(tmp_path / "set"), "test", limit=2)
     assert ev["baseline_grey_l1"] < 1e-3  # the first and the last image, both grey
     assert "2 images" in ev["data"]
+
+
+def test_precision_auto_takes_bf16_only_where_it_is_native(monkeypatch):
+    """Emulated bf16 ran a backbone step at 0.32x fp32 on a CPU without AVX512-BF16: ``auto`` must
+    not pick it there, and must pick it on a GPU."""
+    from engine.errors import ConfigError
+    from training import loop
+    from training.stages.backbone import resolve_precision
+
+    assert resolve_precision("fp32", torch.device("cuda")) == "fp32"  # an explicit choice is kept
+    assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
+    assert resolve_precision("auto", torch.device("cuda")) == "bf16"
+    monkeypatch.setenv("DIVCOLOR_FP32", "1")  # as on a CPU without native bf16
+    loop.cpu_has_bf16.cache_clear()
+    try:
+        assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+    finally:
+        loop.cpu_has_bf16.cache_clear()
+    with pytest.raises(ConfigError, match="fp32, bf16 or auto"):
+        resolve_precision("fp16", torch.device("cpu"))

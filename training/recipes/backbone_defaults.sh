@@ -16,8 +16,10 @@ case "$family" in
     *) echo "unknown family $family" >&2; exit 2 ;;
 esac
 run="$RUNS/backbone-$family"
-# bf16 autocast + channels-last: 1.5x fp32 on this CPU (benchmarks/bench_backbone_train.py).
-"$train" backbone --data "$data" --out "$run" --preset cpu --precision bf16 --channels-last true --threads 2 \
+# --precision auto: bf16 where the CPU has it natively (AVX512-BF16/AMX: bf16 + channels-last 1.5x
+# fp32 on the AMD EPYC box), fp32 elsewhere (emulated bf16 ran at 0.32x fp32 on an Intel Xeon
+# without it; pass --channels-last false there: 0.94x). benchmarks/bench_backbone_train.py measures it.
+"$train" backbone --data "$data" --out "$run" --preset cpu --precision auto --channels-last true --threads 2 \
     --log-every 50 "${extra[@]}" "$@"
 "$train" export --out "$run" --half --dest "resources/models/backbone_$family.safetensors"
 test_data="$DATA/natural128"; [ "$family" = faces ] && test_data="$DATA/lfw64"

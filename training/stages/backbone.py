@@ -32,7 +32,7 @@ from .. import cache
 from ..augment import degrade_L, random_crops
 from ..batches import BatchSampler
 from ..config import StageConfig
-from ..loop import STATE_FILE, LoopSpec, cosine, prepare, read_state, run_loop, half_floats, stage_times
+from ..loop import STATE_FILE, LoopSpec, cosine, cpu_has_bf16, half_floats, prepare, read_state, run_loop, stage_times
 from ..losses import rebalance_weights, rebalanced_ce, soft_encode
 
 STAGE = "backbone"
@@ -77,7 +77,8 @@ class BackboneStageConfig(StageConfig):
         "degrade": "fraction of inputs damaged like old photos (grain, blur, fading, blocks, dust)",
         "min_crop": "smallest random crop side, as a fraction of the image",
         "ema": "decay of the exported weight average",
-        "precision": "fp32 or bf16 (autocast; bf16 needs CPU AVX512-BF16/AMX or a GPU)",
+        "precision": "fp32, bf16 (autocast; emulated, ~3x slower than fp32, on CPUs without AVX512-BF16/AMX) or auto "
+                     "(bf16 on a GPU or a CPU with native bf16, fp32 elsewhere)",
         "channels_last": "NHWC memory format for the convolutions",
         "compile": "torch.compile the network (pays a compile at every start)",
         "init": "warm start from this backbone .safetensors when the run directory is new",
@@ -143,10 +144,21 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto``: bf16 where it is native (CUDA, or a CPU with AVX512-BF16/AMX), fp32 elsewhere.
+    Measured with benchmarks/bench_backbone_train.py: bf16 1.5x fp32 on the AMD EPYC with
+    AVX512-BF16, 0.32x on an Intel Xeon without it (emulated)."""
+    if precision not in {"fp32", "bf16", "auto"}:
+        raise ConfigError(f"--precision must be fp32, bf16 or auto, not {precision!r}.")
+    if precision != "auto":
+        return precision
+    return "bf16" if device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16()) else "fp32"
+
+
 def train_backbone(cfg: BackboneStageConfig) -> int:
-    if cfg.precision not in {"fp32", "bf16"}:
-        raise ConfigError(f"--precision must be fp32 or bf16, not {cfg.precision!r}.")
     device, ddp = prepare(cfg.threads, cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    print(f"backbone: {precision} on {device.type}", file=sys.stderr)
     mcfg = cfg.model_config()
     run_dir = Path(cfg.out)
     src = Sources(cfg.data, "train", cfg.limit)
@@ -183,7 +195,7 @@ def train_backbone(cfg: BackboneStageConfig) -> int:
         idx, wk = soft_encode(F.avg_pool2d(ab, 4).to(device), bins_dev)
         if cfg.channels_last:
             L_in = L_in.contiguous(memory_format=torch.channels_last)
-        with _autocast(device, cfg.precision):
+        with _autocast(device, precision):
             logits = net(L_in).logits
         loss = rebalanced_ce(logits, idx, wk, class_w)
         clock["n"] += len(rgb)
