@@ -51,3 +51,48 @@ def test_gpu_recipe_dry_run_trains_exports_and_evaluates_every_model(tmp_path):
     # the paper preset's widths, not the CPU ones
     vae = load_model(models / "vae_mdn_general.safetensors", [models])
     assert vae.cfg.width == 128
+
+
+def test_cpu_round_stages_every_file_outside_the_work_tree(tmp_path):
+    """The CPU round trains for hours across sessions: it must never write a shipped file (a head
+    refuses another backbone, so half a round in resources/models would break the app), and each
+    head must look through the round's own backbone. Run with a stand-in for divcolor-train that
+    records its arguments."""
+    log = tmp_path / "calls.txt"
+    fake = tmp_path / "fake-train"
+    fake.write_text(f'#!/usr/bin/env bash\necho "$*" >> "{log}"\n')
+    fake.chmod(0o755)
+    stage = tmp_path / "stage"
+    env = {**os.environ, "TRAIN": str(fake), "STAGE": str(stage), "DATA": str(tmp_path / "data")}
+    r = subprocess.run(["bash", str(ROOT / "training/recipes/cpu_round.sh")], env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    calls = [c.split() for c in log.read_text().splitlines()]
+    arg = lambda c, flag: c[c.index(flag) + 1] if flag in c else None
+    models, results = stage / "models", stage / "results"
+    dests = [arg(c, "--dest") for c in calls if c[0] == "export"]
+    assert sorted(Path(d).name for d in dests) == sorted(
+        f"{m}.safetensors" for m in ("backbone_general", "backbone_faces", "vae_mdn_general", "vae_mdn_faces",
+                                     "gcrf_general", "gcrf_faces", "pic_general"))
+    assert all(Path(d).parent == models for d in dests)
+    assert all(Path(arg(c, "--json")).parent == results for c in calls if c[0] == "eval")
+    assert all(Path(arg(c, "--out")).parent == stage / "runs" for c in calls if "--out" in c)
+    # only the general backbone's warm start reads a shipped file
+    shipped = [c for c in calls if any("resources/models" in a for a in c)]
+    assert len(shipped) == 1 and shipped[0][0] == "backbone" and arg(shipped[0], "--init").endswith("backbone_general.safetensors")
+    faces_bb = next(c for c in calls if c[0] == "backbone" and "lfw64" in arg(c, "--data"))
+    assert arg(faces_bb, "--init") == str(models / "backbone_general.safetensors")
+    heads = [c for c in calls if c[0] in ("vae", "pic")]
+    assert len(heads) == 3 and all(Path(arg(c, "--backbone-file")).parent == models for c in heads)
+    order = [c[0] for c in calls]
+    assert order.index("backbone") < order.index("vae") < order.index("gcrf-hoc") < order.index("pic")
+    # without the round's knobs a recipe still reproduces the shipped file in place
+    log.unlink()
+    plain = {k: v for k, v in env.items() if k not in ("STAGE", "MODELS", "RESULTS", "RUNS")}
+    plain["RUNS"] = str(tmp_path / "runs")
+    r = subprocess.run(["bash", str(ROOT / "training/recipes/vae_mdn_defaults.sh"), "general"], env=plain,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    calls = [c.split() for c in log.read_text().splitlines()]
+    assert [arg(c, "--dest") for c in calls if c[0] == "export"] == ["resources/models/vae_mdn_general.safetensors"]
+    assert [arg(c, "--json") for c in calls if c[0] == "eval"] == ["docs/results/vae_mdn_general_eval.json"]

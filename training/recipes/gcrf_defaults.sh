@@ -6,6 +6,8 @@ cd "$(dirname "$0")/../.."
 family=${1:?faces or general}; shift || true
 DATA=${DATA:-../shared/data}
 RUNS=${RUNS:-$HOME/.local/share/divcolor/runs}  # outside the work tree: reruns resume from here
+MODELS=${MODELS:-resources/models}  # where the exported files go (cpu_round.sh stages them elsewhere)
+RESULTS=${RESULTS:-docs/results}  # eval JSON and contact sheets
 case "$family" in
     faces)   data="$DATA/lfw64";     reveal=(); hint_tune=() ;;
     general) data="$DATA/natural64"; reveal=(--reveal-data "$DATA/natural128"); hint_tune=(--hint-data "$DATA/natural128") ;;
@@ -18,8 +20,8 @@ train=${TRAIN:-.venv/bin/divcolor-train}
 "$train" gcrf-hoc --data "$data" --out "$run" --preset cpu ${HOC_STEPS:+--steps $HOC_STEPS} "$@"
 # The learned hint branch (Zhang et al. 2017) on the finished model: strokes colour their object.
 "$train" gcrf-hints --data "$data" --out "$run" "$@" --steps "${HINTS_STEPS:-1200}"
-"$train" export --out "$run" --data "$data" "${hint_tune[@]}" --half --dest "resources/models/gcrf_$family.safetensors"
+"$train" export --out "$run" --data "$data" "${hint_tune[@]}" --half --dest "$MODELS/gcrf_$family.safetensors"
 test_data="$DATA/natural128"; [ "$family" = faces ] && test_data="$DATA/lfw64"
-"$train" eval --checkpoint "resources/models/gcrf_$family.safetensors" --data "$test_data" "${reveal[@]}" \
-    --json "docs/results/gcrf_${family}_eval.json" --sheet "docs/results/gcrf_${family}_test.png" --demo "$DATA/bw_demo" \
+"$train" eval --checkpoint "$MODELS/gcrf_$family.safetensors" --data "$test_data" "${reveal[@]}" \
+    --json "$RESULTS/gcrf_${family}_eval.json" --sheet "$RESULTS/gcrf_${family}_test.png" --demo "$DATA/bw_demo" \
     ${EVAL_LIMIT:+--limit $EVAL_LIMIT}

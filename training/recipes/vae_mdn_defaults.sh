@@ -6,6 +6,8 @@ cd "$(dirname "$0")/../.."
 family=${1:?faces or general}; shift || true
 DATA=${DATA:-../shared/data}
 RUNS=${RUNS:-$HOME/.local/share/divcolor/runs}  # outside the work tree: reruns resume from here
+MODELS=${MODELS:-resources/models}  # where the exported files go (cpu_round.sh stages them elsewhere)
+RESULTS=${RESULTS:-docs/results}  # eval JSON and contact sheets
 case "$family" in
     faces)   data="$DATA/lfw64";     extra=(--latent-dim 32) ;;
     general) data="$DATA/natural64"; extra=() ;;
@@ -14,12 +16,12 @@ esac
 run="$RUNS/$family"
 train=${TRAIN:-.venv/bin/divcolor-train}
 # Every head looks through its family's shared backbone (training/recipes/backbone_defaults.sh).
-"$train" vae --data "$data" --out "$run" --preset cpu --backbone-file "resources/models/backbone_$family.safetensors" \
+"$train" vae --data "$data" --out "$run" --preset cpu --backbone-file "$MODELS/backbone_$family.safetensors" \
     --threads 2 "${extra[@]}" "$@"
 "$train" mdn --data "$data" --out "$run" --preset cpu "$@"
-"$train" export --out "$run" --half --dest "resources/models/vae_mdn_$family.safetensors"
+"$train" export --out "$run" --half --dest "$MODELS/vae_mdn_$family.safetensors"
 # Judged on the test split the issue names (natural128 for natural photos), beside the grey and
 # true-tint baselines; contact sheets on the test split and on the historical photos.
 test_data="$DATA/natural128"; [ "$family" = faces ] && test_data="$DATA/lfw64"
-"$train" eval --checkpoint "resources/models/vae_mdn_$family.safetensors" --data "$test_data" \
-    --json "docs/results/vae_mdn_${family}_eval.json" --sheet "docs/results/vae_mdn_${family}_test.png" --demo "$DATA/bw_demo"
+"$train" eval --checkpoint "$MODELS/vae_mdn_$family.safetensors" --data "$test_data" \
+    --json "$RESULTS/vae_mdn_${family}_eval.json" --sheet "$RESULTS/vae_mdn_${family}_test.png" --demo "$DATA/bw_demo"
