@@ -300,3 +300,45 @@ def test_other_errors_are_not_taken_for_out_of_memory(colorizer, photo, monkeypa
     with pytest.raises(RuntimeError, match="shape mismatch"):
         colorizer.sample(photo, n=4)
     assert calls == [4]  # no retry
+
+
+@pytest.mark.parametrize("depth", [8, 16])
+def test_cpu_upsampling_is_the_torch_conversion_at_the_photos_depth(colorizer, depth, monkeypatch):
+    """The CPU path (the export kernel, a thread per sample) gives the torch path's colours to
+    within half a level of the photo's bit depth, the same on one thread as on several, and
+    stops between strips when cancelled."""
+    import engine.colorizer as C
+    from engine.color import AB_SCALE, guided_upsample_ab, recombine
+
+    g = torch.Generator().manual_seed(3)
+    grey = synthetic_images(1, size=48, seed=4)[0]
+    photo = photo_from_array(grey.astype(np.uint16) * 257 if depth == 16 else grey, bit_depth=depth)
+    ab = (torch.rand(3, 2, 16, 16, generator=g) - 0.5) * 0.8  # saturated: the gamut mapping works too
+    L = torch.from_numpy(photo.L)
+    want = recombine(L, guided_upsample_ab(ab * AB_SCALE, L)).permute(0, 2, 3, 1).numpy()
+    monkeypatch.setattr(C, "CPU_STRIP_PIXELS", 48 * 5)  # strips of 5 rows
+    torch_threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        several = colorizer.upsample(photo, ab, device=torch.device("cpu"))
+        torch.set_num_threads(1)
+        one = colorizer.upsample(photo, ab, device=torch.device("cpu"))
+    finally:
+        torch.set_num_threads(torch_threads)
+    level = 1 / (65535 if depth == 16 else 255)
+    for k in range(3):
+        assert several[k].dtype == np.float32 and several[k].shape == (48, 48, 3)
+        assert np.array_equal(several[k], one[k])
+        assert np.abs(several[k] - want[k]).max() <= 0.5 * level + 2e-4  # rounding + float32 vs the torch order
+    token = CancelToken()
+    seen: list[float] = []
+    def report(f, m):
+        seen.append(f)
+        token.cancel()  # cancel once the first sample is done: the rest stop at their next strip
+    with pytest.raises(Cancelled):
+        torch.set_num_threads(1)
+        try:
+            colorizer.upsample(photo, ab, report, token, device=torch.device("cpu"))
+        finally:
+            torch.set_num_threads(torch_threads)
+    assert seen == [pytest.approx(1 / 3)]
