@@ -77,16 +77,19 @@ class Hints:
     ab: torch.Tensor
 
     def resized(self, size: tuple[int, int]) -> "Hints":
-        """The hints on an (h, w) grid: coverage area-averaged, ab averaged by coverage."""
+        """The hints on an (h, w) grid: coverage area-averaged, ab averaged by coverage (0 where
+        nothing is covered: so is the numerator). Also for a batch: coverage (B, H, W), ab (B, 2, H, W)."""
         h, w = size
         if tuple(self.coverage.shape[-2:]) == (h, w):
             return self
         dt = self.ab.dtype if self.ab.is_floating_point() else torch.float32
-        c = self.coverage.to(dt)[None, None]
-        ab = self.ab.to(dt)[None]
+        H, W = self.coverage.shape[-2:]
+        c = self.coverage.to(dt).reshape(-1, 1, H, W)
+        ab = self.ab.to(dt).reshape(-1, 2, H, W)
         c2 = torch.nn.functional.interpolate(c, size=(h, w), mode="area")
         ab2 = torch.nn.functional.interpolate(ab * c, size=(h, w), mode="area") / c2.clamp(min=1e-8)
-        return Hints(c2[0, 0], ab2[0])
+        lead = self.coverage.shape[:-2]
+        return Hints(c2.reshape(*lead, h, w), ab2.reshape(*lead, 2, h, w))
 
     @property
     def any(self) -> bool:

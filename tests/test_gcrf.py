@@ -629,3 +629,20 @@ def test_hint_branch_trains_through_the_stroke_solve(tmp_path, tiny_data):
     plain = load_checkpoint(tmp_path / "plain" / "gcrf-hints" / "state.safetensors").tensors
     solve = load_checkpoint(tmp_path / "solve" / "gcrf-hints" / "state.safetensors").tensors
     assert not torch.allclose(plain["hint_net.out.weight"], solve["hint_net.out.weight"])
+
+
+def test_batched_hints_resize_like_each_image_alone():
+    """Training puts a batch of simulated hints on the solve grid with Hints.resized, the field
+    one image's strokes: both must give the same grid."""
+    from engine.types import Hints
+
+    g = torch.Generator().manual_seed(2)
+    cov = (torch.rand(3, 16, 16, generator=g) < 0.1).float() * torch.rand(3, 16, 16, generator=g)
+    ab = torch.rand(3, 2, 16, 16, generator=g) - 0.5
+    batch = Hints(cov, ab).resized((8, 8))
+    assert batch.coverage.shape == (3, 8, 8) and batch.ab.shape == (3, 2, 8, 8)
+    for i in range(3):
+        one = Hints(cov[i], ab[i]).resized((8, 8))
+        assert torch.allclose(batch.coverage[i], one.coverage) and torch.allclose(batch.ab[i], one.ab)
+        hand = F.avg_pool2d((ab[i] * cov[i])[None], 2)[0] / F.avg_pool2d(cov[i][None, None], 2)[0].clamp(min=1e-8)
+        assert torch.allclose(one.ab, hand, atol=1e-6)  # the coverage-weighted mean, by hand

@@ -532,8 +532,8 @@ def train_hints(cfg: GCRFHintsStageConfig) -> int:
             logs["mse_solved"] = float(mse_solved.detach())
         with torch.no_grad():
             logs |= {"mse_alone": float(((pred - ab) ** 2)[has == 0].mean()) if bool((has == 0).any()) else float("nan"),
-                    "mse_over": float(((pred - target) ** 2)[has == 1].mean()) if bool((has == 1).any()) else float("nan"),
-                    "points": float(valid.sum(1).float().mean())}
+                     "mse_over": float(((pred - target) ** 2)[has == 1].mean()) if bool((has == 1).any()) else float("nan"),
+                     "points": float(valid.sum(1).float().mean())}
         return loss, logs
 
     meta = {"method": METHOD, "config": mcfg.to_dict(), "stage_config": cfg.public(), **source,
@@ -550,19 +550,19 @@ def _solved_hints(
     ``GCRFStrokeField.solve_hints`` gives it (hints alone: pulled toward the branch's unary;
     over a sample: toward the branch's whole answer, ``local=False``), differentiable in
     ``pred``; and ``target`` on that grid."""
-    from engine.propagate import STROKE_GRID, STROKE_WEIGHT_GAIN, solve_strokes_batch, stroke_embeddings, stroke_smoothness, to_solve_grid
+    from engine.propagate import (STROKE_GRID, STROKE_WEIGHT_GAIN, solve_strokes_batch, stroke_embeddings,
+                                  stroke_smoothness, to_solve_grid)
+    from engine.types import Hints
 
     k, g = L.shape[0], min(STROKE_GRID, model.cfg.size)
     cut = lambda t: t[:k] if t.shape[0] > 1 else t
     with torch.no_grad():
         A = to_solve_grid(stroke_embeddings(model, L, [cut(f) for f in feats], cut(grey)), g).flatten(2)
         KtK = stroke_smoothness(similarity(A, model.cfg.exclude_self))
-        cov_g = to_solve_grid(cov, g)
-        hint_g = to_solve_grid(hint_ab * cov, g) / cov_g.clamp(min=1e-8)
-        hint_g = torch.where(cov_g > 0, hint_g, torch.zeros_like(hint_g))
+        hints = Hints(cov[:, 0], hint_ab).resized((g, g))  # as the field puts the strokes on its grid
         base_g = to_solve_grid(sample, g) * has.view(k, 1, 1, 1)
     beta = model.cfg.beta_test
-    solved = solve_strokes_batch(KtK, cov_g[:, 0], hint_g, base_g, to_solve_grid(pred, g) - base_g,
+    solved = solve_strokes_batch(KtK, hints.coverage, hints.ab, base_g, to_solve_grid(pred, g) - base_g,
                                  beta * model.cfg.hint_unary, beta * STROKE_WEIGHT_GAIN)
     return solved.float(), to_solve_grid(target, g)
 
