@@ -212,7 +212,9 @@ class StripUpsampler:
         :meth:`rgb` to within one level (tests hold it to that and to scikit-image), and every
         pixel's value is its own, whatever the strips (tests hold them equal bit for bit). Runs
         without the GIL, so several samples can be exported on several threads. ``out`` may be
-        a (y1 - y0, W, >= 3) uint8/uint16 array (a strip with room for alpha) to fill.
+        a (y1 - y0, W, >= 3) uint8/uint16 array (a strip with room for alpha) to fill, or a
+        float32 one, which gets the codes divided by the top level (display pixels in [0, 1],
+        scaled block by block while they are in cache).
         """
         self._export_setup()
         if out is None:
@@ -366,7 +368,8 @@ def _srgb8_table() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _encode_srgb(lin: np.ndarray, out: np.ndarray, bit_depth: int) -> None:
-    """Linear sRGB (3, r, w) in [0, 1] -> integer sRGB into ``out[..., :3]`` (r, w, C)."""
+    """Linear sRGB (3, r, w) in [0, 1] -> integer sRGB into ``out[..., :3]`` (r, w, C); a
+    float32 ``out`` gets the integers divided by the top level."""
     if bit_depth == 16:
         for c in range(3):
             x = lin[c]
@@ -376,13 +379,15 @@ def _encode_srgb(lin: np.ndarray, out: np.ndarray, bit_depth: int) -> None:
             v *= np.float32(65535)
             np.rint(v, out=v)
             out[..., c] = v
-        return
-    low, step = _srgb8_table()
-    idx = np.empty(lin.shape[1:], np.int32)
-    for c in range(3):
-        x = lin[c]
-        np.multiply(x, np.float32(_GAMMA_BINS), out=idx, casting="unsafe")
-        np.add(low.take(idx), np.greater_equal(x, step.take(idx)), out=out[..., c], casting="unsafe")
+    else:
+        low, step = _srgb8_table()
+        idx = np.empty(lin.shape[1:], np.int32)
+        for c in range(3):
+            x = lin[c]
+            np.multiply(x, np.float32(_GAMMA_BINS), out=idx, casting="unsafe")
+            np.add(low.take(idx), np.greater_equal(x, step.take(idx)), out=out[..., c], casting="unsafe")
+    if out.dtype == np.float32:
+        out[..., :3] *= np.float32(1 / (65535 if bit_depth == 16 else 255))
 
 
 def _finv(f: torch.Tensor) -> torch.Tensor:

@@ -461,7 +461,7 @@ class Colorizer:
     ) -> list[np.ndarray]:
         """The CPU path of :meth:`upsample`: the export kernel
         (:meth:`engine.color.StripUpsampler.quantized`), one sample per thread, at the photo's
-        own bit depth, then scaled to [0, 1].
+        own bit depth, scaled to [0, 1].
 
         Same guided upsampling and gamut mapping as the torch path, to within half a level of the
         photo's depth (the 8 levels of an 8-bit photo are all it can show or save; a 16-bit one
@@ -470,7 +470,6 @@ class Colorizer:
         conversion was 80 % of ``sample`` (benchmarks/bench_vae_mdn.py measures both)."""
         H, W = photo.L.shape
         depth = 16 if photo.bit_depth == 16 else 8
-        scale = np.float32(1.0 / (65535 if depth == 16 else 255))
         up = StripUpsampler(ab_low.detach().float().cpu() * AB_SCALE, torch.from_numpy(photo.L))
         rows = max(1, CPU_STRIP_PIXELS // W)
 
@@ -480,7 +479,7 @@ class Colorizer:
                 if cancel:
                     cancel.check()
                 y1 = min(H, y0 + rows)
-                np.multiply(up.quantized(k, y0, y1, depth), scale, out=rgb[y0:y1])
+                up.quantized(k, y0, y1, depth, out=rgb[y0:y1])  # the codes / top level, in [0, 1]
             return rgb
 
         n = ab_low.shape[0]
