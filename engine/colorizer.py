@@ -464,8 +464,8 @@ class Colorizer:
         own bit depth, scaled to [0, 1].
 
         Same guided upsampling and gamut mapping as the torch path, to within half a level of the
-        photo's depth (the 8 levels of an 8-bit photo are all it can show or save; a 16-bit one
-        keeps 16), at about a quarter of the time: numpy blocks that stay in cache, a table in
+        photo's depth (an 8-bit photo's 256 levels are all it can show or save; a 16-bit one
+        keeps its 65536), at about a quarter of the time: numpy blocks that stay in cache, a table in
         place of the power function, no GIL. On 8 samples of a 1024-px photo the torch path's
         conversion was 80 % of ``sample`` (benchmarks/bench_vae_mdn.py measures both)."""
         H, W = photo.L.shape
