@@ -581,8 +581,8 @@ class GCRFStrokeField:
             if not bool((coverage > 0).any()):
                 return grid_base.clone(), grid_base
             hints = Hints(coverage, hint_ab)
-            cov_g = self._to_grid(coverage[None])[0]
-            tgt_g = hints.resized((self.grid, self.grid)).ab
+            on_grid = hints.resized((self.grid, self.grid))
+            cov_g, tgt_g = on_grid.coverage, on_grid.ab
             prior = None
             if self.learned:
                 feats, grey = self._features()

@@ -119,11 +119,15 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def bf16_native(device: torch.device) -> bool:
+    """Whether bf16 is fast on ``device``: CUDA, or a CPU with native bf16 (:func:`cpu_has_bf16`)."""
+    return device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16())
+
+
 def autocast(device: torch.device):
-    """bf16 autocast on CUDA and on CPUs with native bf16; losses are computed in float32 by the
+    """bf16 autocast where it is native (:func:`bf16_native`); losses are computed in float32 by the
     stages (they cast the network's outputs), so only the convolutions run in bf16."""
-    fast = device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16())
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16_native(device))
 
 
 @torch.no_grad()

@@ -32,7 +32,7 @@ from .. import cache
 from ..augment import degrade_L, random_crops
 from ..batches import BatchSampler
 from ..config import StageConfig
-from ..loop import STATE_FILE, LoopSpec, cosine, cpu_has_bf16, half_floats, prepare, read_state, run_loop, stage_times
+from ..loop import STATE_FILE, LoopSpec, bf16_native, cosine, half_floats, prepare, read_state, run_loop, stage_times
 from ..losses import rebalance_weights, rebalanced_ce, soft_encode
 
 STAGE = "backbone"
@@ -152,7 +152,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         raise ConfigError(f"--precision must be fp32, bf16 or auto, not {precision!r}.")
     if precision != "auto":
         return precision
-    return "bf16" if device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16()) else "fp32"
+    return "bf16" if bf16_native(device) else "fp32"
 
 
 def train_backbone(cfg: BackboneStageConfig) -> int:
