@@ -89,6 +89,26 @@ def _application() -> QApplication:
     return app
 
 
+def binding_problem(call: Callable[[], None] | None = None, calls: int = 64) -> str | None:
+    """Why this Qt binding would crash the app, or None: PySide6-Essentials 6.12.0 drops a
+    reference to None on each void call from Python, so on Python < 3.12 the app aborts after
+    minutes of painting. Better one clear refusal at start than a crash that loses a stroke.
+    ``call`` (a void Qt call by default) is injectable so the detection itself is testable."""
+    if call is None:
+        probe = QObject()
+        call = lambda: probe.setObjectName("probe")  # noqa: E731
+    before = sys.getrefcount(None)
+    for _ in range(calls):
+        call()
+    if before - sys.getrefcount(None) < calls // 2:  # immortal None (3.12+) never moves
+        return None
+    import PySide6
+
+    return (f"This copy of the Qt binding (PySide6 {PySide6.__version__}) has a known bug that "
+            "crashes divcolor after a few minutes of use. Install another version, e.g. "
+            "pip install \"PySide6-Essentials!=6.12.0\" (scripts/install.sh does), and start it again.")
+
+
 def load_engine(colorizer: Colorizer | None = None) -> Colorizer:
     """Import what the main window needs (torch, the engine, the views) and make the facade.
 
@@ -352,6 +372,11 @@ def run(
     run the real window on a tiny model without touching the user's settings.
     """
     app = _application()
+    problem = binding_problem()
+    if problem is not None:
+        print(f"divcolor: {problem}", file=sys.stderr)
+        QMessageBox.critical(None, "divcolor cannot start", problem)
+        return 1
     if screenshot:
         # a throwaway settings file: screenshots are reproducible and leave no recent-file trace
         settings = settings or Settings(Path(tempfile.mkdtemp(prefix="divcolor-shot-")) / "settings.ini")
