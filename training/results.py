@@ -39,7 +39,7 @@ DEFAULT_RESULTS = REPO / "docs" / "results"
 DEFAULT_DEST = REPO / "docs" / "RESULTS.md"
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 TEST_SETS = {"faces": "lfw64", "general": "natural128"}  # issue 12: the project's own test splits
-BENCHMARKS = ("vae_mdn", "pic_sampling", "gcrf_strokes", "backbone_train", "large_scan")
+BENCHMARKS = ("vae_mdn", "pic_sampling", "gcrf_strokes", "backbone_train", "large_scan", "switch")
 LABELS = {"vae-mdn": "VAE-MDN", "pic": "PIC", "gcrf": "G-CRF", "backbone": "backbone"}
 
 # The papers' figures (5 samples for eob; see docs/RESULTS.md for the protocols).
