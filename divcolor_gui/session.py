@@ -412,10 +412,10 @@ class Session(QObject):
         def job(ctx: JobContext) -> int:
             for k, m in enumerate(runnable):
                 label = METHOD_LABELS.get(m, m)
-                # One-pass decoders: one call per sample, so each appears as soon as it is ready.
-                # Sequential samplers (PIC) make a whole batch in the time of one: one call.
+                # Methods whose batch costs about one sample (PIC's sequential sampler, G-CRF's
+                # shared solve) get one call; others one per sample, each shown when ready.
                 cls = model_class(m)
-                chunks = [(batch.first, batch.n)] if getattr(cls, "REPORTS_PROGRESS", False) else [
+                chunks = [(batch.first, batch.n)] if cls is not None and cls.BATCH_AT_ONCE else [
                     (batch.first + j, 1) for j in range(batch.n)]
                 for c, (first, count) in enumerate(chunks):
                     have = reuse.get(m, family, checkpoint, batch.seed, batch.temperature, batch.locked, first, count)

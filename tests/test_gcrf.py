@@ -368,6 +368,20 @@ def test_gcrf_samples_the_mixture_and_honours_hints():
     assert not torch.equal(locked[1], locked[2])  # and still differs elsewhere
 
 
+def test_a_batch_of_gcrf_samples_is_the_samples_drawn_one_by_one():
+    """The app asks G-CRF for a whole batch in one call (BATCH_AT_ONCE: one Ŝ, one solve for
+    all); that must give the set a call per sample gives, sample j of seed s whatever the batching."""
+    from engine.sampling import sample_generators
+
+    model = _tiny_gcrf()
+    assert type(model).BATCH_AT_ONCE
+    L = torch.rand(1, 1, 16, 16) * 100
+    batch = model.sample(L, 4, generator=sample_generators(7, 0, 4))
+    one_by_one = torch.cat([model.sample(L, 1, generator=sample_generators(7, j, 1), include_mode=j == 0)
+                            for j in range(4)])
+    torch.testing.assert_close(batch, one_by_one, atol=2e-4, rtol=0)  # the CG stops at 1e-5 per column
+
+
 def test_vae_mdn_codes_are_chosen_to_agree_with_hints():
     from engine.models.vae_mdn import _hint_error
     from engine.sampling import sample_generators

@@ -142,6 +142,29 @@ def test_gallery_fills_sample_by_sample_and_a_failure_stays_in_its_method(qtbot,
     assert len(session.samples["vae-mdn"]) == 3
 
 
+def test_methods_whose_batch_costs_one_sample_are_asked_once_per_batch(qtbot, session, photos, monkeypatch):
+    """PIC (and G-CRF) make n samples in about the time of one: one call for the batch; VAE-MDN
+    one call per sample, each shown as soon as it is ready."""
+    from engine.models import model_class
+
+    open_and_wait(qtbot, session, photos[0])
+    calls: list[tuple[str, int, int]] = []
+    real = session.colorizer.sample
+
+    def sample(photo, method, n, *a, first=0, **k):
+        calls.append((method, first, n))
+        return real(photo, method, n, *a, first=first, **k)
+
+    monkeypatch.setattr(session.colorizer, "sample", sample)
+    session.set_params(n=3)
+    with qtbot.waitSignal(session.generation_finished, timeout=WAIT):
+        session.generate(append=False)
+    assert model_class("pic").BATCH_AT_ONCE and model_class("gcrf").BATCH_AT_ONCE
+    assert not model_class("vae-mdn").BATCH_AT_ONCE
+    assert calls == [("vae-mdn", 0, 1), ("vae-mdn", 1, 1), ("vae-mdn", 2, 1), ("pic", 0, 3)]
+    assert [s.ref.index for s in session.samples["pic"]] == [0, 1, 2]
+
+
 def test_more_samples_continue_the_set_and_projects_keep_every_batch(qtbot, session, photos, tmp_path):
     open_and_wait(qtbot, session, photos[0])
     with qtbot.waitSignal(session.generation_finished, timeout=WAIT):

@@ -127,6 +127,9 @@ class LoadableModel(torch.nn.Module):
     LABEL: ClassVar[str]
     INFERENCE_PARTS: ClassVar[tuple[str, ...]]
     REPORTS_PROGRESS: ClassVar[bool] = False  # colorize() takes progress= and cancel= (slow samplers)
+    # A batch of n costs about what one sample does, so the app asks for the whole batch in one
+    # call; otherwise one call per sample, each shown as soon as it is ready.
+    BATCH_AT_ONCE: ClassVar[bool] = False
     meta: dict[str, Any]
 
     @classmethod

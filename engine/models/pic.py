@@ -301,6 +301,7 @@ class PIC(LoadableModel):
     LABEL = "PIC"
     INFERENCE_PARTS = ("embedding", "decoder")
     REPORTS_PROGRESS = True  # sampling is sequential: most of a run's time, reported per row
+    BATCH_AT_ONCE = True  # each row's step serves all n samples
 
     def __init__(self, cfg: PICConfig):
         super().__init__()
