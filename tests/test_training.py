@@ -293,6 +293,44 @@ def test_run_killed_from_outside_resumes(tiny_data, tmp_path):
     assert not [p for p in (run / "vae").iterdir() if p.name.startswith(".") or p.name.endswith(".tmp")]
 
 
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_polite_kill_saves_the_step_reached_and_rerunning_resumes(tiny_data, tmp_path, sig):
+    """SIGTERM (the end of a session, a scheduler) or Ctrl+C mid-run: the step is finished and
+    saved, not lost back to the last periodic save (here there is none: an hour apart)."""
+    import json
+    import signal
+    import time
+
+    from training.loop import recover_state
+
+    run = tmp_path / "stopped"
+    cmd = [sys.executable, "-m", "training.cli", "vae", "--data", tiny_data, "--out", str(run), "--steps", "100000",
+           "--checkpoint-minutes", "60", *TINY_VAE, "--threads", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = run / "vae" / "log.jsonl"
+    deadline = time.monotonic() + 900
+
+    def logged_steps() -> int:
+        try:
+            return len([line for line in log.read_text().splitlines() if '"loss"' in line])
+        except FileNotFoundError:
+            return 0
+
+    while time.monotonic() < deadline and logged_steps() < 3 and proc.poll() is None:
+        time.sleep(0.1)
+    assert logged_steps() >= 3, "the run never got going"
+    assert not (run / "vae" / "state.safetensors").exists()  # nothing saved yet
+    proc.send_signal(getattr(signal, sig))
+    err = proc.communicate(timeout=300)[1]
+    assert proc.returncode == 128 + getattr(signal, sig), err
+    state = recover_state(run / "vae", repair=False)
+    last_logged = max(json.loads(line)["step"] for line in log.read_text().splitlines() if '"loss"' in line)
+    assert state.meta["step"] >= last_logged >= 3 and not state.meta["finished"]
+    assert f"stopped by {sig} at step {state.meta['step']}" in err and "rerun the same command" in err
+    assert _vae(tiny_data, run, state.meta["step"] + 2) == 0  # and it goes on from there
+    assert _state(run, "vae").meta["step"] == state.meta["step"] + 2
+
+
 # --- bad settings: one sentence naming the value and the fix, exit code 2, no traceback -------
 
 def _bad_inputs(tmp_path, tiny_data):

@@ -15,7 +15,7 @@ from pathlib import Path
 from engine.errors import ConfigError, DivcolorError
 
 from .config import add_config_args, check_data_path, config_from_args
-from .loop import recover_run, teardown_distributed
+from .loop import Stopped, recover_run, teardown_distributed
 from .stages import backbone, gcrf, pic, vae_mdn
 
 TRAIN_STAGES = {
@@ -126,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _run(args)
+    except Stopped as e:  # asked to stop, and saved: the shell's convention for a signal's exit
+        print(f"divcolor-train {args.stage}: {e}", file=sys.stderr)
+        return 128 + e.signum
     except DivcolorError as e:
         print(f"divcolor-train {args.stage}: {e}", file=sys.stderr)
         return 2

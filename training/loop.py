@@ -2,6 +2,8 @@
 
 Resume is exact: each step seeds its own randomness from (seed, step) and batches come from a
 per-epoch permutation, so a run killed and restarted continues as if it had never stopped.
+A polite kill (SIGTERM, SIGINT / Ctrl+C, SIGHUP) finishes the step, saves and exits (128 +
+the signal's number), so nothing since the last periodic save is lost; only SIGKILL loses that.
 Distributed runs (``torchrun --nproc-per-node N``) average gradients with an explicit
 all-reduce after backward instead of wrapping in DDP: stages call several sub-modules per step
 (encoder, decoder, frozen feature nets), which DDP's single-forward contract does not fit.
@@ -17,7 +19,9 @@ import math
 import os
 import platform
 import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -335,6 +339,49 @@ class Logger:
 StepFn = Callable[[int], tuple[torch.Tensor, dict[str, float]]]
 
 
+class Stopped(TrainingError):
+    """The run was asked to stop by a signal and saved its state first; rerunning resumes."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+
+STOP_SIGNALS = tuple(s for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", None)) if s is not None)
+
+
+class StopRequest:
+    """Notes SIGTERM / SIGINT / SIGHUP while training instead of dying mid-step: the loop then
+    saves and stops. A second signal is not caught (Ctrl+C twice kills at once). Handlers are
+    installed only on the main thread (Python allows no other) and restored on exit."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for s in STOP_SIGNALS:
+                self._old[s] = signal.signal(s, self._note)
+        return self
+
+    def _note(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+        signal.signal(signum, self._old.get(signum, signal.SIG_DFL))  # the next one acts as before
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, old in self._old.items():
+            signal.signal(s, old)
+
+    def agreed(self, ddp: "Dist") -> int | None:
+        """The signal, as every rank of a torchrun job sees it (each must stop at the same step)."""
+        if ddp.world <= 1:
+            return self.signum
+        flag = torch.tensor([float(self.signum or 0)])
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return int(flag.item()) or None
+
+
 @dataclass
 class LoopSpec:
     run_dir: Path
@@ -409,50 +456,59 @@ def run_loop(
         )
         saved_step[0] = step
 
-    try:
-        last_save = time.time()
-        t_start = time.time()
-        step = start
-        for m in modules.values():
-            m.train()
-        while step < spec.steps:
-            torch.manual_seed(spec.seed * 1_000_003 + step)
-            if sched is not None:
-                for g, lr in zip(opt.param_groups, base_lrs):
-                    g["lr"] = lr * sched(step)
-            loss, logs = step_fn(step)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if ddp.world > 1:
-                for p in params:
-                    if p.grad is not None:
-                        dist.all_reduce(p.grad)
-                        p.grad /= ddp.world
-            if spec.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, spec.grad_clip)
-            opt.step()
-            step += 1
-            if on_step is not None:
-                on_step(step)
-            if not math.isfinite(loss.item()):
-                raise TrainingError(
-                    f"{spec.stage}: the loss became {loss.item()} at step {step} (training diverged); rerun with a "
-                    f"lower --lr (now {base_lrs[0]:g}): it resumes from the last saved state, step {max(saved_step[0], 0)}."
-                )
-            if step % spec.log_every == 0 or step == spec.steps:
-                logger.log(step, {"loss": loss.item(), **logs, "lr": opt.param_groups[0]["lr"]})
-            if time.time() - last_save > spec.checkpoint_minutes * 60:
-                save(step, False)
-                last_save = time.time()
-            if (spec.max_minutes and time.time() - t_start > spec.max_minutes * 60) or (
-                spec.stop_after and step - start >= spec.stop_after
-            ):
-                if ddp.main:
-                    print(f"\n{spec.stage}: stopping at step {step} of {spec.steps}; rerun to continue", file=sys.stderr)
-                break
-        save(step, step >= spec.steps)
-    finally:
-        logger.close()  # also flushes TensorBoard when a step fails
+    stopped: int | None = None
+    with StopRequest() as stop:
+        try:
+            last_save = time.time()
+            t_start = time.time()
+            step = start
+            for m in modules.values():
+                m.train()
+            while step < spec.steps:
+                torch.manual_seed(spec.seed * 1_000_003 + step)
+                if sched is not None:
+                    for g, lr in zip(opt.param_groups, base_lrs):
+                        g["lr"] = lr * sched(step)
+                loss, logs = step_fn(step)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if ddp.world > 1:
+                    for p in params:
+                        if p.grad is not None:
+                            dist.all_reduce(p.grad)
+                            p.grad /= ddp.world
+                if spec.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(params, spec.grad_clip)
+                opt.step()
+                step += 1
+                if on_step is not None:
+                    on_step(step)
+                if not math.isfinite(loss.item()):
+                    raise TrainingError(
+                        f"{spec.stage}: the loss became {loss.item()} at step {step} (training diverged); rerun with a "
+                        f"lower --lr (now {base_lrs[0]:g}): it resumes from the last saved state, step {max(saved_step[0], 0)}."
+                    )
+                if step % spec.log_every == 0 or step == spec.steps:
+                    logger.log(step, {"loss": loss.item(), **logs, "lr": opt.param_groups[0]["lr"]})
+                stopped = stop.agreed(ddp)
+                if stopped is not None:
+                    break
+                if time.time() - last_save > spec.checkpoint_minutes * 60:
+                    save(step, False)
+                    last_save = time.time()
+                if (spec.max_minutes and time.time() - t_start > spec.max_minutes * 60) or (
+                    spec.stop_after and step - start >= spec.stop_after
+                ):
+                    if ddp.main:
+                        print(f"\n{spec.stage}: stopping at step {step} of {spec.steps}; rerun to continue", file=sys.stderr)
+                    break
+            save(step, step >= spec.steps)
+        finally:
+            logger.close()  # also flushes TensorBoard when a step fails
+    if stopped is not None and step < spec.steps:  # (a stop during the last step: finished anyway)
+        name = signal.Signals(stopped).name
+        raise Stopped(f"{spec.stage}: stopped by {name} at step {step} of {spec.steps}, state saved; "
+                      "rerun the same command to continue.", stopped)
     return step
 
 
