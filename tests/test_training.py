@@ -331,6 +331,25 @@ def test_a_polite_kill_saves_the_step_reached_and_rerunning_resumes(tiny_data, t
     assert _state(run, "vae").meta["step"] == state.meta["step"] + 2
 
 
+def test_the_stop_request_leaves_ignored_signals_ignored_and_restores_handlers():
+    """Under nohup SIGHUP is ignored and must stay so (a closed terminal is not a request to stop)."""
+    import signal
+
+    from training.loop import StopRequest
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with StopRequest() as stop:
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) == stop._note
+            signal.raise_signal(signal.SIGTERM)
+            assert stop.signum == signal.SIGTERM
+        assert signal.getsignal(signal.SIGTERM) == before[signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGHUP, before[signal.SIGHUP])
+
+
 # --- bad settings: one sentence naming the value and the fix, exit code 2, no traceback -------
 
 def _bad_inputs(tmp_path, tiny_data):

@@ -362,7 +362,8 @@ class StopRequest:
     def __enter__(self) -> "StopRequest":
         if threading.current_thread() is threading.main_thread():
             for s in STOP_SIGNALS:
-                self._old[s] = signal.signal(s, self._note)
+                if signal.getsignal(s) is not signal.SIG_IGN:  # nohup's ignored SIGHUP stays ignored
+                    self._old[s] = signal.signal(s, self._note)
         return self
 
     def _note(self, signum: int, frame: Any) -> None:
