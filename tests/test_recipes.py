@@ -63,7 +63,8 @@ def test_cpu_round_stages_every_file_outside_the_work_tree(tmp_path):
     fake.write_text(f'#!/usr/bin/env bash\necho "$*" >> "{log}"\n')
     fake.chmod(0o755)
     stage = tmp_path / "stage"
-    env = {**os.environ, "TRAIN": str(fake), "STAGE": str(stage), "DATA": str(tmp_path / "data")}
+    env = {**os.environ, "TRAIN": str(fake), "STAGE": str(stage), "DATA": str(tmp_path / "data"),
+           "SAVED": str(tmp_path / "nothing-saved")}  # (not the repository's committed round)
     r = subprocess.run(["bash", str(ROOT / "training/recipes/cpu_round.sh")], env=env, capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0, r.stderr
@@ -86,6 +87,20 @@ def test_cpu_round_stages_every_file_outside_the_work_tree(tmp_path):
     assert len(heads) == 3 and all(Path(arg(c, "--backbone-file")).parent == models for c in heads)
     order = [c[0] for c in calls]
     assert order.index("backbone") < order.index("vae") < order.index("gcrf-hoc") < order.index("pic")
+    # a fresh machine (no staging runs) takes the round's committed backbone instead of training it again
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    (saved / "backbone_general.safetensors").write_bytes(b"round backbone")
+    fresh = tmp_path / "fresh"
+    log.unlink()
+    r = subprocess.run(["bash", str(ROOT / "training/recipes/cpu_round.sh")], env={**env, "STAGE": str(fresh), "SAVED": str(saved)},
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    calls = [c.split() for c in log.read_text().splitlines()]
+    assert [arg(c, "--data").endswith("lfw64") for c in calls if c[0] == "backbone"] == [True]  # faces only
+    assert (fresh / "models" / "backbone_general.safetensors").read_bytes() == b"round backbone"
+    assert all(arg(c, "--backbone-file") == str(fresh / "models" / "backbone_general.safetensors")
+               for c in calls if c[0] in ("vae", "pic") and "general" in arg(c, "--out"))
     # without the round's knobs a recipe still reproduces the shipped file in place
     log.unlink()
     plain = {k: v for k, v in env.items() if k not in ("STAGE", "MODELS", "RESULTS", "RUNS")}

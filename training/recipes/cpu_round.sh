@@ -24,8 +24,17 @@ r=training/recipes
 # 9000 steps, not the first defaults' 16000: the heads are retrained on the new backbone a
 # session sooner, and the batch loss stayed flat over the first 3650 steps at the peak rate,
 # so what this round gains is expected from the decay. (A resumed run takes the new total.)
-bash $r/backbone_defaults.sh general --init resources/models/backbone_general.safetensors --lr 5e-4 \
-    --steps ${BACKBONE_STEPS:-9000} ${BACKBONE_FLAGS:-}
+# A fresh machine has lost the staging runs: the round's finished general backbone, committed in
+# SAVED, is taken instead of being trained again (hours); the heads then train on it.
+SAVED=${SAVED:-training/recipes/round}
+if [ ! -e "$RUNS/backbone-general" ] && [ -f "$SAVED/backbone_general.safetensors" ]; then
+    cp "$SAVED/backbone_general.safetensors" "$MODELS/backbone_general.safetensors"
+    if [ -f "$SAVED/backbone_general_eval.json" ]; then cp "$SAVED/backbone_general_eval.json" "$RESULTS/"; fi
+    echo "general backbone: the round's committed file ($SAVED), not retrained"
+else
+    bash $r/backbone_defaults.sh general --init resources/models/backbone_general.safetensors --lr 5e-4 \
+        --steps ${BACKBONE_STEPS:-9000} ${BACKBONE_FLAGS:-}
+fi
 bash $r/vae_mdn_defaults.sh general ${VAE_FLAGS:---steps 1500}
 HINTS_STEPS=${HINTS_STEPS:-3000} bash $r/gcrf_defaults.sh general ${GCRF_FLAGS:---threads 2}
 bash $r/pic_defaults.sh ${PIC_FLAGS:-}
