@@ -374,11 +374,12 @@ class StopRequest:
         for s, old in self._old.items():
             signal.signal(s, old)
 
-    def agreed(self, ddp: "Dist") -> int | None:
-        """The signal, as every rank of a torchrun job sees it (each must stop at the same step)."""
+    def agreed(self, ddp: "Dist", device: torch.device) -> int | None:
+        """The signal, as every rank of a torchrun job sees it (each must stop at the same step).
+        ``device``: the parameters' (NCCL reduces GPU tensors only)."""
         if ddp.world <= 1:
             return self.signum
-        flag = torch.tensor([float(self.signum or 0)])
+        flag = torch.tensor([float(self.signum or 0)], device=device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return int(flag.item()) or None
 
@@ -491,7 +492,7 @@ def run_loop(
                     )
                 if step % spec.log_every == 0 or step == spec.steps:
                     logger.log(step, {"loss": loss.item(), **logs, "lr": opt.param_groups[0]["lr"]})
-                stopped = stop.agreed(ddp)
+                stopped = stop.agreed(ddp, params[0].device if params else torch.device("cpu"))
                 if stopped is not None:
                     break
                 if time.time() - last_save > spec.checkpoint_minutes * 60:
