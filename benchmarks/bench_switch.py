@@ -81,7 +81,7 @@ def settle(t0, family):
             got["strokes"] = now - t0
         if fs.state == "failed":
             raise SystemExit(f"the stroke field failed: {fs.error}")
-        if "gallery" not in got and len(got) == 2 and win.is_idle() and not win.session.sampling.busy:
+        if "gallery" not in got and len(got) == 2 and win.is_idle():  # (idle: no sampling job either)
             got["gallery"] = now - t0
         if now - t0 > 900:
             raise SystemExit(f"timed out switching to {family}: {got}")
