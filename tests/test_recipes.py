@@ -101,6 +101,37 @@ def test_cpu_round_stages_every_file_outside_the_work_tree(tmp_path):
     assert (fresh / "models" / "backbone_general.safetensors").read_bytes() == b"round backbone"
     assert all(arg(c, "--backbone-file") == str(fresh / "models" / "backbone_general.safetensors")
                for c in calls if c[0] in ("vae", "pic") and "general" in arg(c, "--out"))
+    # committed heads are taken too, but VAE-MDN only with its G-CRF (which starts from VAE-MDN's run)
+    for name in ("vae_mdn_general", "pic_general", "vae_mdn_faces", "gcrf_faces"):
+        (saved / f"{name}.safetensors").write_bytes(name.encode())
+    (saved / "pic_general_eval.json").write_text("{}")
+    for run_again in (False, True):
+        fresh = tmp_path / f"fresh-{run_again}"
+        log.unlink(missing_ok=True)
+        r = subprocess.run(["bash", str(ROOT / "training/recipes/cpu_round.sh")],
+                           env={**env, "STAGE": str(fresh), "SAVED": str(saved)}, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        calls = [c.split() for c in log.read_text().splitlines()] if log.exists() else []
+        trained = sorted({Path(arg(c, "--out")).name for c in calls if "--out" in c})
+        if not run_again:  # no gcrf_general, no backbone_faces: those and what depends on them train
+            assert trained == ["backbone-faces", "faces", "faces-gcrf", "general", "general-gcrf"]
+            assert (fresh / "models" / "pic_general.safetensors").read_bytes() == b"pic_general"
+            assert (fresh / "results" / "pic_general_eval.json").exists()
+            assert not (fresh / "models" / "vae_mdn_general.safetensors").exists()  # (the stand-in exports nothing)
+            (saved / "gcrf_general.safetensors").write_bytes(b"gcrf_general")
+            (saved / "backbone_faces.safetensors").write_bytes(b"backbone_faces")
+        else:  # everything committed: nothing trains
+            assert trained == []
+            assert sorted(p.name for p in (fresh / "models").iterdir()) == sorted(
+                p.name for p in saved.iterdir() if p.suffix == ".safetensors")
+    # a run directory on this machine wins over the committed file: the round resumes it
+    log.unlink(missing_ok=True)
+    (fresh / "runs" / "general-pic").mkdir()
+    r = subprocess.run(["bash", str(ROOT / "training/recipes/cpu_round.sh")],
+                       env={**env, "STAGE": str(fresh), "SAVED": str(saved)}, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert sorted({Path(arg(c.split(), "--out")).name for c in log.read_text().splitlines()
+                   if "--out" in c}) == ["general-pic"]
     # without the round's knobs a recipe still reproduces the shipped file in place
     log.unlink()
     plain = {k: v for k, v in env.items() if k not in ("STAGE", "MODELS", "RESULTS", "RUNS")}

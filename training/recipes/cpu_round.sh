@@ -24,21 +24,37 @@ r=training/recipes
 # 9000 steps, not the first defaults' 16000: the heads are retrained on the new backbone a
 # session sooner, and the batch loss stayed flat over the first 3650 steps at the peak rate,
 # so what this round gains is expected from the decay. (A resumed run takes the new total.)
-# A fresh machine has lost the staging runs: the round's finished general backbone, committed in
-# SAVED, is taken instead of being trained again (hours); the heads then train on it.
+# A fresh machine has lost the staging runs: what the round finished is committed in SAVED and
+# taken instead of being trained again (hours), but only where what it was trained on was taken
+# too (a head refuses any backbone but its own), and VAE-MDN only with the G-CRF of its family
+# (G-CRF starts from VAE-MDN's run directory).
 SAVED=${SAVED:-training/recipes/round}
-if [ ! -e "$RUNS/backbone-general" ] && [ -f "$SAVED/backbone_general.safetensors" ]; then
-    cp "$SAVED/backbone_general.safetensors" "$MODELS/backbone_general.safetensors"
-    if [ -f "$SAVED/backbone_general_eval.json" ]; then cp "$SAVED/backbone_general_eval.json" "$RESULTS/"; fi
-    echo "general backbone: the round's committed file ($SAVED), not retrained"
-else
+fresh() { for d in "$@"; do [ ! -e "$RUNS/$d" ] || return 1; done; }
+take() {  # take NAME...: all of SAVED/NAME.safetensors (and their evals) into MODELS, or none
+    for n in "$@"; do [ -f "$SAVED/$n.safetensors" ] || return 1; done
+    for n in "$@"; do
+        cp "$SAVED/$n.safetensors" "$MODELS/$n.safetensors"
+        if [ -f "$SAVED/${n}_eval.json" ]; then cp "$SAVED/${n}_eval.json" "$RESULTS/"; fi
+        echo "$n: the round's committed file ($SAVED), not retrained"
+    done
+}
+general=0; faces=0  # 1: the family's backbone came from SAVED
+if fresh backbone-general && take backbone_general; then general=1; else
     bash $r/backbone_defaults.sh general --init resources/models/backbone_general.safetensors --lr 5e-4 \
         --steps ${BACKBONE_STEPS:-9000} ${BACKBONE_FLAGS:-}
 fi
-bash $r/vae_mdn_defaults.sh general ${VAE_FLAGS:---steps 1500}
-HINTS_STEPS=${HINTS_STEPS:-3000} bash $r/gcrf_defaults.sh general ${GCRF_FLAGS:---threads 2}
-bash $r/pic_defaults.sh ${PIC_FLAGS:-}
-bash $r/backbone_defaults.sh faces ${BACKBONE_FLAGS:-}
-bash $r/vae_mdn_defaults.sh faces ${VAE_FLAGS:---steps 1500}
-HINTS_STEPS=${FACES_HINTS_STEPS:-600} bash $r/gcrf_defaults.sh faces ${GCRF_FLAGS:---threads 2}
+if [ $general = 1 ] && fresh general general-gcrf && take vae_mdn_general gcrf_general; then :; else
+    bash $r/vae_mdn_defaults.sh general ${VAE_FLAGS:---steps 1500}
+    HINTS_STEPS=${HINTS_STEPS:-3000} bash $r/gcrf_defaults.sh general ${GCRF_FLAGS:---threads 2}
+fi
+if [ $general = 1 ] && fresh general-pic && take pic_general; then :; else
+    bash $r/pic_defaults.sh ${PIC_FLAGS:-}
+fi
+if [ $general = 1 ] && fresh backbone-faces && take backbone_faces; then faces=1; else
+    bash $r/backbone_defaults.sh faces ${BACKBONE_FLAGS:-}
+fi
+if [ $faces = 1 ] && fresh faces faces-gcrf && take vae_mdn_faces gcrf_faces; then :; else
+    bash $r/vae_mdn_defaults.sh faces ${VAE_FLAGS:---steps 1500}
+    HINTS_STEPS=${FACES_HINTS_STEPS:-600} bash $r/gcrf_defaults.sh faces ${GCRF_FLAGS:---threads 2}
+fi
 echo "round staged in $MODELS (evaluations in $RESULTS)"
