@@ -73,7 +73,8 @@ class BackboneStageConfig(StageConfig):
     HELP: ClassVar[dict[str, str]] = {
         "data": "comma-separated shard prefixes / .npz / folders, all used together",
         "width": "channels at 1/2 resolution (x2, x4 deeper); 40 is the paper preset",
-        "rebalance": "λ of the class rebalancing (0: none, 1: uniform over bins)",
+        "rebalance": "λ of the class rebalancing, w ∝ ((1-λ) p + λ/Q)^-1: 1 weighs every pixel alike (no "
+                     "rebalancing), 0 by the inverse frequency of its colour; Zhang et al. 0.5",
         "degrade": "fraction of inputs damaged like old photos (grain, blur, fading, blocks, dust)",
         "min_crop": "smallest random crop side, as a fraction of the image",
         "ema": "decay of the exported weight average",
