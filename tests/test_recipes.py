@@ -63,12 +63,17 @@ def test_cpu_round_stages_every_file_outside_the_work_tree(tmp_path):
     fake.write_text(f'#!/usr/bin/env bash\necho "$*" >> "{log}"\n')
     fake.chmod(0o755)
     stage = tmp_path / "stage"
-    env = {**os.environ, "TRAIN": str(fake), "STAGE": str(stage), "DATA": str(tmp_path / "data"),
-           "SAVED": str(tmp_path / "nothing-saved")}  # (not the repository's committed round)
-    r = subprocess.run(["bash", str(ROOT / "training/recipes/cpu_round.sh")], env=env, capture_output=True, text=True,
-                       timeout=60)
-    assert r.returncode == 0, r.stderr
-    calls = [c.split() for c in log.read_text().splitlines()]
+    env = {**os.environ, "TRAIN": str(fake), "DATA": str(tmp_path / "data")}
+
+    def run_round(stage: Path, saved: Path) -> list[list[str]]:
+        """The round with the stand-in trainer: the calls it made (none: no log)."""
+        log.unlink(missing_ok=True)
+        r = subprocess.run(["bash", str(ROOT / "training/recipes/cpu_round.sh")],
+                           env={**env, "STAGE": str(stage), "SAVED": str(saved)}, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return [c.split() for c in log.read_text().splitlines()] if log.exists() else []
+
+    calls = run_round(stage, tmp_path / "nothing-saved")  # (not the repository's committed round)
     arg = lambda c, flag: c[c.index(flag) + 1] if flag in c else None
     models, results = stage / "models", stage / "results"
     dests = [arg(c, "--dest") for c in calls if c[0] == "export"]
@@ -92,11 +97,7 @@ def test_cpu_round_stages_every_file_outside_the_work_tree(tmp_path):
     saved.mkdir()
     (saved / "backbone_general.safetensors").write_bytes(b"round backbone")
     fresh = tmp_path / "fresh"
-    log.unlink()
-    r = subprocess.run(["bash", str(ROOT / "training/recipes/cpu_round.sh")], env={**env, "STAGE": str(fresh), "SAVED": str(saved)},
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    calls = [c.split() for c in log.read_text().splitlines()]
+    calls = run_round(fresh, saved)
     assert [arg(c, "--data").endswith("lfw64") for c in calls if c[0] == "backbone"] == [True]  # faces only
     assert (fresh / "models" / "backbone_general.safetensors").read_bytes() == b"round backbone"
     assert all(arg(c, "--backbone-file") == str(fresh / "models" / "backbone_general.safetensors")
@@ -107,11 +108,7 @@ def test_cpu_round_stages_every_file_outside_the_work_tree(tmp_path):
     (saved / "pic_general_eval.json").write_text("{}")
     for run_again in (False, True):
         fresh = tmp_path / f"fresh-{run_again}"
-        log.unlink(missing_ok=True)
-        r = subprocess.run(["bash", str(ROOT / "training/recipes/cpu_round.sh")],
-                           env={**env, "STAGE": str(fresh), "SAVED": str(saved)}, capture_output=True, text=True, timeout=60)
-        assert r.returncode == 0, r.stderr
-        calls = [c.split() for c in log.read_text().splitlines()] if log.exists() else []
+        calls = run_round(fresh, saved)
         trained = sorted({Path(arg(c, "--out")).name for c in calls if "--out" in c})
         if not run_again:  # no gcrf_general, no backbone_faces: those and what depends on them train
             assert trained == ["backbone-faces", "faces", "faces-gcrf", "general", "general-gcrf"]
@@ -125,15 +122,10 @@ def test_cpu_round_stages_every_file_outside_the_work_tree(tmp_path):
             assert sorted(p.name for p in (fresh / "models").iterdir()) == sorted(
                 p.name for p in saved.iterdir() if p.suffix == ".safetensors")
     # a run directory on this machine wins over the committed file: the round resumes it
-    log.unlink(missing_ok=True)
     (fresh / "runs" / "general-pic").mkdir()
-    r = subprocess.run(["bash", str(ROOT / "training/recipes/cpu_round.sh")],
-                       env={**env, "STAGE": str(fresh), "SAVED": str(saved)}, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    assert sorted({Path(arg(c.split(), "--out")).name for c in log.read_text().splitlines()
-                   if "--out" in c}) == ["general-pic"]
+    assert sorted({Path(arg(c, "--out")).name for c in run_round(fresh, saved) if "--out" in c}) == ["general-pic"]
     # without the round's knobs a recipe still reproduces the shipped file in place
-    log.unlink()
+    log.unlink(missing_ok=True)
     plain = {k: v for k, v in env.items() if k not in ("STAGE", "MODELS", "RESULTS", "RUNS")}
     plain["RUNS"] = str(tmp_path / "runs")
     r = subprocess.run(["bash", str(ROOT / "training/recipes/vae_mdn_defaults.sh"), "general"], env=plain,
