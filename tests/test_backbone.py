@@ -272,6 +272,21 @@ def test_a_backbone_file_whose_weights_were_altered_is_refused(tiny_backbone, tm
         load_shared(bad)
 
 
+def test_a_shared_backbone_moved_by_a_model_is_not_handed_out_for_its_old_device(tiny_backbone):
+    """Training attaches the shared CPU instance and then moves the model to the GPU, which
+    moves the shared backbone too; an export later in the same process asked for the CPU one
+    and got GPU weights (seen on the first GPU lease: the G-CRF export failed)."""
+    from engine.models.backbone import load_shared
+
+    first = load_shared(tiny_backbone)
+    first.to("meta")  # a device the test machine has: what model.to("cuda") does to it
+    again = load_shared(tiny_backbone)
+    assert next(again.parameters()).device == torch.device("cpu")
+    L = torch.rand(1, 1, 64, 64) * 100
+    assert torch.isfinite(again(L).logits).all()
+    assert load_shared(tiny_backbone) is again  # and that one is shared from then on
+
+
 def test_backbone_eval_limit_takes_evenly_spaced_images(tiny_data, tmp_path, monkeypatch):
     """As the heads' eval does: test shards are in class order, so the first N would be one class."""
     from conftest import write_shard

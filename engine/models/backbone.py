@@ -236,7 +236,11 @@ def load_shared(path: str | Path, device: str | torch.device = "cpu") -> Backbon
     key = (str(digest), str(torch.device(device)))
     with _SHARED_LOCK:
         if key in _SHARED:
-            return _SHARED[key]
+            cached = _SHARED[key]
+            # A model that attached it and was then moved (``model.to("cuda")``) moved it too:
+            # handing that one out for this device would mix devices inside a forward pass.
+            if next(cached.parameters()).device == torch.device(device):
+                return cached
         model = Backbone.from_loaded(ck, path.name)
         model = model.to(device)
         _SHARED[key] = model
