@@ -206,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dry-run", action="store_true", help="two steps per stage on the CPU with a dozen images")
     p.add_argument("--device", default="cuda", help="where to train (the timed plan on a CPU: a check of the plan)")
     p.add_argument("--limit", type=int, default=0, help="use the first N images of each set (0: all)")
+    p.add_argument("--backbone", type=Path, help="train the heads on this backbone file instead of training one")
+    p.add_argument("--only", help="comma-separated runs to train (backbone, general, general-pic, general-gcrf, "
+                   "faces, faces-gcrf); default all")
     p.add_argument("--probe-steps", type=int, default=PROBE_STEPS, help="steps that measure each stage's speed")
     a = p.parse_args(argv)
     import os
@@ -222,6 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     common = (["--device", "cpu", "--threads", "1", "--limit", "12", "--batch-size", "4"] if a.dry_run
               else ["--device", a.device, *(["--limit", str(a.limit)] if a.limit else [])])
     todo = stages(a.data, models, a.dry_run)
+    if a.backbone:  # a second lease: the heads on the backbone the first one trained
+        shutil.copy2(a.backbone, models / f"{BACKBONE}.safetensors")
+        todo = [st for st in todo if st.name != "backbone"]
+    if a.only:
+        keep = set(a.only.split(","))
+        todo = [st for st in todo if st.run in keep]
     # Exports tune on the CPU (PIC's temperature: raster-order samples; G-CRF: 4096² solves per
     # image): fewer images than the CPU recipes use, so the tuning does not eat the lease.
     n = ["2", "2", "2"] if a.dry_run else ["16", "16", "16"]
