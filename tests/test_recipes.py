@@ -146,3 +146,34 @@ def test_cpu_round_stages_every_file_outside_the_work_tree(tmp_path):
     calls = [c.split() for c in log.read_text().splitlines()]
     assert [arg(c, "--dest") for c in calls if c[0] == "export"] == ["resources/models/vae_mdn_general.safetensors"]
     assert [arg(c, "--json") for c in calls if c[0] == "eval"] == ["docs/results/vae_mdn_general_eval.json"]
+
+
+def _timed_stage(tiny_data, budget_s, monkeypatch, tmp_path, fast_probe=False):
+    """One tiny backbone stage through the GPU recipe's timed path (probe, size, train, close)."""
+    sys.path.insert(0, str(ROOT / "training/recipes"))
+    import gpu_timed
+
+    monkeypatch.setenv("DIVCOLOR_CACHE", str(tmp_path / "cache"))
+    if fast_probe:  # the probe measured a speed the stage then does not keep up
+        monkeypatch.setattr(gpu_timed, "seconds_per_step", lambda log: 1e-4)
+    st = gpu_timed.Stage("backbone", "bb", ["--data", tiny_data, "--width", "8", "--blocks-s4", "1", "--blocks-s8", "1",
+                                            "--blocks-dec", "1", "--warmup", "2"], share=1.0, cap=100000)
+    plan = gpu_timed.Plan(600, tmp_path)
+    ok = gpu_timed.train_stage(st, plan, tmp_path / "runs", ["--device", "cpu", "--threads", "1", "--batch-size", "4"],
+                               budget_s, dry=False, probe=4)
+    from training.loop import read_state
+
+    return ok, plan.record[-1], read_state(tmp_path / "runs" / "bb", "backbone", need_finished=False).meta
+
+
+def test_timed_stage_sizes_its_steps_from_the_probe_and_finishes(tiny_data, monkeypatch, tmp_path):
+    ok, rec, meta = _timed_stage(tiny_data, 8.0, monkeypatch, tmp_path)
+    assert ok and not rec["closed_early"]
+    assert 4 < rec["steps"] < 100000  # sized from the measured speed, not the cap
+    assert meta["finished"] and meta["step"] == rec["steps"] == rec["reached"]
+
+
+def test_timed_stage_that_overruns_its_share_is_closed_where_it_is(tiny_data, monkeypatch, tmp_path):
+    ok, rec, meta = _timed_stage(tiny_data, 1.0, monkeypatch, tmp_path, fast_probe=True)
+    assert ok and rec["closed_early"]
+    assert meta["finished"] and 4 < meta["step"] == rec["reached"] < rec["steps"]  # the next stage can use it

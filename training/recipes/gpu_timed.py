@@ -38,9 +38,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from training.cli import main as cli  # noqa: E402
-from training.loop import LOG_FILE  # noqa: E402
+from training.loop import LOG_FILE, read_state  # noqa: E402
 
 BACKBONE = "backbone_wide"
+PROBE_STEPS = 40  # enough to get past cuDNN's autotuning and the first allocations (--probe-steps)
 # Time kept for each export still to come: the tuning runs on the CPU. Seen on the H200 box's 16
 # cores with 16 tuning images: PIC 22 s; a G-CRF export was still tuning after 38 s (killed).
 EXPORT_S = {"gcrf": 100.0, "pic": 30.0}
@@ -50,7 +51,6 @@ EXPORT_OTHER_S = 5.0
 def export_seconds(words: list[str]) -> float:
     dest = Path(words[words.index("--dest") + 1]).name
     return next((t for k, t in EXPORT_S.items() if dest.startswith(k + "_")), EXPORT_OTHER_S)
-PROBE_STEPS = 40  # enough to get past cuDNN's autotuning and the first allocations (--probe-steps)
 
 
 @dataclass
@@ -130,7 +130,7 @@ def train_stage(st: Stage, plan: Plan, runs: Path, common: list[str], budget_s: 
     steps = int(min(st.cap, max(done + 1, done + rest / sps)))
     every = max(10, steps // 20)
     rc = cli([*base, "--steps", str(steps), "--log-every", str(every), "--max-minutes", f"{max(rest, 10) * 1.4 / 60:.3f}"])
-    reached = _log_times(log)[-1][0] if _log_times(log) else 0
+    reached = int(read_state(run, st.name, need_finished=False).meta.get("step", 0))
     closed = False
     if rc == 0 and reached < steps:  # overran its share: close it where it is, so later stages can use it
         rc = cli([*base, "--steps", str(reached), "--log-every", str(every)])
