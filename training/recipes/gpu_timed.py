@@ -17,6 +17,10 @@ together, at the paper preset's width (40: 22 MiB in fp16, the issue's cap is 25
 families, so the lease trains one network instead of two and the app holds one in memory; it is
 exported as ``backbone_wide`` so its heads can ship beside heads on the older backbones. The
 heads keep the CPU preset's shapes, whose files fit the 10 MiB cap, and get the GPU's steps.
+The first lease (training/README.md) found the faces heads on this shared backbone worse than on
+the CPU faces backbone fine-tuned on lfw64 (VAE-MDN .0470 vs .0453): a faces fine-tune is the
+next stage to add, in a second call, since two 24 MiB backbones and five heads exceed what one
+call brings back.
 
 DATA_DIR holds natural64_train_*.npz and lfw64_train_00.npz (carried with the work tree, so
 ≤ 64 MiB). ``--dry-run``: every stage for two steps on the CPU with a dozen images (the test
