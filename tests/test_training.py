@@ -306,7 +306,11 @@ def test_a_polite_kill_saves_the_step_reached_and_rerunning_resumes(tiny_data, t
     run = tmp_path / "stopped"
     cmd = [sys.executable, "-m", "training.cli", "vae", "--data", tiny_data, "--out", str(run), "--steps", "100000",
            "--checkpoint-minutes", "60", *TINY_VAE, "--threads", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # A suite started in the background by a shell without job control inherits SIGINT ignored,
+    # and an ignored signal stays ignored (the stop request respects that, as nohup needs): give
+    # the run the default a terminal would, so the test does not hang there.
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     log = run / "vae" / "log.jsonl"
     deadline = time.monotonic() + 900
 
