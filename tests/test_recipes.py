@@ -178,3 +178,18 @@ def test_timed_stage_that_overruns_its_share_is_closed_where_it_is(tiny_data, mo
     ok, rec, meta = _timed_stage(tiny_data, 1.0, monkeypatch, tmp_path, fast_probe=True)
     assert ok and rec["closed_early"]
     assert meta["finished"] and 4 < meta["step"] == rec["reached"] < rec["steps"]  # the next stage can use it
+
+
+def test_a_stage_that_crashes_fails_alone_and_the_lease_goes_on(monkeypatch, capsys):
+    """On the first GPU lease an export's RuntimeError ended the whole driver."""
+    sys.path.insert(0, str(ROOT / "training/recipes"))
+    import gpu_timed
+
+    def boom(words):
+        raise RuntimeError("Expected all tensors to be on the same device")
+
+    monkeypatch.setattr(gpu_timed, "_cli_main", boom)
+    assert gpu_timed.cli(["export", "--out", "x"]) == 1
+    assert "same device" in capsys.readouterr().err
+    monkeypatch.setattr(gpu_timed, "_cli_main", lambda words: (_ for _ in ()).throw(SystemExit("run vae first")))
+    assert gpu_timed.cli(["mdn"]) == 1

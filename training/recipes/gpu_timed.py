@@ -31,9 +31,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from training.cli import main as cli  # noqa: E402
+from training.cli import main as _cli_main  # noqa: E402
 from training.loop import LOG_FILE, read_state  # noqa: E402
 
 BACKBONE = "backbone_wide"
@@ -55,6 +57,19 @@ EXPORT_OTHER_S = 5.0
 def export_seconds(words: list[str]) -> float:
     dest = Path(words[words.index("--dest") + 1]).name
     return next((t for k, t in EXPORT_S.items() if dest.startswith(k + "_")), EXPORT_OTHER_S)
+
+
+def cli(words: list[str]) -> int:
+    """One ``divcolor-train`` command in this process; a crash is that stage's failure, not the
+    lease's (on the first lease an export's RuntimeError ended the driver and every stage after)."""
+    try:
+        return _cli_main(words)
+    except KeyboardInterrupt:
+        raise
+    except BaseException:  # noqa: BLE001 - SystemExit from a stage's "run X first", or a bug
+        traceback.print_exc()
+        print(f"[gpu_timed] divcolor-train {' '.join(words[:1])} failed; going on without it", file=sys.stderr, flush=True)
+        return 1
 
 
 @dataclass
@@ -217,14 +232,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, default=8.5, help="wall-clock budget for everything, exports included")
     p.add_argument("--dry-run", action="store_true", help="two steps per stage on the CPU with a dozen images")
     p.add_argument("--device", default="cuda", help="where to train (the timed plan on a CPU: a check of the plan)")
-    p.add_argument("--limit", type=int, default=0, help="use the first N images of each set (0: all)")
+    p.add_argument("--limit", type=int, default=0, help="use N images of each set (0: all)")
     p.add_argument("--backbone", type=Path, help="train the heads on this backbone file instead of training one")
     p.add_argument("--only", help="comma-separated runs to train (backbone, general, general-pic, general-gcrf, "
                    "faces, faces-gcrf); default all")
     p.add_argument("--probe-steps", type=int, default=PROBE_STEPS, help="steps that measure each stage's speed")
     a = p.parse_args(argv)
-    import os
-
     import torch
 
     os.environ.setdefault("DIVCOLOR_CACHE", str(a.out / "cache"))
@@ -281,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
             plan.note(export=words[words.index("--dest") + 1], ok=rc == 0, seconds=round(time.time() - t, 1))
             if rc != 0:
                 plan.failed.add(st.run)
-    shutil.copy2(a.out / "plan.json", models / "plan.json")
+    if (a.out / "plan.json").exists():
+        shutil.copy2(a.out / "plan.json", models / "plan.json")
     made = sorted(m.name for m in models.glob("*.safetensors"))
     print(f"[gpu_timed] {len(made)} models in {models}: {', '.join(made)}", file=sys.stderr)
     return 0 if made else 1
