@@ -15,6 +15,14 @@ from conftest import synthetic_images, write_shard
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _gpu_timed():
+    """The recipe's driver module (a script in training/recipes, not a package)."""
+    sys.path.insert(0, str(ROOT / "training/recipes"))
+    import gpu_timed
+
+    return gpu_timed
+
+
 def test_gpu_recipe_dry_run_trains_and_exports_every_model(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
@@ -48,9 +56,7 @@ def test_gpu_recipe_dry_run_trains_and_exports_every_model(tmp_path):
     assert load_checkpoint(models / "pic_general.safetensors").meta["sampling"]["images"] == 2  # calibrated on 2
 
     # packed for the trip back: parts of at most 15 MiB that rejoin into the same files
-    sys.path.insert(0, str(ROOT / "training/recipes"))
-    from gpu_timed import pack
-
+    pack = _gpu_timed().pack
     parts = pack(models, tmp_path / "back", part_mib=0.5)
     assert len(parts) > 1 and all(p.stat().st_size <= 2**19 for p in parts)
     import io
@@ -151,9 +157,7 @@ def test_cpu_round_stages_every_file_outside_the_work_tree(tmp_path):
 
 def _timed_stage(tiny_data, budget_s, monkeypatch, tmp_path, fast_probe=False):
     """One tiny backbone stage through the GPU recipe's timed path (probe, size, train, close)."""
-    sys.path.insert(0, str(ROOT / "training/recipes"))
-    import gpu_timed
-
+    gpu_timed = _gpu_timed()
     monkeypatch.setenv("DIVCOLOR_CACHE", str(tmp_path / "cache"))
     if fast_probe:  # the probe measured a speed the stage then does not keep up
         monkeypatch.setattr(gpu_timed, "seconds_per_step", lambda log: 1e-4)
@@ -182,8 +186,7 @@ def test_timed_stage_that_overruns_its_share_is_closed_where_it_is(tiny_data, mo
 
 def test_a_stage_that_crashes_fails_alone_and_the_lease_goes_on(monkeypatch, capsys):
     """On the first GPU lease an export's RuntimeError ended the whole driver."""
-    sys.path.insert(0, str(ROOT / "training/recipes"))
-    import gpu_timed
+    gpu_timed = _gpu_timed()
 
     def boom(words):
         raise RuntimeError("Expected all tensors to be on the same device")
