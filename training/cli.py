@@ -16,19 +16,8 @@ from engine.errors import ConfigError, DivcolorError
 
 from .config import add_config_args, check_data_path, config_from_args
 from .loop import Stopped, recover_run, teardown_distributed
+from .stage_registry import TRAIN_STAGES
 from .stages import backbone, gcrf, pic, vae_mdn
-
-TRAIN_STAGES = {
-    "backbone": (backbone.BackboneStageConfig, backbone.train_backbone,
-                 "the shared grey-image network: per-pixel ab classifier (Zhang et al. 2016)"),
-    "vae": (vae_mdn.VAEStageConfig, vae_mdn.train_vae, "VAE-MDN step 1: VAE on ab fields (+ grey encoder)"),
-    "mdn": (vae_mdn.MDNStageConfig, vae_mdn.train_mdn, "VAE-MDN step 2: MDN P(z | grey) on the frozen VAE"),
-    "gcrf-unary": (gcrf.GCRFUnaryStageConfig, gcrf.train_unary, "G-CRF phase 1: the VAE (= vae stage; --init-from reuses a VAE-MDN run)"),
-    "gcrf-hoc": (gcrf.GCRFHocStageConfig, gcrf.train_hoc, "G-CRF phase 2: HOC embedding net + decoder top layers"),
-    "gcrf-mdn": (gcrf.GCRFMDNStageConfig, gcrf.train_gcrf_mdn, "G-CRF stage 2: MDN P(z | grey) (= mdn stage)"),
-    "gcrf-hints": (gcrf.GCRFHintsStageConfig, gcrf.train_hints, "G-CRF: learned hint branch (Zhang et al. 2017) on a finished model"),
-    "pic": (pic.PICStageConfig, pic.train_pic, "PIC: conditional PixelCNN++ over chroma given L"),
-}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -290,7 +290,7 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
 def _stage_commands(model: Shipped) -> list[str]:
     """The training commands that made the file, rebuilt from the settings it records (only the
     flags that differ from the stage's defaults), then the export; a recorded command wins."""
-    from .cli import TRAIN_STAGES
+    from .stage_registry import TRAIN_STAGES
 
     meta = model.meta
     recorded = meta.get("commands") or meta.get("command")

@@ -34,6 +34,7 @@ from ..batches import BatchSampler
 from ..config import StageConfig
 from ..loop import STATE_FILE, LoopSpec, bf16_native, cosine, half_floats, prepare, read_state, run_loop, stage_times
 from ..losses import rebalance_weights, rebalanced_ce, soft_encode
+from ..sheets import contact_sheet, demo_sheet
 
 STAGE = "backbone"
 MODEL_FILE = "backbone.safetensors"
@@ -318,8 +319,6 @@ def evaluate_backbone(ckpt: Path, data: str, split: str = "test", limit: int = 0
     cp, ct = float(torch.cat(colf_pred).mean()), float(torch.cat(colf_true).mean())
     extra: dict[str, Any] = {}
     if sheet:
-        from .evaluate import contact_sheet
-
         extra["contact_sheet"] = str(contact_sheet(rows, sheet))
     if demo:
         extra.update(demo_sheet(model, Path(demo), Path(sheet).with_name(Path(sheet).stem + "_demo.png") if sheet else None))
@@ -338,44 +337,6 @@ def evaluate_backbone(ckpt: Path, data: str, split: str = "test", limit: int = 0
         **extra,
         "seconds": round(time.time() - t0, 1),
     }
-
-
-@torch.no_grad()
-def demo_sheet(model: Backbone, folder: Path, dest: Path | None, height: int = 192) -> dict[str, Any]:
-    """Best guesses on real historical photos (no ground truth): mean chroma, and a sheet of
-    grey | colorized pairs to look at."""
-    from PIL import Image
-
-    from engine.color import grey_to_L, guided_upsample_ab, lab_to_rgb
-
-    chroma, tiles = [], []
-    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in {".jpg", ".jpeg", ".png", ".tif", ".tiff"})
-    for f in files:
-        im = Image.open(f).convert("L")
-        im = im.resize((max(1, round(im.width * height / im.height)), height), Image.LANCZOS)
-        L = grey_to_L(torch.from_numpy(np.asarray(im, np.float32) / 255.0))[None, None]
-        small = F.interpolate(L, size=(model.cfg.size,) * 2, mode="area")
-        ab = model.annealed_mean(model(small).logits) * AB_SCALE
-        ab = guided_upsample_ab(ab, L[0, 0])
-        chroma.append(float(ab.norm(dim=1).mean()))
-        tiles.append(torch.cat([lab_to_rgb(torch.cat([L[0], torch.zeros_like(ab[0])])), lab_to_rgb(torch.cat([L[0], ab[0]]))], 2))
-    out: dict[str, Any] = {"demo_photos": len(files), "demo_mean_chroma": round(float(np.mean(chroma)), 2) if chroma else 0.0}
-    if dest is not None and tiles:
-        rows, row, width = [], [], 0
-        for t in tiles:  # rows of about 1600 px
-            if row and width + t.shape[-1] > 1600:
-                rows.append(row)
-                row, width = [], 0
-            row.append(t)
-            width += t.shape[-1]
-        rows.append(row)
-        w = max(sum(t.shape[-1] for t in r) for r in rows)
-        grid = torch.cat([F.pad(torch.cat(r, 2), (0, w - sum(t.shape[-1] for t in r)), value=1.0) for r in rows], 1)
-        arr = (grid.permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(arr).save(dest)
-        out["demo_sheet"] = str(dest)
-    return out
 
 
 def write_eval(result: dict[str, Any], dest: Path) -> None:

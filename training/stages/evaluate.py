@@ -23,33 +23,11 @@ import torch
 import torch.nn.functional as F
 
 from engine import metrics as M
-from engine.color import AB_SCALE, guided_upsample_ab, recombine, rgb_to_lab
+from engine.color import AB_SCALE, guided_upsample_ab, recombine
 from engine.colorizer import load_model
 
 from .. import data as D
-
-DEMO_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff"}
-
-
-def contact_sheet(rows: list[list[torch.Tensor]], path: str | Path, scale: int = 2) -> Path:
-    """Save rows of (3, H, W) RGB tensors as one image: look at results, not only at numbers.
-    Tiles of a row share a height; rows of different widths are padded with white. A ``.jpg``
-    path is written as JPEG q90 without chroma subsampling (a tenth of the PNG, for sheets kept
-    in the repository; colour stays as sharp as in our q90 4:4:4 data)."""
-    from PIL import Image
-
-    lines = [torch.cat(r, dim=2) for r in rows]
-    width = max(x.shape[-1] for x in lines)
-    grid = torch.cat([F.pad(x, (0, width - x.shape[-1]), value=1.0) for x in lines], dim=1)
-    img = (grid.permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
-    im = Image.fromarray(img)
-    im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    if Path(path).suffix.lower() in (".jpg", ".jpeg"):
-        im.save(path, quality=90, subsampling=0)
-    else:
-        im.save(path)
-    return Path(path)
+from ..sheets import contact_sheet, demo_samples, demo_sheet
 
 
 def spread(n: int, limit: int) -> list[int]:
@@ -206,8 +184,6 @@ def evaluate(
         dest = Path(sheet).with_name(Path(sheet).stem + "_demo" + Path(sheet).suffix) if sheet else None
         result.update(demo_samples(checkpoint, Path(demo), dest, n_samples, seed))
         if backbone is not None:
-            from .backbone import demo_sheet
-
             bb_dest = Path(sheet).with_name(Path(sheet).stem + "_demo_backbone" + Path(sheet).suffix) if sheet else None
             bb = demo_sheet(backbone, Path(demo), bb_dest)
             result["backbone_demo_mean_chroma"] = bb["demo_mean_chroma"]
@@ -217,39 +193,3 @@ def evaluate(
     if not quiet:
         print(json.dumps(result, indent=2))
     return result
-
-
-@torch.no_grad()
-def demo_samples(checkpoint: Path, folder: Path, dest: Path | None, n_samples: int = 5, seed: int = 0,
-                 height: int = 128) -> dict[str, Any]:
-    """The method on real photos without ground truth (``bw_demo/``), through the app's own path
-    (the engine facade: working size, guided upsampling, the photo's L): the mean chroma of the
-    samples, and a sheet with one row per photo, grey | samples 0..n-1 (sample 0 the most likely)."""
-    from PIL import Image
-
-    from engine.colorizer import Colorizer
-    from engine.io import photo_from_array
-
-    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in DEMO_SUFFIXES)
-    colorizer = Colorizer(device="cpu")
-    info = colorizer.add_model(checkpoint)
-    chroma, rows = [], []
-    for f in files:
-        with Image.open(f) as im:
-            im = im.convert("L")
-            im = im.resize((max(1, round(im.width * height / im.height)), height), Image.LANCZOS)
-            grey = np.asarray(im, np.float32) / 255.0
-        photo = photo_from_array(grey)
-        out = colorizer.sample(photo, info.method, n=n_samples, seed=seed, checkpoint=info.path)
-        rgb = torch.from_numpy(np.stack([o.rgb for o in out])).permute(0, 3, 1, 2).float()
-        chroma.append(float(rgb_to_lab(rgb)[:, 1:].norm(dim=1).mean()))
-        grey_rgb = torch.from_numpy(grey)[None].expand(3, -1, -1)
-        rows.append([grey_rgb, *rgb])
-    out: dict[str, Any] = {"demo_photos": len(files),
-                           "demo_mean_chroma": round(float(np.mean(chroma)), 2) if chroma else 0.0,
-                           "demo_note": "mean Lab chroma sqrt(a²+b²) of the samples (0..~130), photos at "
-                           f"{height} px high, seed {seed}, the app's sampling"}
-    if dest is not None and rows:
-        out["demo_sheet"] = str(contact_sheet(rows, dest, scale=1))
-        out["demo_sheet_columns"] = f"grey | {n_samples} samples (the first is the most likely)"
-    return out

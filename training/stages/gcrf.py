@@ -1139,7 +1139,7 @@ def psnr_vs_points(
     for k, v in res.items():
         out[k] = [round(float(x), 2) for x in np.mean(np.array(v), axis=0)]
     if sheet:
-        from .evaluate import contact_sheet
+        from ..sheets import contact_sheet
 
         out["contact_sheet"] = str(contact_sheet(rows, sheet))
         out["contact_sheet_columns"] = f"grey with the {points[k_sheet]} hints | Levin | G-CRF hints only | G-CRF hints on its colorization | truth"
