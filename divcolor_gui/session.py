@@ -25,6 +25,7 @@ from PySide6.QtGui import QImage, QUndoStack
 
 from engine.colorizer import METHOD_LABELS, Colorization, Colorizer, ModelInfo, ambiguity_map, default_model_name
 from engine.errors import Cancelled, DivcolorError
+from engine.files import sweep_unfinished
 from engine.io import Photo, save_image
 from engine.metadata import export_metadata
 from engine.models import model_class
@@ -694,6 +695,7 @@ class Session(QObject):
         ref = self.doc.base_ref
 
         def job(ctx: JobContext) -> Path:
+            sweep_unfinished(p.parent)  # what an export killed here left half-written (as the CLI does)
             rgb = current
             if rgb is None:
                 if strokes:

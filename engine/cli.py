@@ -26,7 +26,6 @@ import contextlib
 import logging
 import math
 import os
-import re
 import sys
 import time
 import warnings
@@ -346,36 +345,15 @@ def _prepare(args: argparse.Namespace, method: str, count: int) -> tuple[list[Pa
         return 2
     files, notes = _unique(_expand(args.images))
     plans, renamed = output_paths(files, out, method, count, FORMATS[args.format])
-    swept = _sweep_unfinished(out)
+    from .files import sweep_unfinished  # here, not at the top: the app's start skips it
+
+    swept = sweep_unfinished(out)
     if swept:
         notes.append(f"removed {swept} unfinished result file{'s' if swept > 1 else ''} that a stopped run left in {out}")
     if not args.quiet:
         for note in notes + renamed:
             print(f"divcolor: note: {note}", file=sys.stderr)
     return files, plans, {_identity(f) for f in files}
-
-
-_PART = re.compile(r"^\.(?P<target>.+)\.\d+\.[0-9a-f]+\.divcolor-part$")
-
-
-def _sweep_unfinished(out: Path) -> int:
-    """Remove what an earlier run that was killed left half-written in ``out``: the hidden
-    temporaries of engine.files whose writer is gone (a live run's are never touched). A write
-    sweeps its own target's; this sweeps all of the folder's, so a stopped run leaves nothing
-    behind even if the next one writes other names."""
-    from .files import stale_temps
-
-    removed = 0
-    try:
-        names = [e.name for e in os.scandir(out)]
-    except OSError:
-        return 0
-    for target in {m.group("target") for m in map(_PART.match, names) if m}:
-        for temp in stale_temps(out / target):
-            with contextlib.suppress(OSError):
-                temp.unlink()
-                removed += 1
-    return removed
 
 
 def _check_not_inputs(paths: list[Path], inputs: set[str], photo: Path) -> None:

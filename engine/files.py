@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator, Union
 
-__all__ = ["TEMP_SUFFIX", "atomic_path", "atomic_write", "current_umask", "stale_temps"]
+__all__ = ["TEMP_SUFFIX", "atomic_path", "atomic_write", "current_umask", "stale_temps", "sweep_unfinished"]
 
 TEMP_SUFFIX = ".divcolor-part"
 STALE_SECONDS = 24 * 3600
@@ -89,10 +89,32 @@ def stale_temps(dest: str | os.PathLike[str]) -> list[Path]:
     return found
 
 
-def _sweep(dest: Path) -> None:
+def _sweep(dest: Path) -> int:
+    removed = 0
     for p in stale_temps(dest):
         with contextlib.suppress(OSError):
             p.unlink()
+            removed += 1
+    return removed
+
+
+_ANY_TEMP = re.compile(r"^\.(?P<target>.+)\.\d+\.[0-9a-f]+" + re.escape(TEMP_SUFFIX) + "$")
+
+
+def sweep_unfinished(folder: str | os.PathLike[str]) -> int:
+    """Remove what earlier writers that were killed left half-written in ``folder`` (their
+    temporaries, whatever the target); returns how many went. A live writer's are never touched.
+
+    A write sweeps only its own target's temporaries, so a run or an export killed while
+    writing ``a.png`` would leave its part file until ``a.png`` is written again; the CLI calls
+    this on its output folder and the app on its export folder, so nothing of theirs stays."""
+    folder = Path(folder).expanduser()
+    try:
+        names = [e.name for e in os.scandir(folder)]
+    except OSError:
+        return 0
+    targets = {m.group("target") for m in map(_ANY_TEMP.match, names) if m}
+    return sum(_sweep(folder / target) for target in targets)
 
 
 def _final_mode(dest: Path) -> int:

@@ -179,3 +179,46 @@ def test_no_other_module_renames_files_into_place() -> None:
                 if pattern.search(line):
                     offenders.append(f"{f.relative_to(ROOT)}:{i}: {line.strip()}")
     assert offenders == []
+
+
+def test_sweep_unfinished_takes_every_dead_writers_temporary_in_the_folder(tmp_path: Path) -> None:
+    """The CLI's and the app's sweep: other targets' part files go too, a live writer's stays."""
+    dead = [_plant_stale(tmp_path / "a.png"), _plant_stale(tmp_path / "b.tif")]
+    live = tmp_path / f".c.png.{os.getppid()}.abcd1234{TEMP_SUFFIX}"
+    live.write_bytes(b"being written")
+    (tmp_path / "photo.png").write_bytes(b"a user's file")
+    assert files.sweep_unfinished(tmp_path) == 2
+    assert not any(p.exists() for p in dead) and live.exists() and (tmp_path / "photo.png").exists()
+    assert files.sweep_unfinished(tmp_path / "missing") == 0
+
+
+def test_an_export_from_the_app_sweeps_what_a_killed_export_left(qtbot, tmp_path: Path, tiny_model) -> None:
+    """Issue 28 item 6: the app killed during an export left ``.x.png.<pid>….divcolor-part``; the
+    next export into that folder, of any name, removes it (before: only a write to ``x.png`` did)."""
+    import shutil
+
+    from engine.colorizer import Colorizer
+    from engine.io import save_image
+    from divcolor_gui.session import Session
+
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(tiny_model, models / "vae_mdn_general.safetensors")
+    photo = tmp_path / "street.png"
+    save_image(photo, np.tile(np.linspace(0.2, 0.8, 48, dtype=np.float32), (32, 1)))
+    out = tmp_path / "exports"
+    stale = _plant_stale(out / "earlier_colorized.png")
+    s = Session(Colorizer(device="cpu", model_dirs=[models]))
+    try:
+        s.set_params(seed=0, n=1, temperature=1.0)
+        with qtbot.waitSignal(s.models_changed, timeout=120_000):
+            s.refresh_models()
+        with qtbot.waitSignal(s.ready, timeout=120_000):
+            s.open_photo(photo)
+        qtbot.waitUntil(lambda: s.is_idle() and s.doc.base is not None, timeout=120_000)
+        with qtbot.waitSignal(s.exported, timeout=120_000):
+            s.export(out / "street_colorized.png")
+    finally:
+        s.close()
+    assert not stale.exists()
+    assert sorted(p.name for p in out.iterdir()) == ["street_colorized.png"]
