@@ -1,11 +1,17 @@
-"""The main window: builds the views, creates the actions and wires both to the session.
+"""The main window: builds the views and wires them to the session; coordinates what they show.
 
 The state and the work (photo, model per photo, gallery batches, strokes, undo, stroke field,
-jobs) live in :class:`~.session.Session`, which has no widgets. This module only builds views
-(canvas, gallery, brush panel, overlay, dialogs), turns user commands into session calls and
-session signals into what the views show. Every user command is a QAction created in
-:meth:`MainWindow._create_actions` (icon, shortcut, tooltip that shows the shortcut), so menus,
-toolbars and panels share one definition.
+jobs) live in :class:`~.session.Session`, which has no widgets. The window is three files, each
+of one purpose:
+
+- this module: the widgets (canvas, gallery, brush panel, overlays, docks), the window's place on
+  the screen, and the coordination between them — session signals turned into what the gallery,
+  canvas and overlays show, and gallery/canvas/brush events turned into session calls;
+- :mod:`.window_actions`: every user command as a QAction created in one place (icon, shortcut,
+  tooltip that shows the shortcut), the menus, toolbar and status bar built from them, which of
+  them are enabled, the theme, the shortcut and about boxes;
+- :mod:`.window_files`: the file dialogs and what they lead to — open (recent files, drag and
+  drop), projects, export, the folder batch.
 """
 
 from __future__ import annotations
@@ -15,57 +21,31 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from PySide6.QtCore import QRect, QSize, Qt, Signal
-from PySide6.QtGui import (
-    QAction,
-    QActionGroup,
-    QCloseEvent,
-    QDragEnterEvent,
-    QDropEvent,
-    QGuiApplication,
-    QKeyEvent,
-    QKeySequence,
-)
-from PySide6.QtWidgets import (
-    QApplication,
-    QDockWidget,
-    QFileDialog,
-    QLabel,
-    QMainWindow,
-    QMessageBox,
-    QSizePolicy,
-    QToolBar,
-    QWidget,
-)
-
-import qtawesome as qta
+from PySide6.QtCore import QRect, Qt, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QKeyEvent
+from PySide6.QtWidgets import QMainWindow, QMessageBox, QWidget
 
 from engine.colorizer import Colorizer, ModelInfo
 from engine.errors import DivcolorError
-from engine.io import Photo
 from engine.strokes import Stroke, displayed_color
 
-from . import theme
 from .autosave import Autosave, autosave_dir
 from .brush_panel import BrushPanel
 from .canvas import SHOW_ORIGINAL_KEY, CanvasPanel, Tool
-from .document import PROJECT_SUFFIX, project_dict, write_project
 from .errors import error_text
 from .gallery import THUMB, GalleryPanel, Sample
 from .imaging import dominant_colors, full_size
 from .models_dialog import ModelsDialog
-from .overlay import AMBIGUITY_NEEDS, AMBIGUITY_TIP, AmbiguityOverlay, AttentionOverlay
-from .samples import sample_photos
+from .overlay import AMBIGUITY_NEEDS, AmbiguityOverlay, AttentionOverlay
 from .session import FieldState, MethodPlan, Session
 from .settings import Settings
+from .window_actions import WindowActions
+from .window_files import WindowFiles
 
 __all__ = ["MainWindow", "error_text"]
 
 log = logging.getLogger(__name__)
 
-IMAGE_FILTER = "Photos (*.jpg *.jpeg *.png *.tif *.tiff *.webp *.bmp);;divcolor projects (*.divcolor);;All files (*)"
-OPEN_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", PROJECT_SUFFIX}
-EXPORT_FILTERS = {"PNG image (*.png)": ".png", "JPEG image (*.jpg *.jpeg)": ".jpg", "TIFF image (*.tif *.tiff)": ".tif"}
 DEFAULT_SIZE = (1440, 900)
 SCREEN_SHARE = 0.92  # of the available screen a first window takes at most
 
@@ -76,7 +56,7 @@ def available_geometry(widget: QWidget) -> QRect:
     return screen.availableGeometry() if screen is not None else QRect(0, 0, *DEFAULT_SIZE)
 
 
-class MainWindow(QMainWindow):
+class MainWindow(WindowActions, WindowFiles, QMainWindow):
     """One photo at a time: canvas in the middle, brush panel left, sample gallery right."""
 
     photo_loaded = Signal()  # a photo is on the canvas
@@ -226,219 +206,6 @@ class MainWindow(QMainWindow):
             if self.fit_screen:
                 self.clamp_to_screen()
 
-    def _action(
-        self,
-        key: str,
-        text: str,
-        icon: str | None = None,
-        slot: Callable[..., Any] | None = None,
-        shortcut: str | QKeySequence | list | None = None,
-        tip: str | None = None,
-        checkable: bool = False,
-    ) -> QAction:
-        a = QAction(text, self)
-        if shortcut is not None:
-            seqs = shortcut if isinstance(shortcut, list) else [shortcut]
-            a.setShortcuts([s if isinstance(s, QKeySequence) else QKeySequence(s) for s in seqs])
-        a.setCheckable(checkable)
-        self._set_tip(a, tip or text.replace("…", "").replace("&", ""))
-        if icon:
-            self._icons[a] = icon
-        if slot is not None:
-            (a.toggled if checkable else a.triggered).connect(slot)
-        self.addAction(a)  # shortcuts work even when the action is in no visible toolbar
-        self.act[key] = a
-        return a
-
-    @staticmethod
-    def _set_tip(a: QAction, tip: str) -> None:
-        keys = a.shortcut().toString(QKeySequence.SequenceFormat.NativeText)
-        a.setToolTip(f"{tip} ({keys})" if keys else tip)
-        a.setStatusTip(tip)
-
-    def _create_actions(self) -> None:
-        self.act: dict[str, QAction] = {}
-        A = self._action
-        # file
-        A("open", "&Open…", "mdi6.folder-open", self.open_dialog, QKeySequence.StandardKey.Open, "Open a photo or a divcolor project")
-        A("save", "&Save Project", "mdi6.content-save", self.save_project, QKeySequence.StandardKey.Save,
-          "Save photo, chosen model, gallery, picked sample and strokes as a project")
-        A("save_as", "Save Project &As…", "mdi6.content-save-edit", lambda: self.save_project(ask=True), "Ctrl+Shift+S")
-        A("export", "&Export Image…", "mdi6.export", self.export_dialog, "Ctrl+E",
-          "Export the coloured photo at full size (PNG, JPEG or TIFF)")
-        A("batch", "Colori&ze Folder…", "mdi6.folder-multiple-image", self.show_batch,
-          "Ctrl+Shift+B", "Colorize every photo of a folder into another folder, as `divcolor colorize` does")
-        A("quit", "&Quit", "mdi6.exit-to-app", self.close, QKeySequence.StandardKey.Quit)
-        # edit
-        undo = self.undo_stack.createUndoAction(self, "&Undo")
-        undo.setShortcut(QKeySequence.StandardKey.Undo)
-        redo = self.undo_stack.createRedoAction(self, "&Redo")
-        redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
-        for key, a, icon in (("undo", undo, "mdi6.undo"), ("redo", redo, "mdi6.redo")):
-            self.act[key] = a
-            self._icons[a] = icon
-            self.addAction(a)
-        self.undo_stack.indexChanged.connect(self._retip_undo)
-        self._retip_undo()
-        A("clear", "C&lear Strokes", "mdi6.delete-sweep", self.clear_strokes, "Ctrl+Shift+Delete", "Remove every stroke")
-        # tools
-        tools = QActionGroup(self)
-        tools.setExclusive(True)
-        for key, text, icon, sc, tip in (
-            ("brush", "&Brush", "mdi6.brush", "B", "Brush: paint a colour hint; click for a point hint"),
-            ("eraser", "&Eraser", "mdi6.eraser", "E", "Eraser: remove the strokes you drag over"),
-            ("eyedropper", "Eye&dropper", "mdi6.eyedropper", "I",
-             "Eyedropper: pick the brush colour from the canvas or any gallery sample (Alt+click with the brush)"),
-            ("pan", "&Pan", "mdi6.hand-back-right", "H", "Pan: drag to move the view (or hold Space, or drag with the middle button)"),
-        ):
-            a = A(key, text, icon, None, sc, tip, checkable=True)
-            a.setData(Tool(key))
-            tools.addAction(a)
-        self.act["brush"].setChecked(True)
-        tools.triggered.connect(self._tool_triggered)
-        A("bigger", "Bigger Brush", "mdi6.plus-circle-outline", lambda: self.brush.set_radius(self.brush.radius * 1.25 + 0.5), "]")
-        A("smaller", "Smaller Brush", "mdi6.minus-circle-outline", lambda: self.brush.set_radius(self.brush.radius / 1.25), "[")
-        A("color", "Brush &Colour…", "mdi6.palette", lambda: self.brush.choose_color(), "C", "Choose the brush colour")
-        # view
-        A("zoom_in", "Zoom &In", "mdi6.magnify-plus-outline", lambda: self.canvas.zoom_by(1.25), QKeySequence.StandardKey.ZoomIn)
-        A("zoom_out", "Zoom &Out", "mdi6.magnify-minus-outline", lambda: self.canvas.zoom_by(0.8), QKeySequence.StandardKey.ZoomOut)
-        A("fit", "&Fit to Window", "mdi6.fit-to-screen-outline", self.canvas.fit, "Ctrl+0")
-        A("zoom_100", "&Actual Pixels (100%)", "mdi6.numeric-1-box-outline", self.canvas.zoom_100, "Ctrl+1")
-        A("original", "Show &Original", "mdi6.compare", self.canvas.set_show_original, None,
-          "Show the grey original instead of the result (or hold \\)", checkable=True)
-        A("strokes", "Show &Strokes", "mdi6.vector-polyline", self.canvas.set_strokes_visible, "S",
-          "Show or hide your strokes over the result", checkable=True)
-        self.act["strokes"].setChecked(True)
-        A("attention", "&Attention Map", "mdi6.blur", self._toggle_attention, "A", checkable=True)
-        A("ambiguity", "Am&biguity Map", "mdi6.map-marker-question-outline", self._toggle_ambiguity, "D",
-          AMBIGUITY_TIP, checkable=True)
-        A("dark", "&Dark Theme", "mdi6.theme-light-dark", lambda on: self.set_theme("dark" if on else "light"), "Ctrl+Shift+T",
-          "Switch between the dark and the light theme", checkable=True)
-        # colorize
-        A("generate", "&Generate Samples", "mdi6.refresh", lambda: self.generate(append=False), "F5",
-          "Replace the gallery with a fresh batch of colorizations")
-        A("more", "&More Samples", "mdi6.plus-box-multiple", lambda: self.generate(append=True), "Ctrl+M",
-          "Add another batch of the seed's set; with strokes, new samples that keep them (lock and resample)")
-        A("cancel", "&Cancel", "mdi6.close-circle-outline", self.cancel_jobs, "Esc", "Stop generating samples")
-        A("models", "&Models…", "mdi6.cube-outline", self.show_models, "Ctrl+Shift+M", "The models, what they were trained on and how good they are")
-        A("load_model", "&Load Model…", "mdi6.file-upload-outline", self.load_model_dialog, "Ctrl+Shift+L",
-          "Add your own .safetensors model")
-        # help
-        A("shortcuts", "&Keyboard Shortcuts", "mdi6.keyboard-outline", self.show_shortcuts, "F1")
-        A("about", "&About divcolor", "mdi6.information-outline", self.show_about)
-        self._set_tip(self.act["attention"], self.overlay.reason)
-
-    def _retip_undo(self, *_: object) -> None:
-        """Undo/redo tooltips name the edit, like their menu text ("Undo Paint stroke (Ctrl+Z)")."""
-        for key in ("undo", "redo"):
-            a = self.act[key]
-            keys = a.shortcut().toString(QKeySequence.SequenceFormat.NativeText)
-            a.setToolTip(f"{a.text().replace('&', '')} ({keys})")
-
-    def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea, name: str) -> QDockWidget:
-        d = QDockWidget(title, self)
-        d.setObjectName(f"dock_{name}")
-        d.setWidget(widget)
-        d.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable | QDockWidget.DockWidgetFeature.DockWidgetFloatable
-                      | QDockWidget.DockWidgetFeature.DockWidgetClosable)
-        self.addDockWidget(area, d)
-        return d
-
-    def _create_menus(self) -> None:
-        mb = self.menuBar()
-        f = mb.addMenu("&File")
-        f.addAction(self.act["open"])
-        self.sample_menu = f.addMenu(qta.icon("mdi6.image-multiple-outline"), "Open Sa&mple")
-        for name, path in sample_photos():
-            a = self.sample_menu.addAction(name)
-            a.setToolTip(str(path))
-            a.setData(str(path))
-            a.triggered.connect(lambda _=False, p=path: self.open_path(p))
-        if self.sample_menu.isEmpty():
-            self.sample_menu.addAction("No sample photos installed").setEnabled(False)
-        self.recent_menu = f.addMenu(qta.icon("mdi6.history"), "Open &Recent")
-        f.addSeparator()
-        for k in ("save", "save_as", "export"):
-            f.addAction(self.act[k])
-        f.addSeparator()
-        f.addAction(self.act["batch"])
-        f.addSeparator()
-        f.addAction(self.act["quit"])
-        e = mb.addMenu("&Edit")
-        for k in ("undo", "redo"):
-            e.addAction(self.act[k])
-        e.addSeparator()
-        e.addAction(self.act["clear"])
-        t = mb.addMenu("&Tools")
-        for k in ("brush", "eraser", "eyedropper", "pan"):
-            t.addAction(self.act[k])
-        t.addSeparator()
-        for k in ("bigger", "smaller", "color"):
-            t.addAction(self.act[k])
-        v = mb.addMenu("&View")
-        for k in ("zoom_in", "zoom_out", "fit", "zoom_100"):
-            v.addAction(self.act[k])
-        v.addSeparator()
-        for k in ("original", "strokes", "attention", "ambiguity"):
-            v.addAction(self.act[k])
-        v.addSeparator()
-        v.addAction(self.act["dark"])
-        v.addSeparator()
-        v.addAction(self.gallery_dock.toggleViewAction())
-        v.addAction(self.brush_dock.toggleViewAction())
-        c = mb.addMenu("&Colorize")
-        for k in ("generate", "more", "cancel"):
-            c.addAction(self.act[k])
-        c.addSeparator()
-        for k in ("models", "load_model"):
-            c.addAction(self.act[k])
-        h = mb.addMenu("&Help")
-        h.addAction(self.act["shortcuts"])
-        h.addAction(self.act["about"])
-
-    def _create_toolbars(self) -> None:
-        tb = QToolBar("Main", self)
-        tb.setObjectName("toolbar_main")
-        tb.setIconSize(QSize(20, 20))
-        tb.setMovable(False)
-        groups = [
-            ("open", "save", "export"),
-            ("undo", "redo"),
-            ("fit", "zoom_100", "zoom_in", "zoom_out"),
-            ("original", "strokes", "attention", "ambiguity"),
-            ("generate", "more", "models"),
-        ]
-        for i, g in enumerate(groups):
-            if i:
-                tb.addSeparator()
-            for k in g:
-                tb.addAction(self.act[k])
-        for k in ("open", "export", "generate"):  # the few that deserve a word next to the icon
-            w = tb.widgetForAction(self.act[k])
-            if w is not None:
-                w.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, tb)
-        self.toolbar = tb
-
-    def _create_status_bar(self) -> None:
-        sb = self.statusBar()
-        self.pixel_label = QLabel("")
-        self.method_label = QLabel("")
-        self.method_label.setToolTip("What your strokes are propagated with, and whether it is ready")
-        self.time_label = QLabel("")
-        self.time_label.setToolTip("How long you waited: samples from Generate to the last one, strokes from release to result")
-        self.device_label = QLabel(self._device_text())
-        self.device_label.setToolTip("Where the models run")
-        for w in (self.pixel_label, self.method_label, self.time_label, self.device_label):
-            # as wide as their text while there is room, but never widening the window
-            w.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
-            w.setMinimumWidth(1)
-            sb.addPermanentWidget(w)
-
-    def _device_text(self) -> str:
-        d = self.colorizer.device
-        return "Device: CPU" if d.type == "cpu" else f"Device: GPU ({d})"
-
     def _connect(self) -> None:
         c, g, d, s = self.canvas, self.gallery, self.doc, self.session
         c.stroke_preview.connect(self._stroke_preview)
@@ -547,39 +314,10 @@ class MainWindow(QMainWindow):
         self.show_error("divcolor", exc)
 
     # ==========================================================================================
-    # theme, enabling, small UI helpers
+    # errors and small UI helpers
     # ==========================================================================================
-    def apply_theme(self, name: str) -> None:
-        app = QApplication.instance()
-        if isinstance(app, QApplication):
-            theme.apply_theme(app, name)
-        for a, icon in self._icons.items():
-            a.setIcon(qta.icon(icon))
-        self.recent_menu.setIcon(qta.icon("mdi6.history"))
-        self.sample_menu.setIcon(qta.icon("mdi6.image-multiple-outline"))
-        self.gallery.refresh_icons()
-        self.brush.set_color(self.brush.color)  # re-render the swatch after a palette change
-
-    def set_theme(self, name: str) -> None:
-        self.settings.theme = name
-        self.apply_theme(name)
-
     def _clean_changed(self, clean: bool) -> None:
         self.setWindowModified(not clean)
-
-    def _update_enabled(self, *_: object) -> None:
-        has_photo = self.doc.photo is not None
-        for k in ("save", "save_as", "export", "clear", "fit", "zoom_100", "zoom_in", "zoom_out", "original"):
-            self.act[k].setEnabled(has_photo)
-        self.act["clear"].setEnabled(bool(self.doc.strokes))
-        can_gen = has_photo and bool(self.models)
-        self.act["generate"].setEnabled(can_gen)
-        self.act["more"].setEnabled(can_gen and bool(self.session.samples))
-        amb = len(self.session.all_samples()) >= 2 or self.act["ambiguity"].isChecked()
-        self.act["ambiguity"].setEnabled(amb)
-        self._set_tip(self.act["ambiguity"], AMBIGUITY_TIP.rstrip(" (D).") if amb else AMBIGUITY_NEEDS)
-        self.act["cancel"].setEnabled(self.sampling.busy)
-        self.gallery.set_can_generate(can_gen)
 
     def show_error(self, title: str, exc: BaseException | str, path: str | Path | None = None) -> None:
         """Every failure ends here: a dialog that says what happened and what to do."""
@@ -599,35 +337,8 @@ class MainWindow(QMainWindow):
         self.time_label.setText(" · ".join(f"{k} {v:.2f} s" for k, v in self._times.items()))
 
     # ==========================================================================================
-    # files
+    # the photo on show
     # ==========================================================================================
-    def open_dialog(self) -> None:
-        """Ask about unsaved work first, then for the file (not the other way round)."""
-        if not self.confirm_discard():
-            return
-        path, _ = QFileDialog.getOpenFileName(self, "Open photo or project", self.settings.last_dir, IMAGE_FILTER)
-        if path:
-            self.open_path(path, confirmed=True)
-
-    def open_path(self, path: str | Path, confirmed: bool = False) -> None:
-        """Open a photo or a project (by extension); errors arrive as dialogs."""
-        p = Path(path)
-        if not confirmed and not self.confirm_discard():
-            return
-        self.settings.last_dir = str(p.parent)
-        if p.suffix.lower() == PROJECT_SUFFIX:
-            self.session.open_project(p)
-        else:
-            self.session.open_photo(p)
-
-    def _photo_opened(self, path: Path) -> None:
-        self.settings.add_recent(path)
-        self._rebuild_recent_menu()
-
-    def set_photo(self, photo: Photo, generate: bool = True) -> None:
-        """Show a new photo (greyed if it has colour) and start its gallery and stroke field."""
-        self.session.set_photo(photo, generate=generate)
-
     def _photo_changed(self) -> None:
         photo = self.doc.photo
         self.canvas_panel.show_empty(photo is None)
@@ -652,140 +363,6 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"{name}: {w} × {h}, {photo.bit_depth}-bit{note}", 10000)
         self._update_enabled()
         self.photo_loaded.emit()
-
-    def _rebuild_recent_menu(self) -> None:
-        m = self.recent_menu
-        m.clear()
-        files = self.settings.recent_files
-        for i, f in enumerate(files):
-            a = m.addAction(f"&{(i + 1) % 10} {Path(f).name}")
-            a.setToolTip(f)
-            a.setStatusTip(f)
-            a.triggered.connect(lambda _=False, f=f: self.open_path(f))
-        if files:
-            m.addSeparator()
-            m.addAction("Clear Recent Files", lambda: (self.settings.clear_recent(), self._rebuild_recent_menu()))
-        else:
-            a = m.addAction("No recent files")
-            a.setEnabled(False)
-
-    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802
-        if any(u.isLocalFile() for u in event.mimeData().urls()):
-            event.acceptProposedAction()
-
-    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802
-        files = [Path(u.toLocalFile()) for u in event.mimeData().urls() if u.isLocalFile()]
-        if files:
-            event.acceptProposedAction()
-            self.open_path(files[0])
-
-    # --- export -------------------------------------------------------------------------------
-    def export_suggestion(self) -> Path:
-        """``<last export folder>/<stem>_colorized.png`` (``.tif`` for 16-bit photos)."""
-        photo = self.doc.photo
-        assert photo is not None
-        folder = Path(self.settings.last_export_dir or (photo.path.parent if photo.path else self.settings.last_dir))
-        ext = ".tif" if photo.bit_depth == 16 else ".png"
-        return folder / f"{photo.stem}_colorized{ext}"
-
-    def export_dialog(self) -> None:
-        photo = self.doc.photo
-        if photo is None:
-            return
-        if self.doc.base is None and not self.doc.strokes:
-            QMessageBox.information(
-                self, "Nothing to export yet",
-                "The photo has no colour yet. Pick a sample from the gallery or paint strokes, then export.",
-            )
-            return
-        suggested = self.export_suggestion()
-        filters = list(EXPORT_FILTERS)
-        chosen = filters[2] if suggested.suffix == ".tif" else filters[0]
-        path, flt = QFileDialog.getSaveFileName(self, "Export colorized photo", str(suggested), ";;".join(filters), chosen)
-        if not path:
-            return
-        p = Path(path)
-        if p.suffix.lower() not in (".png", ".jpg", ".jpeg", ".tif", ".tiff"):
-            p = p.with_suffix(EXPORT_FILTERS.get(flt, ".png"))
-        self.export_to(p)
-
-    def export_to(self, path: str | Path) -> None:
-        """Write the current result at the photo's full size, alpha and bit depth (on a worker)."""
-        self.session.export(path)
-
-    def _exported(self, out: str) -> None:
-        self.settings.last_export_dir = str(Path(out).parent)
-        self.exported.emit(out)
-
-    # --- projects -------------------------------------------------------------------------------
-    def save_project(self, ask: bool = False) -> bool:
-        """Save photo path, model, gallery batches, picked sample and strokes; True when saved."""
-        photo = self.doc.photo
-        if photo is None:
-            return False
-        if photo.path is None:
-            QMessageBox.information(self, "Cannot save project", "This photo has no file, so a project cannot refer to it. Export the image instead.")
-            return False
-        path = self.doc.project_path
-        if path is None or ask:
-            suggested = str((path or Path(self.settings.last_dir) / f"{photo.stem}{PROJECT_SUFFIX}"))
-            chosen, _ = QFileDialog.getSaveFileName(self, "Save project", suggested, f"divcolor project (*{PROJECT_SUFFIX})")
-            if not chosen:
-                return False
-            path = Path(chosen)
-            if path.suffix.lower() != PROJECT_SUFFIX:
-                path = path.with_name(path.name + PROJECT_SUFFIX)
-        return self.save_project_to(path)
-
-    def save_project_to(self, path: str | Path) -> bool:
-        path = Path(path)
-        family, checkpoint = self.session.choice
-        batches = self.session.batches
-        first = batches[0] if batches else None
-        try:
-            data = project_dict(
-                self.doc, path,
-                first.seed if first else self.gallery.seed.value(),
-                first.temperature if first else self.gallery.temperature.value(),
-                first.n if first else self.gallery.count.value(),
-                family, checkpoint,
-            )
-            data["gallery"]["batches"] = self.session.batches_json()
-            write_project(path, data, self.doc.photo)
-        except (OSError, DivcolorError) as e:
-            self.show_error("Cannot save project", e, path)
-            return False
-        self.doc.project_path = path
-        self.undo_stack.setClean()
-        self.settings.add_recent(path)
-        self._rebuild_recent_menu()
-        self.statusBar().showMessage(f"Saved {path.name}", 6000)
-        self.project_saved.emit(str(path))
-        return True
-
-    def _project_opened(self, proj) -> None:
-        g = self.gallery
-        for w, v in ((g.seed, proj.seed), (g.temperature, proj.temperature), (g.count, proj.samples)):
-            w.setValue(v)
-        named = self.doc.project_path or (self.doc.photo.path if self.doc.photo is not None else None)
-        self.setWindowTitle(f"{Path(named).name if named else 'divcolor'}[*] — divcolor")
-
-    def confirm_discard(self) -> bool:
-        """Ask before unsaved strokes (or unsaved changes to a project) are thrown away."""
-        if self.doc.photo is None or self.undo_stack.isClean():
-            return True
-        if not self.doc.strokes and self.doc.project_path is None:
-            return True
-        box = QMessageBox.question(
-            self,
-            "Unsaved strokes",
-            "Your strokes are not saved. Save them as a project before continuing?",
-            QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel,
-            QMessageBox.StandardButton.Save,
-        )
-        if box == QMessageBox.StandardButton.Save:
-            return self.save_project()
-        return box == QMessageBox.StandardButton.Discard
 
     # ==========================================================================================
     # models and the gallery
@@ -852,22 +429,9 @@ class MainWindow(QMainWindow):
         self._models_dialog.show()
         self._models_dialog.raise_()
 
-    def load_model_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Load model", self.settings.last_dir, "divcolor models (*.safetensors)")
-        if path:
-            self.load_model(path)
-
     def load_model(self, path: str | Path) -> None:
         """Validate and register a user's checkpoint on a worker; then offer it in the gallery."""
         self.session.load_model(path)
-
-    def show_batch(self) -> None:
-        from .batch_dialog import BatchDialog
-
-        if self._batch_dialog is None:
-            self._batch_dialog = BatchDialog(self.session, self.settings, self)
-        self._batch_dialog.show()
-        self._batch_dialog.raise_()
 
     # ==========================================================================================
     # strokes and propagation
@@ -1005,30 +569,8 @@ class MainWindow(QMainWindow):
             a.setChecked(False)
 
     # ==========================================================================================
-    # help, closing
+    # closing
     # ==========================================================================================
-    def show_shortcuts(self) -> None:
-        rows = []
-        for a in self.act.values():
-            keys = a.shortcut().toString(QKeySequence.SequenceFormat.NativeText)
-            if keys:
-                rows.append(f"<tr><td><b>{keys}</b></td><td>{a.text().replace('&', '')}</td></tr>")
-        extra = [
-            ("Hold \\", "Show the grey original"), ("Wheel", "Zoom about the cursor"),
-            ("Space+drag / middle drag", "Pan"), ("Alt+click", "Pick a colour (canvas or gallery)"),
-            ("Click", "Point hint"), ("Right click while painting", "Abandon the stroke"),
-        ]
-        rows += [f"<tr><td><b>{k}</b></td><td>{v}</td></tr>" for k, v in extra]
-        QMessageBox.information(self, "Keyboard shortcuts", "<table cellpadding=3>" + "".join(rows) + "</table>")
-
-    def show_about(self) -> None:
-        QMessageBox.about(
-            self, "About divcolor",
-            "<b>divcolor</b> — diverse and controllable colorization of black-and-white photos.<br><br>"
-            "Pick one of several plausible colorizations, then steer it with colour strokes.<br>"
-            f"Models run on: {self._device_text().split(': ', 1)[1]}",
-        )
-
     def is_idle(self) -> bool:
         """No job running and the canvas shows the result of the current strokes (tests use it)."""
         return self.session.is_idle()

@@ -222,7 +222,7 @@ def test_export_full_size_keeps_depth_and_alpha(qtbot, win, tmp_path, monkeypatc
     out = tmp_path / "out" / "deep_colorized.tif"
     out.parent.mkdir()
     monkeypatch.setattr(
-        "divcolor_gui.main_window.QFileDialog.getSaveFileName", lambda *a, **k: (str(out), "TIFF image (*.tif *.tiff)")
+        "divcolor_gui.window_files.QFileDialog.getSaveFileName", lambda *a, **k: (str(out), "TIFF image (*.tif *.tiff)")
     )
     with qtbot.waitSignal(win.exported, timeout=WAIT):
         win.act["export"].trigger()
@@ -539,7 +539,7 @@ def test_unsaved_changes_are_asked_before_the_file_dialog(qtbot, win, photo_path
     events: list[str] = []
     answer = [QMessageBox.StandardButton.Cancel]
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: (events.append("asked"), answer[0])[1])
-    monkeypatch.setattr("divcolor_gui.main_window.QFileDialog.getOpenFileName",
+    monkeypatch.setattr("divcolor_gui.window_files.QFileDialog.getOpenFileName",
                         lambda *a, **k: (events.append("file dialog"), ("", ""))[1])
     win.act["open"].trigger()
     assert events == ["file dialog"], "nothing unsaved: straight to the file dialog"
@@ -591,7 +591,7 @@ def test_export_suggests_last_folder_and_keeps_metadata(qtbot, make_window, tmp_
         asked.append(suggested)
         return str(target[0]), "PNG image (*.png)"
 
-    monkeypatch.setattr("divcolor_gui.main_window.QFileDialog.getSaveFileName", save_dialog)
+    monkeypatch.setattr("divcolor_gui.window_files.QFileDialog.getSaveFileName", save_dialog)
     with qtbot.waitSignal(win.exported, timeout=WAIT):
         win.act["export"].trigger()
     assert asked[-1] == str(tmp_path / "market_colorized.png"), "first export: beside the photo, <stem>_colorized.png"
