@@ -9,7 +9,8 @@ What a user can count on:
 * every value is checked when the command line is read, and a bad one is answered with a
   sentence naming it and what would work, never a traceback;
 * a bad photo is reported and skipped; the exit code says whether all succeeded (0), some
-  failed (1), or the command could not start (2);
+  failed (1), or the command could not start (2); Ctrl-C stops it with one line saying how many
+  photos were done (exit code 130), never a traceback;
 * results are never written over each other (``photo.jpg`` and ``photo.png`` in one folder get
   ``photo_jpg_…`` and ``photo_png_…``) nor over an input photo, and appear whole or not at all;
 * large scans (100+ megapixels) are colorized at the model's size and upsampled and written a
@@ -44,6 +45,7 @@ FORMATS = {"png": ".png", "jpg": ".jpg", "tiff": ".tif"}
 MAX_SAMPLES = 100
 MAX_SEED = 2**63 - 1
 MAX_TEMPERATURE = 10.0
+INTERRUPTED = 130  # the exit code of a command stopped by Ctrl-C (128 + SIGINT), as shells report it
 
 
 # --------------------------------------------------------------------------------------------
@@ -169,22 +171,46 @@ def add_colorize_command(sub: argparse._SubParsersAction) -> argparse.ArgumentPa
 # --------------------------------------------------------------------------------------------
 
 
-def _expand(inputs: list[str]) -> list[Path]:
-    """Files as given; folders become their image files (sorted, not recursive)."""
+def _expand(inputs: list[str]) -> tuple[list[Path], list[str]]:
+    """Files as given; folders become their photos (sorted, not recursive), and a note for each
+    folder that held other files, naming them.
+
+    A folder's photo is any file Pillow recognises by its content (a GIF, a JPEG named ``.heic``),
+    as the same file given alone is colorized; files named like photos are taken without a look,
+    so a damaged one is reported, not passed over. Hidden files (``.DS_Store``, part files) and
+    subfolders are passed over in silence.
+    """
+    from .io import looks_like_photo
+
     out: list[Path] = []
+    notes: list[str] = []
     for s in inputs:
         p = Path(s).expanduser()
-        if p.is_dir():
-            out.extend(sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")))
-        else:
+        if not p.is_dir():
             out.append(p)
-    return out
+            continue
+        others: list[str] = []
+        for f in sorted(p.iterdir()):
+            if f.name.startswith(".") or f.is_dir():
+                continue
+            if f.suffix.lower() in IMAGE_SUFFIXES or looks_like_photo(f):
+                out.append(f)
+            else:
+                others.append(f.name)
+        if others:
+            shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+            notes.append(f"{p}: passed over {len(others)} file{'s' if len(others) > 1 else ''} that "
+                         f"{'are' if len(others) > 1 else 'is'} not a photo divcolor can read: {shown}")
+    return out, notes
 
 
 def _identity(p: Path) -> str:
+    """The file a path names, for telling two names of one file apart. A link that loops has
+    no file (Python 3.11's resolve() raises RuntimeError for it): its own absolute path stands in,
+    and loading it says what is wrong."""
     try:
         return os.path.normcase(str(p.resolve()))
-    except OSError:
+    except (OSError, RuntimeError):
         return os.path.normcase(os.path.abspath(p))
 
 
@@ -309,15 +335,21 @@ def _memory_message(f: Path, count: int) -> str:
 def _for_each_photo(files: list[Path], work: Callable[[Path], str], quiet: bool, count: int = 1) -> int:
     """Run ``work`` on every photo; a failure is reported and skipped, and sets the exit code."""
     if not files:
-        print("divcolor: no photos to colorize (the folders given hold no .jpg/.png/.tif/.webp/.bmp files)", file=sys.stderr)
+        print("divcolor: no photos to colorize (the folders given hold no image files)", file=sys.stderr)
         return 1
-    failed = 0
+    failed = finished = 0
     for f in files:
         try:
             with _photo_notes(f, quiet):
                 done = work(f)
+            finished += 1
             if not quiet:
-                print(f"{f}: {done}")
+                print(f"{f}: {done}", flush=True)
+        except KeyboardInterrupt:
+            # Ctrl-C: the photo being written leaves no file (engine.files), so the count is exact.
+            print(f"divcolor: interrupted: {finished} of {len(files)} photos done"
+                  + (f" ({failed} failed)" if failed else ""), file=sys.stderr)
+            return INTERRUPTED
         except DivcolorError as e:
             failed += 1
             print(f"divcolor: skipped {f}: {e}", file=sys.stderr)
@@ -343,7 +375,9 @@ def _prepare(args: argparse.Namespace, method: str, count: int) -> tuple[list[Pa
     if out.exists() and not out.is_dir():
         print(f"divcolor: -o {args.out} is a file, not a folder: give the folder the results should go to", file=sys.stderr)
         return 2
-    files, notes = _unique(_expand(args.images))
+    given, skipped = _expand(args.images)
+    files, notes = _unique(given)
+    notes = skipped + notes
     plans, renamed = output_paths(files, out, method, count, FORMATS[args.format])
     from .files import sweep_unfinished  # here, not at the top: the app's start skips it
 
@@ -483,6 +517,9 @@ def run(args: argparse.Namespace) -> int:
         if args.command == "colorize":
             try:
                 return colorize(args)
+            except KeyboardInterrupt:  # before the first photo (loading the models): nothing written
+                print("divcolor: interrupted: no photos done", file=sys.stderr)
+                return INTERRUPTED
             except (MemoryError, RuntimeError) as e:
                 if not _out_of_memory(e):
                     raise

@@ -16,7 +16,9 @@ This module never imports Qt and never unpickles or executes anything from a fil
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import os
 import re
 import struct
 import queue
@@ -52,6 +54,7 @@ __all__ = [
     "SUPPORTED_SAVE",
     "Photo",
     "load_photo",
+    "looks_like_photo",
     "photo_from_L",
     "photo_from_array",
     "save_image",
@@ -211,6 +214,8 @@ def _check_file(p: Path) -> None:
     """Catch the common non-image cases up front with specific, helpful messages."""
     name = p.name or str(p)
     if not p.exists():
+        if p.is_symlink():
+            raise UnsupportedImage(_broken_link_message(p, name))
         raise UnsupportedImage(
             f"Cannot open “{name}”: the file does not exist. Check the name and folder, "
             "or choose the file again."
@@ -233,6 +238,45 @@ def _check_file(p: Path) -> None:
             f"Cannot open “{name}”: the file is empty (0 bytes). It was probably not fully "
             "copied or downloaded; get a fresh copy."
         )
+
+
+def _broken_link_message(p: Path, name: str) -> str:
+    """Why a symbolic link leads to no file: it loops (``a -> a``, ``a -> b -> a``), or its
+    target is gone. Python 3.11 reports a loop as RuntimeError from resolve() and as "does not
+    exist" from exists(): neither says what to fix."""
+    try:
+        os.stat(p)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return (
+                f"Cannot open “{name}”: it is a symbolic link that leads back to itself (a link loop), "
+                "so there is no photo behind it. Remove the link or point it at a photo."
+            )
+    try:
+        target = os.readlink(p)
+    except OSError:
+        target = "a file"
+    return (
+        f"Cannot open “{name}”: it is a link to “{target}”, which does not exist. "
+        "Point the link at the photo, or choose the photo itself."
+    )
+
+
+def looks_like_photo(path: str | Path) -> bool:
+    """Whether Pillow recognises the file's content as an image it can open (the header only,
+    nothing decoded): how a folder's photos are told from its other files, whatever their names
+    (a GIF, or a JPEG named ``.heic``). Damaged or oversized images still count: loading them
+    says what is wrong."""
+    p = Path(path)
+    try:
+        if not p.is_file():  # FIFOs, devices: opening could block forever
+            return False
+        with _open(p):
+            return True
+    except Image.DecompressionBombError:
+        return True
+    except Exception:
+        return False
 
 
 def _check_size(width: int, height: int, name: str) -> None:
@@ -821,7 +865,11 @@ def save_colorizations(
         return [one(k) for k in range(len(targets))]
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="divcolor-export") as pool:
         futures = [pool.submit(one, k) for k in range(len(targets))]
-        wait(futures)
+        try:
+            wait(futures)
+        except BaseException:  # Ctrl-C in this thread: the writers stop too, leaving no file
+            stop.set()
+            raise
     errors = [f.exception() for f in futures if f.exception() is not None]
     real = [e for e in errors if not isinstance(e, _Stopped)]
     if real or errors:

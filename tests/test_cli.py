@@ -447,3 +447,94 @@ def test_gcrf_strokes_hints_only_base_grey(tmp_path):
     assert grey[15, 20, 0] > grey[15, 20, 1] + 20  # under the stroke: red
     far = rgb2lab(grey[38:, 44:].astype(np.float64) / 255)[..., 1]
     assert far.min() > -1.0  # the colour fades or fills, never turns to the opposite hue (cyan)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "symlink") or sys.platform == "win32", reason="needs symlinks")
+def test_a_symlink_loop_is_named_and_skipped_and_the_rest_colorized(tiny_model, tmp_path, capsys):
+    """Issue 28 item 1: ``self.jpg -> self.jpg`` and ``a.png <-> b.png`` beside a good photo
+    stopped the whole batch with ``RuntimeError: Symlink loop``; alone, a loop said "does not exist"."""
+    import os
+
+    src = tmp_path / "in"
+    _grey(src / "good.png")
+    os.symlink("self.jpg", src / "self.jpg")
+    os.symlink("b.png", src / "a.png")
+    os.symlink("a.png", src / "b.png")
+    out = tmp_path / "out"
+    rc = main(["colorize", str(src), "-o", str(out), "-n", "1", "--checkpoint", str(tiny_model), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err
+    loops = [line for line in err.splitlines() if "link loop" in line]
+    assert len(loops) == 3 and all(line.startswith("divcolor: skipped ") for line in loops), err
+    assert {n for n in ("self.jpg", "a.png", "b.png") if any(n in line for line in loops)} == {"self.jpg", "a.png", "b.png"}
+    assert "3 of 4 photos failed" in err
+    assert sorted(p.name for p in out.iterdir()) == ["good_vae-mdn_0.png"]
+
+    rc = main(["colorize", str(src / "self.jpg"), "-o", str(out), "-n", "1", "--checkpoint", str(tiny_model)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "link loop" in err and "does not exist" not in err and "Traceback" not in err
+
+
+def test_a_folder_takes_every_photo_pillow_can_open_and_names_the_rest(tiny_model, tmp_path, capsys):
+    """Issue 28 item 4: a GIF, or a JPEG named ``.heic``, in a folder was passed over without a
+    word while the same file given alone was colorized."""
+    src = tmp_path / "in"
+    _grey(src / "good.png")
+    yy, xx = np.mgrid[0:24, 0:32]
+    Image.fromarray(((xx * 7 + yy) % 256).astype(np.uint8)).convert("P").save(src / "anim.gif")
+    Image.fromarray(((xx * 3 + yy * 5) % 256).astype(np.uint8)).save(src / "phone.heic", format="JPEG")
+    (src / "notes.txt").write_text("not a photo")
+    (src / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    out = tmp_path / "out"
+    rc = main(["colorize", str(src), "-o", str(out), "-n", "1", "--checkpoint", str(tiny_model), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["anim_vae-mdn_0.png", "good_vae-mdn_0.png", "phone_vae-mdn_0.png"]
+    with Image.open(out / "anim_vae-mdn_0.png") as im:
+        assert im.size == (32, 24)
+    assert f"divcolor: note: {src}: passed over 1 file that is not a photo divcolor can read: notes.txt" in err
+    assert ".DS_Store" not in err
+
+
+_INTERRUPTED_BATCH = r"""
+import sys
+import engine.cli as cli
+
+real = cli._for_each_photo
+
+def announcing(files, work, quiet, count=1):
+    def wait_on_the_second(f):
+        if f == files[1]:
+            print("first photo written", flush=True)
+            sys.stdin.readline()  # Ctrl-C comes here, while the second photo is being worked on
+        return work(f)
+    return real(files, wait_on_the_second, quiet, count)
+
+cli._for_each_photo = announcing
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs SIGINT")
+def test_ctrl_c_in_a_batch_is_one_line_and_exit_code_130(tiny_model, tmp_path):
+    """Issue 28 item 9: Ctrl-C during a batch printed a KeyboardInterrupt traceback. The signal
+    is sent while the second photo's work waits on stdin: no timing involved."""
+    import signal
+
+    for i in range(4):
+        _grey(tmp_path / "in" / f"p{i}.png", value=20 * i)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-c", _INTERRUPTED_BATCH, "colorize", str(tmp_path / "in"), "-o", str(out), "-n", "2",
+           "--checkpoint", str(tiny_model), "--device", "cpu", "-q"]
+    # SIGINT's default, as a terminal gives it (a suite started in the background inherits it ignored).
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        assert proc.stdout.readline().strip() == "first photo written"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=600)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert err.strip() == "divcolor: interrupted: 1 of 4 photos done", err
+    assert sorted(p.name for p in out.iterdir()) == ["p0_vae-mdn_0.png", "p0_vae-mdn_1.png"]
