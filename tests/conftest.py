@@ -14,6 +14,12 @@ from PIL import Image
 
 torch.set_num_threads(1)
 
+# The ceiling of every wait in the tests (a signal, a condition, a worker's gate, a subprocess).
+# Tests wait on events, never on the clock: this only ends a test that would otherwise hang, so
+# it is far beyond what any machine needs (a busy 2-core one took 60 s for a 9 s wait).
+WAIT_S = 600
+WAIT_MS = WAIT_S * 1000
+
 TINY_PIC = ["--size", "32", "--subsample", "2", "--embed-width", "4", "--embed-dim", "8", "--width", "8",
             "--n-blocks", "2", "--n-mix", "3", "--batch-size", "8", "--log-every", "1"]
 TINY_VAE = ["--width", "4", "--latent-dim", "8", "--mdn-hidden", "16", "--batch-size", "8", "--log-every", "1"]

@@ -211,12 +211,12 @@ def test_an_export_from_the_app_sweeps_what_a_killed_export_left(qtbot, tmp_path
     s = Session(Colorizer(device="cpu", model_dirs=[models]))
     try:
         s.set_params(seed=0, n=1, temperature=1.0)
-        with qtbot.waitSignal(s.models_changed, timeout=120_000):
+        with qtbot.waitSignal(s.models_changed, timeout=600_000):
             s.refresh_models()
-        with qtbot.waitSignal(s.ready, timeout=120_000):
+        with qtbot.waitSignal(s.ready, timeout=600_000):
             s.open_photo(photo)
-        qtbot.waitUntil(lambda: s.is_idle() and s.doc.base is not None, timeout=120_000)
-        with qtbot.waitSignal(s.exported, timeout=120_000):
+        qtbot.waitUntil(lambda: s.is_idle() and s.doc.base is not None, timeout=600_000)
+        with qtbot.waitSignal(s.exported, timeout=600_000):
             s.export(out / "street_colorized.png")
     finally:
         s.close()

@@ -25,10 +25,10 @@ from divcolor_gui.jobs import LatestWins
 from divcolor_gui.main_window import MainWindow
 from divcolor_gui.settings import Settings
 
-from conftest import two_region_grey
+from conftest import WAIT_MS, WAIT_S, two_region_grey
 
 W, H = 120, 80
-WAIT = 60_000  # ms; generous because the CPU is shared, never asserted as a duration
+WAIT = WAIT_MS  # a ceiling for waits on events, never asserted as a duration (conftest)
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +45,7 @@ def make_window(qtbot, tmp_path, colorizer):
         win = MainWindow(colorizer=c if c is not None else colorizer, settings=Settings(tmp_path / "settings.ini"))
         win.gallery.count.setValue(3)
         win.show()  # not qtbot.addWidget: its teardown closes before ours and would hit the save prompt
-        qtbot.waitExposed(win)
+        qtbot.waitExposed(win, timeout=WAIT)
         made.append(win)
         return win
 
@@ -270,7 +270,7 @@ def test_latest_wins_drops_stale_requests(qtbot):
     def job(i):
         def fn(ctx):
             if i == 0:
-                gate.wait(30)
+                gate.wait(WAIT_S)
             return i
         return fn
 
@@ -669,7 +669,7 @@ def test_window_fits_a_1080p_screen_at_150_percent(tmp_path):
                                                "logicalDpi": 96, "logicalBaseDpi": 96, "dpr": 1}]}))
     env = dict(os.environ, QT_QPA_PLATFORM=f"offscreen:configfile={screen}", QT_SCALE_FACTOR="1.5")
     root = Path(__file__).resolve().parents[1]
-    run = subprocess.run([sys.executable, "-c", SCALED_WINDOW], env=env, cwd=root, capture_output=True, text=True, timeout=300)
+    run = subprocess.run([sys.executable, "-c", SCALED_WINDOW], env=env, cwd=root, capture_output=True, text=True, timeout=WAIT_S)
     assert run.returncode == 0, run.stderr
     got = json.loads(run.stdout.strip().splitlines()[-1])
     assert got["ratio"] == 1.5 and got["avail"] == [0, 0, 1280, 720]

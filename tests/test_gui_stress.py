@@ -31,9 +31,9 @@ from divcolor_gui.jobs import running_jobs
 from divcolor_gui.main_window import MainWindow
 from divcolor_gui.settings import Settings
 
-from conftest import two_region_grey
+from conftest import WAIT_MS, WAIT_S, two_region_grey
 
-WAIT = 60_000  # ms; generous because the CPU is shared, never asserted as a duration
+WAIT = WAIT_MS  # a ceiling for waits on events, never asserted as a duration (conftest)
 ROOT = Path(__file__).resolve().parent.parent
 BUG_WORDS = ("Something went wrong", "Traceback", "RecursionError", "RuntimeError", "report this")
 
@@ -59,7 +59,7 @@ def make_window(qtbot, settings_path, colorizer):
         win = MainWindow(colorizer=c if c is not None else colorizer, settings=Settings(settings_path))
         win.gallery.count.setValue(count)
         win.show()
-        qtbot.waitExposed(win)
+        qtbot.waitExposed(win, timeout=WAIT)
         made.append(win)
         return win
 
@@ -213,7 +213,7 @@ def test_closing_during_generation_export_and_stroke_solve_cancels_them_without_
 
     def stuck_save(path, rgb, *a, **k):  # one long call that never looks at cancel
         exporting.set()
-        release.wait(60)
+        release.wait(WAIT_S)
         return Path(path)
 
     monkeypatch.setattr(win.colorizer, "sample", slow_sample)
@@ -284,7 +284,7 @@ def test_the_app_process_exits_although_a_job_ignores_cancel(tmp_path):
                        settings=Settings(Path({str(tmp_path)!r}) / "s.ini"))
         print("not reached: the stuck job keeps the interpreter", flush=True)
     """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180, cwd=ROOT,
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=WAIT_S, cwd=ROOT,
                           env={**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen"})
     assert done.returncode == 0, done.stderr[-2000:]
     assert "solve started" in done.stdout and "not reached" not in done.stdout
@@ -475,7 +475,7 @@ def test_switching_photo_during_a_stroke_solve_loses_no_strokes(qtbot, make_wind
         def propagate(self, strokes, base=None, cancel=None, progress=None):
             if strokes:
                 started.set()
-                release.wait(60)  # a solve that ignores cancel until it finishes
+                release.wait(WAIT_S)  # a solve that ignores cancel until it finishes
             return real.propagate(strokes, base, cancel=None, progress=progress)
 
         def attention(self, x, y):

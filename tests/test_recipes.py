@@ -88,7 +88,7 @@ def test_cpu_round_stages_every_file_outside_the_work_tree(tmp_path):
         """The round with the stand-in trainer: the calls it made (none: no log)."""
         log.unlink(missing_ok=True)
         r = subprocess.run(["bash", str(ROOT / "training/recipes/cpu_round.sh")],
-                           env={**env, "STAGE": str(stage), "SAVED": str(saved)}, capture_output=True, text=True, timeout=60)
+                           env={**env, "STAGE": str(stage), "SAVED": str(saved)}, capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, r.stderr
         return [c.split() for c in log.read_text().splitlines()] if log.exists() else []
 
@@ -148,7 +148,7 @@ def test_cpu_round_stages_every_file_outside_the_work_tree(tmp_path):
     plain = {k: v for k, v in env.items() if k not in ("STAGE", "MODELS", "RESULTS", "RUNS")}
     plain["RUNS"] = str(tmp_path / "runs")
     r = subprocess.run(["bash", str(ROOT / "training/recipes/vae_mdn_defaults.sh"), "general"], env=plain,
-                       capture_output=True, text=True, timeout=60)
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     calls = [c.split() for c in log.read_text().splitlines()]
     assert [arg(c, "--dest") for c in calls if c[0] == "export"] == ["resources/models/vae_mdn_general.safetensors"]

@@ -27,13 +27,15 @@ from divcolor_gui.app import Launcher, StartupWindow, load_engine, run
 from divcolor_gui.main_window import MainWindow
 from divcolor_gui.settings import Settings
 
+from conftest import WAIT_MS, WAIT_S
+
 ROOT = Path(__file__).resolve().parents[1]
-WAIT = 60_000  # ms; generous because the CPU is shared, never asserted as a duration
+WAIT = WAIT_MS  # a ceiling for waits on events, never asserted as a duration (conftest)
 HEAVY = ("torch", "engine.colorizer", "engine.types", "divcolor_gui.main_window")
 LATER = (*HEAVY, "qtawesome")  # icons too (0.3-0.7 s) come with the main window, not before the first paint
 
 
-def fresh_python(script: str, tmp_path: Path, timeout: int = 240, **env: str) -> subprocess.CompletedProcess:
+def fresh_python(script: str, tmp_path: Path, timeout: int = WAIT_S, **env: str) -> subprocess.CompletedProcess:
     """Run ``script`` in a new interpreter, offscreen, with settings and data under ``tmp_path``."""
     environ = {k: v for k, v in os.environ.items() if k != "DIVCOLOR_STARTUP_TRACE"}
     environ.update(QT_QPA_PLATFORM="offscreen", XDG_CONFIG_HOME=str(tmp_path / "config"),
@@ -127,7 +129,7 @@ def test_a_failed_load_is_reported_by_the_command_with_what_to_do(tmp_path):
         sys.modules["torch"] = None  # `import torch` now fails, as on a broken install
         from divcolor_gui.command import main
         sys.exit(main(["gui"]))
-    """, tmp_path, timeout=120, DIVCOLOR_STARTUP_TRACE="ready")
+    """, tmp_path, DIVCOLOR_STARTUP_TRACE="ready")
     assert done.returncode == 1, done.stderr[-2000:]
     assert "divcolor-startup: painted" in done.stderr and "divcolor-startup: failed" in done.stderr
     assert "engine could not be loaded" in done.stderr and "Reinstall divcolor" in done.stderr

@@ -457,7 +457,7 @@ def test_eval_and_export_answer_bad_arguments(tiny_data, tmp_path, capsys):
 
 def test_a_bad_setting_prints_no_traceback_from_the_entry_point(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "training.cli", "vae", "--data", str(tmp_path / "nowhere"),
-                           "--out", str(tmp_path / "run"), "--batch-size", "0"], capture_output=True, text=True, timeout=120)
+                           "--out", str(tmp_path / "run"), "--batch-size", "0"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("divcolor-train vae: --batch-size 0 is out of range: it must be between 1 and 65536 "
                                    "(the default is 64).")
