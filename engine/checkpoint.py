@@ -196,4 +196,19 @@ def check_state_dict(module: torch.nn.Module, state: dict[str, torch.Tensor], na
     problem = state_dict_mismatch(expected, state)
     if problem:
         raise CheckpointError(f"'{name}': the {what} weights do not match its config: {problem}; {_REMEDY}.")
+    _check_number_kind(expected, state, name, what)
     module.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
+
+
+def _check_number_kind(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], name: str, what: str) -> None:
+    """Weights stored as whole numbers (int32, bool) where the network computes with fractions
+    would be cast on load and lose everything below 1: the file loads and colours every photo
+    flat grey. Refuse them, as non-finite weights are; float16 or bfloat16 is a fine storage."""
+    wrong = sorted(k for k in expected if expected[k].is_floating_point() and not state[k].is_floating_point())
+    if wrong:
+        dtype = str(state[wrong[0]].dtype).removeprefix("torch.")
+        raise CheckpointError(
+            f"'{name}' stores {len(wrong)} of its {what} weight tensors as whole numbers ({dtype}, e.g. '{wrong[0]}') "
+            f"where the network needs floating-point values, so every result would be flat grey; the file was "
+            f"damaged or converted by another tool; {_REMEDY}."
+        )

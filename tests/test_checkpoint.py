@@ -217,6 +217,22 @@ def test_refuses_non_finite_weights(tmp_path, tiny_model):
             load_model(p)
 
 
+def test_refuses_weights_stored_as_whole_numbers(tmp_path, tiny_model):
+    """Issue 28 item 3: every float tensor stored as int32 loaded (cast back to float) and every
+    result was flat grey, exit code 0. Now it is refused in one sentence, as NaN weights are."""
+    ck = load_checkpoint(tiny_model)
+    tensors = {k: v.to(torch.int32) if v.is_floating_point() else v for k, v in ck.tensors.items()}
+    p = save_checkpoint(tmp_path / "int32.safetensors", tensors, ck.meta)
+    with pytest.raises(CheckpointError, match=r"stores \d+ of its \w+ weight tensors as whole numbers \(int32, e\.g\. '.+'\)"
+                       r" where the network needs floating-point values, so every result would be flat grey") as e:
+        load_model(p)
+    import re
+
+    assert not re.search(r"\.\s+[A-Z]", str(e.value)) and "divcolor-train export" in str(e.value)  # one sentence, with the fix
+    half = {k: v.half() if v.is_floating_point() else v for k, v in ck.tensors.items()}
+    load_model(save_checkpoint(tmp_path / "fp16.safetensors", half, ck.meta))  # a float storage is fine
+
+
 def test_refuses_missing_and_extra_tensors(tmp_path, tiny_model):
     ck = load_checkpoint(tiny_model)
     some = sorted(ck.tensors)[0]
