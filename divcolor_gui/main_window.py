@@ -349,6 +349,7 @@ class MainWindow(WindowActions, WindowFiles, QMainWindow):
         self.brush.set_palette([])
         self.brush.set_suggestions([])
         self.brush.set_stroke_count(0)
+        self.gallery.set_locking(0)  # a new photo has no strokes: More samples is plain again
         self.overlay.reset()
         self.act["attention"].setChecked(False)
         self.act["ambiguity"].setChecked(False)

@@ -884,3 +884,22 @@ def test_colorize_folder_names_never_collide_never_overwrite_inputs_and_keep_met
         assert im.getexif()[270] == "Market day, 1898"
     xmp = _xmp_png(out)
     assert 'Method="vae-mdn"' in xmp and 'Seed="4"' in xmp and 'Sample="1"' in xmp and "ModelSHA256" in xmp
+
+
+# --- issue 28: every click right ------------------------------------------------------------------
+
+
+def test_more_locked_label_goes_with_the_strokes_when_a_new_photo_opens(qtbot, win, photo_path, tmp_path):
+    """Item 15: "More, locked" stayed on the button after opening a photo without strokes."""
+    open_and_wait(qtbot, win, photo_path)
+    win.add_stroke(Stroke((30, 170, 40), 5.0, ((15, 40), (45, 40))))
+    qtbot.waitUntil(win.is_idle, timeout=WAIT)
+    assert win.gallery.more_btn.text() == "More, locked"
+    other = tmp_path / "other.png"
+    save_image(other, two_region_grey(90, 60))
+    with qtbot.waitSignal(win.ready, timeout=WAIT):
+        win.open_path(other, confirmed=True)
+    qtbot.waitUntil(win.is_idle, timeout=WAIT)
+    assert not win.doc.strokes
+    assert win.gallery.more_btn.text() == "More samples"
+    assert "lock" not in win.gallery.more_btn.toolTip().lower()
