@@ -4,8 +4,9 @@ the pixels, and provenance instead of a watermark.
 Archives keep the date, camera, captions and GPS position of a photo in its EXIF; a
 colorization that dropped them would be a worse copy of the original. And a colorization must
 not pass for an original: the XMP packet carries the IPTC ``DigitalSourceType``
-``compositeWithTrainedAlgorithmicMedia`` (the original photo, altered by a trained model) plus
-what is needed to reproduce the result — divcolor's version, the method, the model file's
+``compositeWithTrainedAlgorithmicMedia`` (the original photo, altered by a trained model; for
+Levin propagation, which uses no trained model, ``compositeSynthetic``: see
+:func:`digital_source_type`) plus what is needed to reproduce the result — divcolor's version, the method, the model file's
 SHA-256, the seed, the sample index, the temperature and a digest of the strokes. Viewers and
 archive tools that read XMP (exiftool, digiKam, Adobe's) show it; nothing is drawn on the
 pixels.
@@ -32,6 +33,8 @@ from .image_writers import Metadata
 
 __all__ = [
     "DIGITAL_SOURCE_TYPE",
+    "DIGITAL_SOURCE_TYPE_UNTRAINED",
+    "digital_source_type",
     "Metadata",
     "divcolor_version",
     "export_metadata",
@@ -44,7 +47,15 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/compositeWithTrainedAlgorithmicMedia"
+_IPTC_SOURCE = "http://cv.iptc.org/newscodes/digitalsourcetype/"
+DIGITAL_SOURCE_TYPE = _IPTC_SOURCE + "compositeWithTrainedAlgorithmicMedia"
+"""A result of a trained model (VAE-MDN, PIC, G-CRF): the original photo with generated colour."""
+DIGITAL_SOURCE_TYPE_UNTRAINED = _IPTC_SOURCE + "compositeSynthetic"
+"""A result of Levin propagation: the original photo with colour an algorithm spread from the
+user's strokes, no trained model involved. IPTC's vocabulary has no "composite with algorithmic
+media"; ``compositeSynthetic`` ("a mix or composite of several elements, at least one of which
+is synthetic") is its term for that, without the claim of a model trained on sampled data."""
+UNTRAINED_METHODS = frozenset({"levin"})
 NS_IPTC_EXT = "http://iptc.org/std/Iptc4xmpExt/2008-02-29/"
 NS_XMP = "http://ns.adobe.com/xap/1.0/"
 NS_DIVCOLOR = "https://divcolor.invalid/ns/xmp/1.0/"
@@ -167,6 +178,12 @@ def strokes_digest(strokes: Iterable[Any] | None) -> str | None:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def digital_source_type(method: str) -> str:
+    """The IPTC DigitalSourceType of a result made by ``method``: only a trained model's result
+    may say it holds trained algorithmic media."""
+    return DIGITAL_SOURCE_TYPE_UNTRAINED if method in UNTRAINED_METHODS else DIGITAL_SOURCE_TYPE
+
+
 def provenance_xmp(
     *,
     method: str,
@@ -193,7 +210,7 @@ def provenance_xmp(
         "StrokesSHA256": strokes_sha256,
     }
     attrs = [
-        f"Iptc4xmpExt:DigitalSourceType={quoteattr(DIGITAL_SOURCE_TYPE)}",
+        f"Iptc4xmpExt:DigitalSourceType={quoteattr(digital_source_type(method))}",
         f"xmp:CreatorTool={quoteattr(f'divcolor {version}')}",
         f"xmp:MetadataDate={quoteattr(when.isoformat())}",
     ]

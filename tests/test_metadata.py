@@ -13,7 +13,8 @@ import pytest
 from PIL import Image, ImageCms
 
 from engine.cli import main
-from engine.metadata import DIGITAL_SOURCE_TYPE, divcolor_version, srgb_icc, strokes_digest
+from engine.metadata import (DIGITAL_SOURCE_TYPE, DIGITAL_SOURCE_TYPE_UNTRAINED, divcolor_version, srgb_icc,
+                             strokes_digest)
 
 EXIF_IFD, GPS_IFD = 0x8769, 0x8825
 GPS = {1: "N", 2: (41.0, 53.0, 24.0), 3: "E", 4: (12.0, 29.0, 0.0)}
@@ -119,6 +120,10 @@ def test_16_bit_results_and_stroke_provenance(tmp_path):
 
     assert f'StrokesSHA256="{strokes_digest(load_strokes(tmp_path / "s.json"))}"' in xmp
     assert 'Method="levin"' in xmp and "ModelSHA256" not in xmp  # Levin needs no model file
+    # Issue 28 item 5: Levin uses no trained model, so it must not claim trained algorithmic media.
+    assert "compositeWithTrainedAlgorithmicMedia" not in xmp and "TrainedAlgorithmic" not in xmp
+    assert f'Iptc4xmpExt:DigitalSourceType="{DIGITAL_SOURCE_TYPE_UNTRAINED}"' in xmp
+    assert DIGITAL_SOURCE_TYPE_UNTRAINED == "http://cv.iptc.org/newscodes/digitalsourcetype/compositeSynthetic"
 
 
 def test_a_broken_exif_block_costs_the_metadata_not_the_photo(tmp_path, tiny_model):
