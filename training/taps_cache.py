@@ -1,0 +1,95 @@
+"""Encode every training image once through the frozen grey encoder, then memory-map the maps.
+
+The ImageNet encoder is frozen, so what it sees of an image never changes: running it at every
+step of every head would cost the encoder's time (most of a step on a CPU) again and again.
+Each image (and its mirror: flips are the heads' augmentation) is encoded once into fp16 arrays
+under the platformdirs cache, one file per tap, and a head's step reads its rows. The key is the
+encoder's weights (SHA-256), its input size, and the *content* of the L images given, so a
+different data set, size, limit or order can never be served stale maps. Encoding resumes where
+it stopped (rows done are counted in a side file after each chunk): a session's end costs a chunk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.files import atomic_write
+from engine.models import encoder as E
+from engine.models.backbone import encoder_input
+
+from .cache import cache_dir
+
+TAPS = ("s4", "s8", "s16", "s32", "pooled")
+
+
+def _key(L: torch.Tensor, variant: str, size: int, flip: bool) -> str:
+    h = hashlib.sha256()
+    h.update(f"{E.weights_sha256(variant)}|{variant}|{size}|{int(flip)}|{tuple(L.shape)}".encode())
+    h.update(L.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:20]
+
+
+class TapsStore:
+    """The cached maps of one image set: rows indexable like the L they came from."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.arrays = {t: np.load(folder / f"{t}.npy", mmap_mode="r") for t in TAPS}
+
+    def __len__(self) -> int:
+        return len(self.arrays["pooled"])
+
+    def rows(self, idx: torch.Tensor | np.ndarray, device: torch.device | str = "cpu") -> E.Taps:
+        """The taps of images ``idx`` as float32 tensors (sorted reads are fastest on a memmap)."""
+        i = np.asarray(idx)
+        return E.Taps(*(torch.from_numpy(np.ascontiguousarray(self.arrays[t][i])).to(device).float() for t in TAPS))
+
+
+def encoded(L: torch.Tensor, variant: str, size: int, flip: bool = False, chunk: int = 64,
+            device: torch.device | str = "cpu") -> TapsStore:
+    """The encoder's maps of every image of ``L`` (N, 1, S, S), mirrored first if ``flip``;
+    computed on first use (resumably), then read from the cache."""
+    folder = cache_dir().parent / "taps" / _key(L, variant, size, flip)
+    done_file = folder / "done.json"
+    n = len(L)
+    done = json.loads(done_file.read_text())["rows"] if done_file.exists() else 0
+    if done >= n:
+        return TapsStore(folder)
+    net = E.load_shared(variant, device)
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = net.features(encoder_input(L[:1].to(device), size))
+    arrays = {}
+    for t, x in zip(TAPS, probe):
+        path = folder / f"{t}.npy"
+        shape = (n, *x.shape[1:])
+        if done and path.exists():
+            arrays[t] = np.load(path, mmap_mode="r+")
+        else:
+            arrays[t] = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=shape)
+    t0, start = time.perf_counter(), done
+    print(f"encoding {n} images{' (mirrored)' if flip else ''} through {variant} at {size} px into {folder} "
+        f"(from row {done})", file=sys.stderr, flush=True)
+    with torch.inference_mode():
+        while done < n:
+            x = L[done : done + chunk].to(device)
+            if flip:
+                x = x.flip(-1)
+            taps = net.features(encoder_input(x, size))
+            for t, v in zip(TAPS, taps):
+                arrays[t][done : done + len(x)] = v.to(torch.float16).cpu().numpy()
+            done += len(x)
+            for a in arrays.values():
+                a.flush()
+            atomic_write(done_file, json.dumps({"rows": done, "of": n}))
+            rate = (done - start) / (time.perf_counter() - t0)
+            if (done // chunk) % 20 == 0 or done == n:
+                print(f"  {done}/{n} encoded, {rate:.1f} img/s", file=sys.stderr, flush=True)
+    del arrays
+    return TapsStore(folder)
