@@ -19,8 +19,9 @@ from engine.gcrf_solver import GCRFSolver, attention_row, gcrf_solve, similarity
 from engine.models.gcrf import GCRF, GCRFConfig, GCRFField, position_features, soft_cap_norm
 from engine.propagate import GCRFStrokeField
 from training.cli import main
-from training.stages.gcrf import (HINT_UNARY_CANDIDATES, POINTS_ONLY_WEIGHT, evaluate_gcrf, gcrf_train_solution,
-                                  reveal_fraction)
+from training.stages.gcrf_eval import POINTS_ONLY_WEIGHT, evaluate_gcrf
+from training.stages.gcrf_export import HINT_UNARY_CANDIDATES
+from training.stages.gcrf_hoc import gcrf_train_solution, reveal_fraction
 
 from conftest import TINY_VAE, synthetic_images, write_shard
 from test_backbone import tiny_backbone  # noqa: F401  (a fixture)
@@ -203,7 +204,7 @@ def test_beta_of_the_automatic_solve_is_tuned_on_train_against_a_dense_solve(tmp
     dense solve reproduces; the file then carries β and automatic colorization solves with it."""
     from engine.colorizer import load_model
     from training import data as D
-    from training.stages.gcrf import tune_beta_auto, tune_beta_file
+    from training.stages.gcrf_export import tune_beta_auto, tune_beta_file
 
     path = tmp_path / "m.safetensors"
     model = _tiny_model_file(path, size=16)
@@ -504,7 +505,7 @@ def test_hint_branch_trains_exports_and_a_hint_stays_local(tmp_path, tiny_data):
 
 
 def test_simulated_hints_reveal_the_truth():
-    from training.stages.gcrf import keep_target, simulate_hints
+    from training.stages.gcrf_hints import keep_target, simulate_hints
 
     g = torch.Generator().manual_seed(0)
     ab = torch.zeros(6, 2, 32, 32)
@@ -562,7 +563,7 @@ def test_hint_branch_on_a_model_that_looks_through_a_backbone(tiny_data, tiny_ba
 def test_a_cached_tuning_is_reused_only_for_the_same_weights_and_data(tmp_path):
     """export caches its tunings; a stage trained further (other weights) must tune again."""
     from engine.models.backbone import weights_digest
-    from training.stages.gcrf import _cached_tuning
+    from training.stages.gcrf_export import _cached_tuning
 
     calls: list[int] = []
     compute = lambda: calls.append(1) or {"best": len(calls)}

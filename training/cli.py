@@ -12,12 +12,14 @@ import os
 import sys
 from pathlib import Path
 
-from engine.errors import ConfigError, DivcolorError
+from engine.checkpoint import load_checkpoint
+from engine.errors import CheckpointError, ConfigError, DivcolorError
+from engine.models.gcrf import METHOD as GCRF_METHOD
 
 from .config import add_config_args, check_data_path, config_from_args
 from .loop import Stopped, recover_run, teardown_distributed
 from .stage_registry import TRAIN_STAGES
-from .stages import backbone, gcrf, pic, vae_mdn
+from .stages import backbone, gcrf, gcrf_eval, gcrf_export, pic, vae_mdn
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,11 +161,11 @@ def _run(args: argparse.Namespace) -> int:
             pic.export(run, dest, metrics, args.half, need_finished=not args.unfinished, data=args.data,
                        **({} if n is None else {"calibrate_images": n}))
         elif method == "gcrf" and (run / gcrf.HINTS_STAGE).is_dir():
-            gcrf.export_hints(run, dest, args.half, need_finished=not args.unfinished, data=args.data,
+            gcrf_export.export_hints(run, dest, args.half, need_finished=not args.unfinished, data=args.data,
                               hint_data=args.hint_data, hint_tune_images=args.hint_tune_images,
                               beta_tune_images=args.beta_tune_images, **tune)
         elif method == "gcrf":
-            gcrf.export(run, dest, metrics, args.half, data=args.data, beta_tune_images=args.beta_tune_images,
+            gcrf_export.export(run, dest, metrics, args.half, data=args.data, beta_tune_images=args.beta_tune_images,
                         **tune)
         else:
             vae_mdn.export(run, dest, metrics, args.half)
@@ -185,15 +187,15 @@ def _run(args: argparse.Namespace) -> int:
         check_data_path(args.data)
         ckpt = Path(args.checkpoint) if args.checkpoint else Path(args.out) / (
             backbone.MODEL_FILE if (Path(args.out) / backbone.STAGE).is_dir() else vae_mdn.MODEL_FILE)
-        method = gcrf.checkpoint_method(ckpt)
+        method = _checkpoint_method(ckpt)
         options = {"demo": args.demo, "mode": args.mode, "size": args.size}
         if method == backbone.METHOD:
             result = backbone.evaluate_backbone(ckpt, args.data, args.split, args.limit, sheet=args.sheet, demo=args.demo)
         elif method == pic.METHOD:
             result = pic.evaluate_pic(ckpt, args.data, args.split, args.samples, args.limit, args.sample_limit, sheet=args.sheet,
                                       **options)
-        elif method == gcrf.METHOD:
-            result = gcrf.evaluate_gcrf(ckpt, args.data, args.split, args.samples, args.limit, sheet=args.sheet,
+        elif method == GCRF_METHOD:
+            result = gcrf_eval.evaluate_gcrf(ckpt, args.data, args.split, args.samples, args.limit, sheet=args.sheet,
                                         reveal_data=args.reveal_data, reveal_limit=min(args.limit or 100, 100),
                                         tune_limit=min(args.limit or 30, 30), points=args.points, **options)
         else:
@@ -203,6 +205,15 @@ def _run(args: argparse.Namespace) -> int:
             Path(dest).write_text(json.dumps(result, indent=2) + "\n")
         return 0
     return 2
+
+
+
+def _checkpoint_method(path: str | Path) -> str:
+    """The method a model file holds ("" if unreadable: the evaluator then reports why)."""
+    try:
+        return load_checkpoint(path).method
+    except CheckpointError:
+        return ""
 
 
 if __name__ == "__main__":

@@ -148,7 +148,7 @@ def rerun_eval(model: Shipped, data: str, results: Path, limit: int, samples: in
     """Run the model's eval (the same functions as ``divcolor-train eval``) and save its JSON,
     with the sheets under ``results`` and their paths relative to the repository."""
     from .stages import backbone as B
-    from .stages import gcrf as G
+    from .stages import gcrf_eval as G
     from .stages import pic as P
     from .stages.evaluate import evaluate
 
@@ -159,7 +159,7 @@ def rerun_eval(model: Shipped, data: str, results: Path, limit: int, samples: in
             res = B.evaluate_backbone(model.path, data, "test", 0, sheet=sheet, demo=demo)
         elif model.method == P.METHOD:
             res = P.evaluate_pic(model.path, data, "test", samples, 0, limit, sheet=str(sheet), demo=demo)
-        elif model.method == G.METHOD:
+        elif model.method == "gcrf":
             res = G.evaluate_gcrf(model.path, data, "test", samples, limit, sheet=sheet, demo=demo)
         else:
             res = evaluate(model.path, data, "test", samples, limit, sheet=sheet, demo=demo, quiet=True)

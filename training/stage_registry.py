@@ -6,7 +6,7 @@ It imports the stage modules and nothing that imports it back.
 
 from __future__ import annotations
 
-from .stages import backbone, gcrf, pic, vae_mdn
+from .stages import backbone, gcrf, gcrf_hints, gcrf_hoc, pic, vae_mdn
 
 # name → (settings dataclass, training function, one line of help)
 TRAIN_STAGES = {
@@ -15,8 +15,8 @@ TRAIN_STAGES = {
     "vae": (vae_mdn.VAEStageConfig, vae_mdn.train_vae, "VAE-MDN step 1: VAE on ab fields (+ grey encoder)"),
     "mdn": (vae_mdn.MDNStageConfig, vae_mdn.train_mdn, "VAE-MDN step 2: MDN P(z | grey) on the frozen VAE"),
     "gcrf-unary": (gcrf.GCRFUnaryStageConfig, gcrf.train_unary, "G-CRF phase 1: the VAE (= vae stage; --init-from reuses a VAE-MDN run)"),
-    "gcrf-hoc": (gcrf.GCRFHocStageConfig, gcrf.train_hoc, "G-CRF phase 2: HOC embedding net + decoder top layers"),
+    "gcrf-hoc": (gcrf_hoc.GCRFHocStageConfig, gcrf_hoc.train_hoc, "G-CRF phase 2: HOC embedding net + decoder top layers"),
     "gcrf-mdn": (gcrf.GCRFMDNStageConfig, gcrf.train_gcrf_mdn, "G-CRF stage 2: MDN P(z | grey) (= mdn stage)"),
-    "gcrf-hints": (gcrf.GCRFHintsStageConfig, gcrf.train_hints, "G-CRF: learned hint branch (Zhang et al. 2017) on a finished model"),
+    "gcrf-hints": (gcrf_hints.GCRFHintsStageConfig, gcrf_hints.train_hints, "G-CRF: learned hint branch (Zhang et al. 2017) on a finished model"),
     "pic": (pic.PICStageConfig, pic.train_pic, "PIC: conditional PixelCNN++ over chroma given L"),
 }
