@@ -37,6 +37,7 @@ from .schema import check_json, loads
 
 __all__ = [
     "FORMAT_VERSION",
+    "MAX_DRAWN_POINTS",
     "MAX_RADIUS",
     "Stroke",
     "clip_strokes",
@@ -53,7 +54,15 @@ __all__ = [
 FORMAT_VERSION = 1
 MAX_RADIUS = 10_000.0
 """Larger radii are certainly a mistake (a unit mix-up, a corrupt file): refused, not clamped."""
-MAX_POINTS = 1_000_000  # per stroke; a guard against absurd files, far beyond any real drawing
+MAX_POINTS = 1_000_000  # per stroke as written; a guard against absurd files, far beyond any real drawing
+SIMPLIFY_ABOVE = 10_000
+"""A stroke loaded with more points than this has its points closer than a pixel to the last one
+kept merged (a tablet sampling a slow pen writes many per pixel): drawing cost grows with the
+points, the drawn stroke does not change by more than a pixel. Shorter strokes load as written,
+so files round-trip exactly."""
+MAX_DRAWN_POINTS = 100_000
+"""Per stroke, after merging: a stroke over 100,000 pixels long (25 times across a 4000-pixel
+photo) is refused with this limit named; drawing it would take minutes and gigabytes."""
 _SUBSAMPLES = 16  # per grid cell (one bit each of a uint16): coverage in steps of 1/16
 _HEX = re.compile(r"#([0-9a-fA-F]{6})")
 # Set bits of every 16-bit mask: coverage is the number of a cell's sub-samples a stroke owns.
@@ -136,12 +145,17 @@ def _check_radius(r: Any) -> float:
     return float(r)
 
 
-def _check_points(pts: Any) -> tuple[tuple[float, float], ...]:
+def _check_points(pts: Any, spacing: float = 0.0) -> tuple[tuple[float, float], ...]:
+    """Validated points as float pairs; with ``spacing``, each one closer than that to the last
+    one kept is dropped as it is read (the last point stays), so a long stroke is never held
+    twice at full length."""
     if isinstance(pts, (str, bytes)) or not isinstance(pts, Iterable):
         raise StrokesError(f"the points must be a list of [x, y] pairs, got {type(pts).__name__}")
     out: list[tuple[float, float]] = []
+    limit = spacing * spacing
+    dropped: tuple[float, float] | None = None
     for k, p in enumerate(pts):
-        if len(out) >= MAX_POINTS:
+        if k >= MAX_POINTS:
             raise StrokesError(f"too many points (the limit is {MAX_POINTS:,} per stroke)")
         if isinstance(p, (str, bytes)) or not isinstance(p, (Sequence, np.ndarray)) or len(p) != 2:
             raise StrokesError(f"point {k} is {_shown(p)}, not an [x, y] pair")
@@ -150,7 +164,14 @@ def _check_points(pts: Any) -> tuple[tuple[float, float], ...]:
             raise StrokesError(f"point {k} ({_shown(p)}) has a coordinate that is not a number")
         if not (math.isfinite(float(x)) and math.isfinite(float(y))):
             raise StrokesError(f"point {k} ({_shown(p)}) has a coordinate that is NaN or infinite")
-        out.append((float(x), float(y)))
+        x, y = float(x), float(y)
+        if limit and out and (x - out[-1][0]) ** 2 + (y - out[-1][1]) ** 2 < limit:
+            dropped = (x, y)
+            continue
+        out.append((x, y))
+        dropped = None
+    if dropped is not None:
+        out.append(dropped)  # the stroke ends where it did
     if not out:
         raise StrokesError("the stroke has no points (a point hint needs one [x, y] pair)")
     return tuple(out)
@@ -229,10 +250,25 @@ def _from_obj(obj: Any) -> list[Stroke]:
                 raise StrokesError(f"the colour {_shown(s['color'])} is not a \"#RRGGBB\" string")
             if not isinstance(s["points"], list):
                 raise StrokesError(f"the points must be a list of [x, y] pairs, not a {type(s['points']).__name__}")
-            out.append(Stroke(_parse_hex(s["color"]), s["radius"], s["points"]))
+            out.append(Stroke(_parse_hex(s["color"]), s["radius"], _simplified_points(s["points"])))
         except StrokesError as e:
             raise StrokesError(f"stroke {i}: {e}") from None
     return out
+
+
+def _simplified_points(points: list) -> Any:
+    """A long stroke's points (:data:`SIMPLIFY_ABOVE`) with those closer than a pixel to the last
+    one kept merged, refused if still longer than :data:`MAX_DRAWN_POINTS`; a short stroke's as
+    written. A one-million-point stroke took 97 s and 703 MB to draw."""
+    if len(points) <= SIMPLIFY_ABOVE:
+        return points
+    merged = _check_points(points, spacing=1.0)
+    if len(merged) > MAX_DRAWN_POINTS:
+        raise StrokesError(
+            f"too long to draw: {len(merged):,} points a pixel or more apart (of {len(points):,}), "
+            f"and the limit is {MAX_DRAWN_POINTS:,} per stroke; split it into shorter strokes"
+        )
+    return merged
 
 
 def strokes_to_json(strokes: Iterable[Stroke]) -> dict[str, Any]:

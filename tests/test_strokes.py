@@ -230,3 +230,33 @@ def test_naive_ab_at_a_dark_pixel_would_clip_to_another_hue():
     a, b = (v * 128 for v in stroke_ab((30, 60, 230)))
     lin = _linear_rgb([15.0, a, b])
     assert lin.min() < -0.05 or lin.max() > 1.05
+
+
+def test_a_long_stroke_is_simplified_on_load_and_an_endless_one_refused_with_the_limit(tmp_path):
+    """Issue 28 item 10: a one-million-point stroke was accepted as written and took 97 s and
+    703 MB to draw. Points closer than a pixel to the last one kept are merged when a long
+    stroke is loaded (a short one loads exactly as written); one still too long is refused."""
+    from engine import strokes as st
+
+    n = 200_000  # a pen sampled every 0.05 px: 10,000 px of stroke
+    t = np.arange(n) * 0.05 / 200.0
+    pts = np.stack([256 + 200 * np.cos(t), 256 + 200 * np.sin(t)], 1).round(3).tolist()
+    (tmp_path / "dense.json").write_text(json.dumps({"version": 1, "strokes": [
+        {"color": "#C04020", "radius": 4, "points": pts}, {"color": "#2040C0", "radius": 3, "points": [[1, 1], [1.2, 1.1], [9, 9]]}]}))
+    dense, short = load_strokes(tmp_path / "dense.json")
+    assert short.points == ((1.0, 1.0), (1.2, 1.1), (9.0, 9.0))  # short strokes are kept as written
+    assert 9_000 <= len(dense.points) <= 10_001
+    assert dense.points[0] == tuple(pts[0]) and dense.points[-1] == tuple(pts[-1])
+    gaps = np.hypot(*np.diff(np.asarray(dense.points[:-1]), axis=0).T)
+    assert gaps.min() >= 1.0 and gaps.max() < 1.1  # merged, not thinned beyond the pixel
+    full, merged = rasterize([Stroke((192, 64, 32), 4, tuple(map(tuple, pts[:20_000])))], (512, 512)), rasterize(
+        [Stroke((192, 64, 32), 4, st._check_points(pts[:20_000], spacing=1.0))], (512, 512))
+    assert np.abs(full[0] - merged[0]).max() < 0.2 and abs(full[0].sum() - merged[0].sum()) < 0.01 * full[0].sum()
+
+    far = [[float(k % 1000) * 2, float(k // 1000) * 2] for k in range(st.MAX_DRAWN_POINTS + 10)]
+    (tmp_path / "endless.json").write_text(json.dumps({"version": 1, "strokes": [{"color": "#C04020", "radius": 2, "points": far}]}))
+    with pytest.raises(StrokesError) as e:
+        load_strokes(tmp_path / "endless.json")
+    assert str(e.value) == (f"“endless.json”: stroke 0: too long to draw: {st.MAX_DRAWN_POINTS + 10:,} points a pixel or more "
+                            f"apart (of {st.MAX_DRAWN_POINTS + 10:,}), and the limit is {st.MAX_DRAWN_POINTS:,} per stroke; "
+                            "split it into shorter strokes")
