@@ -93,3 +93,41 @@ def encoded(L: torch.Tensor, variant: str, size: int, flip: bool = False, chunk:
                 print(f"  {done}/{n} encoded, {rate:.1f} img/s", file=sys.stderr, flush=True)
     del arrays
     return TapsStore(folder)
+
+
+class EncodedSet:
+    """Training images (one or several data sets) with their cached encoder maps, mirrored and
+    not: a batch is (L, ab, taps) for indices and per-image flips, as ``LabSet.batch`` is."""
+
+    def __init__(self, parts: list, variant: str, size: int, flips: bool = True, device: torch.device | str = "cpu"):
+        self.parts = parts  # LabSets
+        self.stores = [{f: encoded(p.L, variant, size, f) for f in ((False, True) if flips else (False,))} for p in parts]
+        self.starts = np.cumsum([0] + [len(p) for p in parts])
+        self.flips = flips
+        self.device = device
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def batch(self, idx: torch.Tensor, flip: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, E.Taps]:
+        """L, ab (as LabSet gives them) and their taps, in the order of ``idx``."""
+        idx = np.asarray(idx)
+        flip = np.zeros(len(idx), bool) if flip is None or not self.flips else np.asarray(flip)
+        part = np.searchsorted(self.starts, idx, side="right") - 1
+        Ls, abs_, taps, order = [], [], [], []
+        for p in np.unique(part):
+            for f in (False, True):
+                sel = np.nonzero((part == p) & (flip == f))[0]
+                if not len(sel):
+                    continue
+                local = idx[sel] - self.starts[p]
+                L, ab = self.parts[p].L[local], self.parts[p].ab[local]
+                if f:
+                    L, ab = L.flip(-1), ab.flip(-1)
+                Ls.append(L)
+                abs_.append(ab)
+                taps.append(self.stores[p][f].rows(local))
+                order.append(sel)
+        inv = torch.from_numpy(np.argsort(np.concatenate(order)))
+        t = E.Taps(*(torch.cat([x[k] for x in taps])[inv].to(self.device) for k in range(len(TAPS))))
+        return torch.cat(Ls)[inv].to(self.device), torch.cat(abs_)[inv].to(self.device), t

@@ -54,6 +54,7 @@ class BackboneConfig(ModelConfig):
     encoder_sha256: str = ""  # of the encoder's weights file: another file is refused
 
     LABEL: ClassVar[str] = "backbone"
+    RANGES: ClassVar[dict[str, tuple[float, float]]] = {"blocks_s4": (0, 64), "blocks_s8": (0, 64), "blocks_dec": (0, 64)}
 
     def validate(self) -> None:
         for name in ("width", "grid", "size"):

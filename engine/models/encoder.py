@@ -100,11 +100,14 @@ def _same_pad(x: torch.Tensor, k: int, s: int) -> torch.Tensor:
 
 
 class SameConv(nn.Conv2d):
+    """At stride 1 "same" is the symmetric k // 2 the convolution does itself; only the strided
+    convolutions pad by hand (a padded copy of a large map costs as much as the convolution)."""
+
     def __init__(self, cin: int, cout: int, k: int, stride: int = 1, groups: int = 1):
-        super().__init__(cin, cout, k, stride, padding=0, groups=groups, bias=False)
+        super().__init__(cin, cout, k, stride, padding=k // 2 if stride == 1 else 0, groups=groups, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kernel_size[0] > 1:
+        if self.stride[0] > 1:
             x = _same_pad(x, self.kernel_size[0], self.stride[0])
         return super().forward(x)
 
@@ -127,8 +130,8 @@ class MBConv(nn.Module):
         self.residual = stride == 1 and cin == cout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.relu6(self._bn0(self._expand_conv(x))) if self.expand else x
-        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+        y = F.relu6(self._bn0(self._expand_conv(x)), inplace=True) if self.expand else x
+        y = F.relu6(self._bn1(self._depthwise_conv(y)), inplace=True)
         y = self._bn2(self._project_conv(y))
         return x + y if self.residual else y
 
@@ -171,14 +174,15 @@ class EfficientNetLite(nn.Module):
 
     def features(self, x: torch.Tensor) -> Taps:
         """The hypercolumn of a normalised input (N, 3, H, W); H and W any size >= 32."""
-        x = F.relu6(self._bn0(self._conv_stem(x)))
+        x = x.contiguous(memory_format=torch.channels_last)
+        x = F.relu6(self._bn0(self._conv_stem(x)), inplace=True)
         out: dict[int, torch.Tensor] = {}
         last = {i: s for s, i in self._tap_after.items()}
         for i, block in enumerate(self._blocks):
             x = block(x)
             if i in last:
                 out[last[i]] = x
-        head = F.relu6(self._bn1(self._conv_head(x)))
+        head = F.relu6(self._bn1(self._conv_head(x)), inplace=True)
         return Taps(out[4], out[8], out[16], out[32], head.mean((2, 3)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -225,6 +229,31 @@ def build(variant: str) -> EfficientNetLite:
     return net.requires_grad_(False).eval()
 
 
+def _fold(conv: SameConv, bn: nn.BatchNorm2d) -> SameConv:
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    fused = SameConv(conv.in_channels, conv.out_channels, conv.kernel_size[0], conv.stride[0], conv.groups)
+    fused.padding = conv.padding
+    fused.bias = nn.Parameter(bn.bias - bn.running_mean * scale)
+    fused.weight = nn.Parameter(conv.weight * scale[:, None, None, None])
+    return fused.requires_grad_(False)
+
+
+@torch.no_grad()
+def fused(net: EfficientNetLite) -> EfficientNetLite:
+    """The same frozen network with every batch norm folded into the convolution before it, in
+    channels-last layout: one pass over memory per layer instead of two (the same maps to fp32
+    rounding; measured in benchmarks/bench_encoder.py). Inference only: the state dict changes."""
+    pairs = [(net, "_conv_stem", "_bn0"), (net, "_conv_head", "_bn1")]
+    for b in net._blocks:
+        pairs += [(b, "_depthwise_conv", "_bn1"), (b, "_project_conv", "_bn2")]
+        if b.expand:
+            pairs.append((b, "_expand_conv", "_bn0"))
+    for owner, conv, bn in pairs:
+        setattr(owner, conv, _fold(getattr(owner, conv), getattr(owner, bn)))
+        setattr(owner, bn, nn.Identity())
+    return net.to(memory_format=torch.channels_last).eval()
+
+
 _SHARED: dict[tuple[str, str], EfficientNetLite] = {}
 _LOCK = threading.Lock()
 
@@ -236,7 +265,7 @@ def load_shared(variant: str, device: str | torch.device = "cpu") -> EfficientNe
     with _LOCK:
         net = _SHARED.get(key)
         if net is None or next(net.parameters()).device != torch.device(device):
-            net = build(variant).to(device)
+            net = fused(build(variant)).to(device)
             _SHARED[key] = net
         return net
 
