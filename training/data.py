@@ -64,8 +64,32 @@ def _decode_image(source, name: str, bad: BadList) -> Image.Image | None:
         return None
 
 
+def _looks_like_text(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        start = fh.read(512)
+    try:
+        start.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return b"\0" not in start
+
+
 def _open_shard(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """A shard's JPEG bytes, offsets and ids, checked: a corrupt or fake .npz is a DataError."""
+    """A shard's JPEG bytes, offsets and ids, checked: a corrupt or fake .npz is a DataError.
+
+    What is not a zip archive is refused before NumPy sees it: NumPy takes any other file for
+    a pickle and answers with a cut-off sentence about loading it "unsafely"."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as e:
+        raise DataError(f"{path} cannot be read ({e.strerror or e}); check --data and its permissions.") from e
+    if head not in (b"PK\x03\x04", b"PK\x05\x06"):
+        what = "an empty file" if not head else "a text file" if _looks_like_text(path) else "some other file"
+        raise DataError(
+            f"{path} is not an image shard: it is {what}, while a shard (.npz) is a zip archive of NumPy arrays; "
+            "give --data a folder of images or shards prepared as ../shared/data/README describes."
+        )
     try:
         with np.load(path, allow_pickle=False) as z:
             jpeg, off = np.asarray(z["jpeg"]), np.asarray(z["offsets"])
@@ -75,7 +99,8 @@ def _open_shard(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     except MemoryError:
         raise
     except Exception as e:  # noqa: BLE001 - zip, npy and pickle-refusal errors alike
-        raise DataError(f"{path} is not a readable .npz shard ({_reason(e)}); re-create it or check --data.") from e
+        why = "it holds Python objects, which divcolor never loads" if "pickle" in str(e) else _reason(e)
+        raise DataError(f"{path} is not a readable image shard ({why}); re-create it or check --data.") from e
     ok = (
         jpeg.ndim == 1 and jpeg.dtype == np.uint8 and off.ndim == 1 and len(off) >= 1
         and np.issubdtype(off.dtype, np.integer) and off[0] == 0 and off[-1] == len(jpeg)
