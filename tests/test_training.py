@@ -545,3 +545,28 @@ def test_too_many_bad_images_stop_the_cli_with_one_sentence(tmp_path, capsys):
                  "--size", "16", *TINY_VAE]) == 2
     err = capsys.readouterr().err
     assert "1 of 21 images" in err and "broken.jpg" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("images, message", [
+    (["a.png"], "vae: 1 training image (a folder without train/ and test/ keeps about 1 image in 10 for testing) is "
+                "too few for this stage's colour statistics (a PCA over the training set, which needs at least 2 images "
+                "that differ in colour), so the loss would be NaN or absurd at any --lr; add images to --data and rerun."),
+    (["a.png", "b.png", "c.png"], "vae: 3 training images do not differ in colour, too little for this stage's colour"),
+])
+def test_too_few_images_for_the_statistics_say_so_not_lower_lr(tmp_path, capsys, images, message):
+    """Issue 28 item 11: ``vae --data one_image_folder --batch-size 1`` said the loss became nan
+    and to rerun with a lower --lr, which helps at no lr. (Identical images gave a loss of 1e25.)"""
+    import numpy as np
+    from PIL import Image
+
+    yy, xx = np.mgrid[0:32, 0:32]
+    photo = np.dstack([xx * 8 % 256, yy * 8 % 256, (xx + yy) * 4 % 256]).astype(np.uint8)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in images:  # these names all fall in the training part of the folder's fixed split
+        Image.fromarray(photo).save(folder / name)
+    run = tmp_path / "run"
+    assert main(["vae", "--data", str(folder), "--out", str(run), "--steps", "3", *TINY_VAE, "--batch-size", "1"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "--lr (now" not in err and len(err.strip().splitlines()) == 1, err
+    assert not (run / "vae" / "state.safetensors").exists()

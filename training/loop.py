@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 
 from engine.checkpoint import Checkpoint, load_checkpoint, now_iso, save_checkpoint, state_dict_mismatch
-from engine.errors import CheckpointError, ConfigError, TrainingError
+from engine.errors import CheckpointError, ConfigError, DataError, TrainingError
 from engine.files import atomic_path, atomic_write
 
 STATE_FILE = "state.safetensors"
@@ -397,6 +397,37 @@ class LoopSpec:
     grad_clip: float = 0.0
 
 
+MIN_STATS_IMAGES = 2
+"""Training-set statistics (the VAE stage's PCA of colour fields) need two images that differ in
+colour: from one, the spread is 0/0 and every loss NaN; from identical ones, 0 and every loss
+absurd (1e25). Measured: two different 64-pixel images train with finite losses."""
+
+
+def check_statistics(stage: str, extra: dict[str, torch.Tensor] | None, meta: dict[str, Any]) -> None:
+    """Refuse, before the first step, training-set statistics that make every loss NaN or absurd
+    whatever the learning rate: a one-image folder ended in "the loss became nan … rerun with a
+    lower --lr", which no --lr fixes."""
+    if not extra:
+        return
+    broken = any(t.is_floating_point() and not bool(torch.isfinite(t).all()) for t in extra.values())
+    sigma = extra.get("stats.pca_sigma")
+    flat = sigma is not None and not broken and sigma.numel() > 0 and float(sigma.max()) < 1e-6
+    if not (broken or flat):
+        return
+    data = meta.get("data") if isinstance(meta.get("data"), dict) else {}
+    n = data.get("images")
+    have = f"{n} training image{'' if n == 1 else 's'}" if isinstance(n, int) else "the training images"
+    folder = str(data.get("path", "")).endswith("/")
+    where = " (a folder without train/ and test/ keeps about 1 image in 10 for testing)" if n == 1 and folder else ""
+    why = (f"{have}{where} {'is' if n == 1 else 'are'} too few" if broken
+           else f"{have} do not differ in colour, too little")
+    raise DataError(
+        f"{stage}: {why} for this stage's colour statistics (a PCA over the training set, which needs at least "
+        f"{MIN_STATS_IMAGES} images that differ in colour), so the loss would be NaN or absurd at any --lr; "
+        "add images to --data and rerun."
+    )
+
+
 def run_loop(
     spec: LoopSpec,
     modules: dict[str, torch.nn.Module],
@@ -416,6 +447,7 @@ def run_loop(
     """
     out = spec.run_dir / spec.stage
     state_path = out / STATE_FILE
+    check_statistics(spec.stage, extra_tensors, meta)
     params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
     base_lrs = [g["lr"] for g in opt.param_groups]
     start = 0
