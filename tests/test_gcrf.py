@@ -320,8 +320,10 @@ def test_stages_resume_export_load_and_eval(tiny_data, tmp_path, capsys):
     assert table3["points_only_weights"] == {"base": tuned["base_weight"], "hint": tuned["hint_weight"], "unit": "x beta_test"}
     from PIL import Image
 
-    with Image.open(table3["contact_sheet"]) as im:  # 2 images x (hints | Levin | 2 G-CRF | truth) at 128 px, x2
-        assert im.size == (5 * 128 * 2, 2 * 128 * 2)
+    from training.sheets import SHEET_WIDTH
+
+    with Image.open(table3["contact_sheet"]) as im:  # 2 images x (hints | Levin | 2 G-CRF | truth) at 128 px, x2,
+        assert im.size == (SHEET_WIDTH, round(2 * 128 * 2 * SHEET_WIDTH / (5 * 128 * 2)))  # at a reader's width
     # reveal data without a train split: the weights are not tuned on test, the defaults are used
     write_shard(tmp_path / "only_test_00.npz", synthetic_images(1, seed=3))
     capsys.readouterr()

@@ -84,15 +84,16 @@ def test_cpu_round_stages_every_file_outside_the_work_tree(tmp_path):
     stage = tmp_path / "stage"
     env = {**os.environ, "TRAIN": str(fake), "DATA": str(tmp_path / "data")}
 
-    def run_round(stage: Path, saved: Path) -> list[list[str]]:
+    def run_round(stage: Path, saved: Path | None) -> list[list[str]]:
         """The round with the stand-in trainer: the calls it made (none: no log)."""
         log.unlink(missing_ok=True)
         r = subprocess.run(["bash", str(ROOT / "training/recipes/cpu_round.sh")],
-                           env={**env, "STAGE": str(stage), "SAVED": str(saved)}, capture_output=True, text=True, timeout=600)
+                           env={**env, "STAGE": str(stage), **({"SAVED": str(saved)} if saved else {})},
+                           capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, r.stderr
         return [c.split() for c in log.read_text().splitlines()] if log.exists() else []
 
-    calls = run_round(stage, tmp_path / "nothing-saved")  # (not the repository's committed round)
+    calls = run_round(stage, None)  # no SAVED (the default): nothing is taken, everything trains
     arg = lambda c, flag: c[c.index(flag) + 1] if flag in c else None
     models, results = stage / "models", stage / "results"
     dests = [arg(c, "--dest") for c in calls if c[0] == "export"]

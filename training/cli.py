@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--samples", type=_count(1), default=5)
     ev.add_argument("--limit", type=_count(0), default=0, help="evaluate N evenly spaced images (0: all)")
     ev.add_argument("--json", help="also write the result to this file")
-    ev.add_argument("--sheet", help="also save a contact sheet PNG (grey | truth | samples) of the first images")
+    ev.add_argument("--sheet", help="also save a contact sheet (grey | truth | samples) of evenly spaced images, JPEG at a "
+                    "reader's size (PNG if the name ends in .png)")
     ev.add_argument("--demo", help="also colorize the historical photos in this folder, e.g. ../shared/data/bw_demo "
                     "(mean chroma; a second sheet beside --sheet)")
     ev.add_argument("--mode", choices=["means", "auto"], default="means",

@@ -152,7 +152,7 @@ def rerun_eval(model: Shipped, data: str, results: Path, limit: int, samples: in
     from .stages import pic as P
     from .stages.evaluate import evaluate
 
-    sheet = results / f"{model.stem}_{Path(data).name}_test.jpg"  # JPEG q90 4:4:4: sheets live in the repository
+    sheet = results / f"{model.stem}_{Path(data).name}_test.jpg"  # JPEG at a reader's size: sheets live in the repository
     print(f"results: evaluating {model.path.name} on {data} ({limit or 'all'} images)", file=sys.stderr, flush=True)
     with contextlib.redirect_stdout(io.StringIO()):  # the evals print their JSON; the report is ours
         if model.method == B.METHOD:

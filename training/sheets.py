@@ -1,6 +1,10 @@
 """Pictures of results to look at: contact sheets (rows of tiles) and demo sheets (the models on
 real historical photos, which have no ground truth). Every stage's evaluation calls these; this
 module calls no stage.
+
+Sheets are written for reading, at the size a reader sees them (:data:`SHEET_WIDTH`, the width
+of a rendered Markdown page) and as JPEG unless the name asks for PNG: a sheet in
+``docs/results/`` is a few hundred KB, not a few MB.
 """
 
 from __future__ import annotations
@@ -18,27 +22,39 @@ if TYPE_CHECKING:
     from engine.models.backbone import Backbone
 
 DEMO_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff"}
+SHEET_WIDTH = 896  # px: what a rendered Markdown page shows without scaling (7 tiles of 128 px)
+SHEET_QUALITY = 85
+
+
+def save_sheet(img: np.ndarray, path: str | Path) -> Path:
+    """Write an (H, W, 3) uint8 picture at a reader's size: no wider than :data:`SHEET_WIDTH`
+    and no taller than twice that (Lanczos), as JPEG q85, or PNG where ``path`` ends in .png."""
+    from PIL import Image
+
+    im = Image.fromarray(img)
+    s = min(1.0, SHEET_WIDTH / im.width, 2 * SHEET_WIDTH / im.height)
+    if s < 1.0:
+        im = im.resize((max(1, round(im.width * s)), max(1, round(im.height * s))), Image.LANCZOS)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".png":
+        im.save(path, "PNG")
+    else:
+        im.save(path, "JPEG", quality=SHEET_QUALITY, optimize=True)
+    return path
 
 
 def contact_sheet(rows: list[list[torch.Tensor]], path: str | Path, scale: int = 2) -> Path:
     """Save rows of (3, H, W) RGB tensors as one image: look at results, not only at numbers.
-    Tiles of a row share a height; rows of different widths are padded with white. A ``.jpg``
-    path is written as JPEG q90 without chroma subsampling (a tenth of the PNG, for sheets kept
-    in the repository; colour stays as sharp as in our q90 4:4:4 data)."""
-    from PIL import Image
-
+    Tiles of a row share a height; rows of different widths are padded with white. Small tiles
+    are first enlarged ``scale`` times (nearest: pixels stay pixels), then the sheet is written
+    by :func:`save_sheet` at a reader's size."""
     lines = [torch.cat(r, dim=2) for r in rows]
     width = max(x.shape[-1] for x in lines)
     grid = torch.cat([F.pad(x, (0, width - x.shape[-1]), value=1.0) for x in lines], dim=1)
     img = (grid.permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
-    im = Image.fromarray(img)
-    im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    if Path(path).suffix.lower() in (".jpg", ".jpeg"):
-        im.save(path, quality=90, subsampling=0)
-    else:
-        im.save(path)
-    return Path(path)
+    img = img.repeat(scale, axis=0).repeat(scale, axis=1)
+    return save_sheet(img, path)
 
 
 @torch.no_grad()
@@ -73,9 +89,7 @@ def demo_sheet(model: Backbone, folder: Path, dest: Path | None, height: int = 1
         w = max(sum(t.shape[-1] for t in r) for r in rows)
         grid = torch.cat([F.pad(torch.cat(r, 2), (0, w - sum(t.shape[-1] for t in r)), value=1.0) for r in rows], 1)
         arr = (grid.permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(arr).save(dest)
-        out["demo_sheet"] = str(dest)
+        out["demo_sheet"] = str(save_sheet(arr, dest))
     return out
 
 

@@ -3,9 +3,10 @@
     python docs/screenshots/make_screenshots.py [IMAGE] [--out docs/screenshots] [--threads N]
 
 Makes every screenshot the README links, each in a fresh Qt process on an offscreen 1920x1080
-screen: the window at 1440x900 (``<state>_<theme>.png``) and at 150 % scaling
+screen: the window at 1440x900 (``<state>_<theme>.jpg``) and at 150 % scaling
 (``QT_SCALE_FACTOR=1.5``: 1280x720 logical pixels, grabbed at 1920x1080 —
-``<state>_<theme>_150.png``), in the light and the dark theme. The states are the gallery, the
+``<state>_<theme>_150.jpg``), in the light and the dark theme. Each is written for reading: JPEG
+q85 at most ``SHOT_WIDTH`` px wide (a quarter of a MB, not two). The states are the gallery, the
 same photo with strokes (and the before/after split), the attention overlay of a pixel, and the
 ambiguity map. ``--one`` makes one theme and scale in this process (what each child runs).
 
@@ -45,6 +46,7 @@ STROKES = (
     ((40, 60, 120), [(0.60, 0.68)], 0.8),  # a point hint: a coat, navy
 )
 ATTENTION_AT = (0.12, 0.62)  # a pixel on the stone wall
+SHOT_WIDTH, SHOT_QUALITY = 1280, 85
 
 
 def wait_until(pred: Callable[[], bool], timeout_s: float = 600.0) -> bool:
@@ -108,8 +110,13 @@ def one(args: argparse.Namespace) -> int:
 
     def shot(state: str) -> None:
         settle()
-        path = out / f"{state}_{args.theme}{suffix}.png"
-        win.grab().save(str(path))
+        from PySide6.QtCore import Qt
+
+        path = out / f"{state}_{args.theme}{suffix}.jpg"
+        pix = win.grab()
+        if pix.width() > SHOT_WIDTH:
+            pix = pix.scaledToWidth(SHOT_WIDTH, Qt.TransformationMode.SmoothTransformation)
+        pix.save(str(path), "JPG", SHOT_QUALITY)
         written.append(path)
 
     ready = {"done": False}

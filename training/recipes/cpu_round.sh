@@ -24,13 +24,15 @@ r=training/recipes
 # 9000 steps, not the first defaults' 16000: the heads are retrained on the new backbone a
 # session sooner, and the batch loss stayed flat over the first 3650 steps at the peak rate,
 # so what this round gains is expected from the decay. (A resumed run takes the new total.)
-# A fresh machine has lost the staging runs: what the round finished is committed in SAVED and
+# A fresh machine has lost the staging runs: SAVED (a folder outside the repository, e.g. a
+# release asset unpacked; none by default) may hold what an earlier round finished, which is then
 # taken instead of being trained again (hours), but only where what it was trained on was taken
 # too (a head refuses any backbone but its own), and VAE-MDN only with the G-CRF of its family
 # (G-CRF starts from VAE-MDN's run directory).
-SAVED=${SAVED:-training/recipes/round}
+SAVED=${SAVED:-}
 fresh() { for d in "$@"; do [ ! -e "$RUNS/$d" ] || return 1; done; }
 take() {  # take NAME...: all of SAVED/NAME.safetensors (and their evals) into MODELS, or none
+    [ -n "$SAVED" ] || return 1
     for n in "$@"; do [ -f "$SAVED/$n.safetensors" ] || return 1; done
     for n in "$@"; do
         cp "$SAVED/$n.safetensors" "$MODELS/$n.safetensors"

@@ -13,4 +13,4 @@ train=${TRAIN:-.venv/bin/divcolor-train}
     --backbone-file "$MODELS/backbone_general.safetensors" "$@"
 "$train" export --out "$run" --half --dest "$MODELS/pic_general.safetensors"
 "$train" eval --checkpoint "$MODELS/pic_general.safetensors" --data "$DATA/natural128" --sample-limit 200 \
-    --json "$RESULTS/pic_general_eval.json" --sheet "$RESULTS/pic_general_test.png" --demo "$DATA/bw_demo"
+    --json "$RESULTS/pic_general_eval.json" --sheet "$RESULTS/pic_general_test.jpg" --demo "$DATA/bw_demo"

@@ -185,7 +185,7 @@ def evaluate_gcrf(
         result["psnr_vs_points"] = psnr_vs_points(
             model, reveal_data, split, reveal_limit, seed=seed, points=tuple(points or TABLE3_POINTS),
             points_only_weight=tuned["base_weight"], hint_weight=tuned["hint_weight"],
-            sheet=Path(sheet).with_name(Path(sheet).stem + "_points.png") if sheet else None,
+            sheet=Path(sheet).with_name(Path(sheet).stem + "_points" + Path(sheet).suffix) if sheet else None,
         )
         result["psnr_vs_points"]["points_only_tuning"] = tuned
     print(json.dumps(result, indent=2))
