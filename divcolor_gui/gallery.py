@@ -208,9 +208,11 @@ class MethodGroup(QWidget):
         if not self.unavailable:
             n = len(self.thumbs)
             waiting = f", {len(self.pending)} coming" if self.pending and not any(p.objectName() == "failedTile" for p in self.pending) else ""
-            lock = "locked " if self.thumbs and all(t.sample.ref.locked for t in self.thumbs) else ""
-            self.title.setText(f"{METHOD_LABELS.get(self.method, self.method)}  ·  {n} {lock}sample{'s' if n != 1 else ''}{waiting}")
-            self.title.setToolTip("Locked samples keep your strokes (lock and resample)" if lock else "")
+            locked = sum(1 for t in self.thumbs if t.sample.ref.locked)  # More, locked adds to the gallery
+            lock = "locked " if locked == n and n else ""
+            some = f", {locked} locked" if 0 < locked < n else ""
+            self.title.setText(f"{METHOD_LABELS.get(self.method, self.method)}  ·  {n} {lock}sample{'s' if n != 1 else ''}{some}{waiting}")
+            self.title.setToolTip("Locked samples keep your strokes (lock and resample)" if locked else "")
 
 
 class GalleryPanel(QWidget):

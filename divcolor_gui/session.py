@@ -277,22 +277,17 @@ class Session(QObject):
         samples continues the seed's set after the samples already shown, so it never repeats
         one (each sample's randomness comes from (seed, index) alone).
 
-        Lock and resample: with strokes on the photo, More samples draws samples that agree
-        with them (locked), continuing the locked set while the strokes stay the same; a
-        changed set of strokes starts a new locked set (see :meth:`locks_fresh_set`)."""
+        Lock and resample: with strokes on the photo, More samples adds samples locked to them
+        (each is the seed's next sample with the strokes painted over it, see
+        :meth:`engine.colorizer.Colorizer.sample`), so locked or not the indices continue
+        after the ones shown and every press brings new draws."""
         locked = tuple(self.doc.strokes) if append else ()
         if append:
-            first = sum(b.n for b in self.batches if b.seed == seed and b.locked == locked)
-            if first == 0 and any(b.first == 0 for b in self.batches if b.locked == locked):
+            first = sum(b.n for b in self.batches if b.seed == seed)
+            if first == 0 and any(b.first == 0 for b in self.batches):
                 first = 1  # sample 0 is the most likely colorization, the same for every seed: shown already
             return Batch(seed, n, temperature, first=first, locked=locked)
         return Batch(seed, n, temperature)
-
-    def locks_fresh_set(self) -> bool:
-        """Whether More samples now replaces the gallery with a new set locked to the strokes
-        (strokes painted since the gallery was made) rather than adding to it."""
-        strokes = tuple(self.doc.strokes)
-        return bool(strokes) and (not self.batches or self.batches[-1].locked != strokes)
 
     def batches_json(self) -> list[dict[str, Any]]:
         """The gallery's batches as the project file stores them (locked strokes included)."""
@@ -315,11 +310,7 @@ class Session(QObject):
         if photo is None:
             return
         if batch is None:
-            if append and self.locks_fresh_set():
-                append = False  # the old samples disagree with the strokes: a new locked set replaces them
-                batch = Batch(self.seed, self.n, self.temperature, 0, tuple(self.doc.strokes))
-            else:
-                batch = self.next_batch(self.seed, self.n, self.temperature, append)
+            batch = self.next_batch(self.seed, self.n, self.temperature, append)
         if not self.models_listed:  # the app just started: the listing is on its way
             self._generate_after_listing, self._deferred_batch = True, batch
             return

@@ -31,8 +31,8 @@ from .models import labels, model_class
 from .models.backbone import METHOD as BACKBONE_METHOD
 from .models.backbone import find_and_attach
 from .sampling import sample_generators
-from .strokes import Stroke, rasterize
-from .types import CancelToken, Colorization, Hints, ProgressFn, SamplingModel, StrokeField
+from .strokes import Stroke
+from .types import CancelToken, Colorization, ProgressFn, SamplingModel, StrokeField
 
 __all__ = [
     "CancelToken", "Colorization", "Colorizer", "ModelInfo", "METHOD_LABELS", "StrokeField", "ambiguity_map",
@@ -302,10 +302,13 @@ class Colorizer:
         gives the same set, asking for more (``first`` = how many there are) never repeats one,
         and any sample can be recreated alone with ``n=1, first=index``.
 
-        ``strokes`` (lock and resample): the samples agree with them (each method takes them as
-        hints, see :class:`engine.types.SamplingModel`) and then get them painted as the canvas
-        does (:meth:`field` over each sample, same family), so what the user locked stays and
-        the rest is new.
+        ``strokes`` (lock and resample): each sample is drawn exactly as without strokes, then
+        gets them painted as the canvas paints them (:meth:`field` over the sample, same family:
+        the solve that holds unstroked pixels on the sample's own colours). So sample k locked
+        is sample k unlocked plus the user's strokes where they apply. The strokes are not
+        handed to the model as hints: conditioning the sample's global code on one stroke
+        recoloured whole photos (issue 28: a red stroke on a wall turned 4 of 6 VAE-MDN samples
+        red-brown, mean ab change 15 outside the stroke; 1-2 now).
         """
         if n < 1:
             raise ValueError("n must be at least 1")
@@ -323,7 +326,7 @@ class Colorizer:
         # time there, one-pass decoders (VAE-MDN, G-CRF) in the full-size upsampling.
         share = 0.9 if model.REPORTS_PROGRESS else 0.3
         paint = 0.5 if strokes else 1.0  # with strokes, the second half paints them on each sample
-        ab_low = self._predict(model, photo, n, seed, first, temperature, strokes,
+        ab_low = self._predict(model, photo, n, seed, first, temperature,
                                lambda f, m: report(paint * share * f, m), cancel)
         report(paint * share, "upsampling")
         if cancel:
@@ -364,7 +367,7 @@ class Colorizer:
     @torch.no_grad()
     def _predict(
         self, model: SamplingModel, photo: Photo, n: int, seed: int, first: int, temperature: float,
-        strokes: list[Stroke], report: ProgressFn, cancel: CancelToken | None,
+        report: ProgressFn, cancel: CancelToken | None,
     ) -> torch.Tensor:
         """ab/128 (n, 2, s, s) of samples first .. first + n - 1, on the colorizer's device.
 
@@ -377,20 +380,15 @@ class Colorizer:
         size = model.input_size
         # L is reduced on the CPU: a 100-megapixel L would take 400 MB of GPU memory for nothing.
         L_small = F.interpolate(torch.from_numpy(photo.L)[None, None], size=(size, size), mode="area")
-        hints = None
-        if strokes:
-            cov, ab = rasterize(strokes, photo.size, (size, size), L=L_small[0, 0].numpy())
-            hints = Hints(torch.from_numpy(cov), torch.from_numpy(ab))
         device, batch, done = self.device, n, 0
         parts: list[torch.Tensor] = []
         while done < n:
             m = min(batch, n - done)
             net = model if device == self.device else self._cpu_copy(model)
-            h = Hints(hints.coverage.to(device), hints.ab.to(device)) if hints is not None else None
             try:
                 part = net.sample(
                     L_small.to(device), m, generator=sample_generators(seed, first + done, m, device),
-                    temperature=temperature, include_mode=first + done == 0, hints=h,
+                    temperature=temperature, include_mode=first + done == 0,
                     progress=lambda f, msg, d=done, m=m: report((d + f * m) / n, msg), cancel=cancel,
                 )
             except Exception as e:

@@ -760,29 +760,32 @@ def test_lock_and_resample_keeps_strokes_and_resamples_the_rest(qtbot, make_wind
         win.act["more"].trigger()
     qtbot.waitUntil(win.is_idle, timeout=WAIT)
     assert asked and all(list(s) == [stroke] for s in asked), "the engine samples with the strokes locked"
-    new = [x.sample for x in thumbs(win)]
-    assert len(new) == 3 and all(s.ref.locked == (stroke,) for s in new), "the gallery shows the new, locked set"
-    assert "locked" in next(iter(win.gallery.groups.values())).title.text()
+    shown = [x.sample for x in thumbs(win)]
+    assert len(shown) == 6, "More adds the locked batch to the gallery (issue 28 item 7: it replaced it)"
+    old, new = shown[:3], shown[3:]
+    assert all(not s.ref.locked for s in old) and all(s.ref.locked == (stroke,) for s in new)
+    assert [s.ref.index for s in shown] == list(range(6)), "the locked samples are new draws, not the shown ones again"
+    assert "3 locked" in next(iter(win.gallery.groups.values())).title.text()
     for s in new:  # each locked sample is green under the stroke ...
         under = s.colorization.rgb[38:43, 20:40]
         assert (under[..., 1] - under[..., 0]).mean() > 0.1
     far = [s.colorization.rgb[:, 80:] for s in new]  # ... and differs from the others elsewhere
     assert not np.array_equal(far[1], far[2])  # (the tiny model varies only slightly)
     assert win.doc.strokes == [stroke] and win.canvas.strokes == [stroke], "the canvas keeps the strokes"
-    assert win.doc.base_ref == new[1].ref, "the canvas moved to the same place in the locked set"
-    shown = np.asarray(win.canvas.current_rgb())
-    assert (shown[38:43, 20:40, 1] - shown[38:43, 20:40, 0]).mean() > 0.1
-    # More again continues the locked set; the project keeps it
+    assert win.doc.base_ref == old[1].ref, "the canvas stays on the sample the user picked"
+    shown_rgb = np.asarray(win.canvas.current_rgb())
+    assert (shown_rgb[38:43, 20:40, 1] - shown_rgb[38:43, 20:40, 0]).mean() > 0.1
+    # More again adds more locked samples; the project keeps them all
     with qtbot.waitSignal(win.gallery_finished, timeout=WAIT):
         win.act["more"].trigger()
     qtbot.waitUntil(win.is_idle, timeout=WAIT)
     refs = [x.sample.ref for x in thumbs(win)]
-    assert [r.index for r in refs] == list(range(6)) and all(r.locked == (stroke,) for r in refs)
+    assert [r.index for r in refs] == list(range(9)) and [bool(r.locked) for r in refs] == [False] * 3 + [True] * 6
     proj = tmp_path / "locked.divcolor"
     assert win.save_project_to(proj)
     win2 = make_window()
     open_and_wait(qtbot, win2, proj)
-    qtbot.waitUntil(lambda: len(thumbs(win2)) == 6 and win2.is_idle(), timeout=WAIT)
+    qtbot.waitUntil(lambda: len(thumbs(win2)) == 9 and win2.is_idle(), timeout=WAIT)
     assert [x.sample.ref for x in thumbs(win2)] == refs
     assert win2.doc.base_ref == win.doc.base_ref and win2.doc.strokes == [stroke]
     for a, b in zip(thumbs(win2), thumbs(win)):
