@@ -90,6 +90,10 @@ FIELD_RANGES: dict[str, Range] = {
     "degrade": Range(0.0, 1.0),
     "min_crop": Range(0.0, 1.0, low_open=True),
     "ema": Range(0.0, 1.0),
+    "blocks_s4": Range(0, 64),
+    "blocks_s8": Range(0, 64),
+    "blocks_dec": Range(0, 64),
+    "encoder_size": Range(64, 512),
 }
 
 

@@ -11,6 +11,7 @@ it stopped (rows done are counted in a side file after each chunk): a session's 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sys
@@ -131,3 +132,37 @@ class EncodedSet:
         inv = torch.from_numpy(np.argsort(np.concatenate(order)))
         t = E.Taps(*(torch.cat([x[k] for x in taps])[inv].to(self.device) for k in range(len(TAPS))))
         return torch.cat(Ls)[inv].to(self.device), torch.cat(abs_)[inv].to(self.device), t
+
+
+class PlainSet:
+    """A LabSet behind the same batch interface, for models whose grey network is not the frozen
+    encoder (nothing to cache: their grey features train with them)."""
+
+    def __init__(self, parts: list):
+        self.lab = parts[0] if len(parts) == 1 else type(parts[0])(torch.cat([p.L for p in parts]), torch.cat([p.ab for p in parts]))
+
+    def __len__(self) -> int:
+        return len(self.lab)
+
+    def batch(self, idx: torch.Tensor, flip: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, None]:
+        L, ab = self.lab.batch(torch.as_tensor(np.asarray(idx)), None if flip is None else torch.as_tensor(np.asarray(flip)))
+        return L, ab, None
+
+
+def encoder_of(backbone: torch.nn.Module | None) -> tuple[str, int] | None:
+    """(variant, input size) of the frozen encoder under ``backbone``, or None."""
+    cfg = getattr(backbone, "cfg", None)
+    return (cfg.encoder, cfg.encoder_size) if cfg is not None and getattr(cfg, "encoder", "") else None
+
+
+def training_set(parts: list, backbone: torch.nn.Module | None, device: torch.device | str = "cpu",
+                 flips: bool = True) -> EncodedSet | PlainSet:
+    """The images a head trains on: with their cached encoder maps when it looks through the
+    pretrained encoder, so that a step costs the head (and the small decoder) alone."""
+    enc = encoder_of(backbone)
+    return EncodedSet(parts, enc[0], enc[1], flips, device) if enc else PlainSet(parts)
+
+
+def feeding(backbone: torch.nn.Module | None, taps: E.Taps | None):
+    """Inside, ``backbone`` reads ``taps`` instead of running its encoder (a no-op without taps)."""
+    return backbone.given(taps) if taps is not None and backbone is not None else contextlib.nullcontext()

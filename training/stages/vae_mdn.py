@@ -19,6 +19,7 @@ from engine.models.vae_mdn import METHOD, VAEMDN, VAEMDNConfig
 
 from .. import data as D
 from ..batches import BatchSampler
+from ..taps_cache import feeding, training_set
 from .backbone import attach_stage_backbone, backbone_fields, backbone_meta
 from ..config import StageConfig
 from ..loop import (STATE_FILE, LoopSpec, autocast, cosine, frozen_grey_features, half_floats, prepare, read_state,
@@ -75,16 +76,17 @@ def train_vae(cfg: VAEStageConfig) -> int:
     device, ddp = prepare(cfg.threads, cfg.device)
     mcfg = cfg.model_config()
     run_dir = Path(cfg.out)
-    train = D.load_lab(cfg.data, "train", mcfg.size, cfg.limit or None)
+    lab = D.load_lab(cfg.data, "train", mcfg.size, cfg.limit or None)
     state_path = run_dir / "vae" / STATE_FILE
     # Statistics come from the whole training split, once; a resumed run reloads them.
     if state_path.exists():
         stats = ColorStats.from_tensors(load_checkpoint(state_path).tensors)
     else:
-        stats = compute_stats(train.ab)
+        stats = compute_stats(lab.ab)
     stats = ColorStats(*(t.to(device) for t in stats.__dict__.values()))
     model = VAEMDN(mcfg).to(device)
     attach_stage_backbone(model, cfg.public(), device)
+    train = training_set([lab], model.backbone, device)
     parts = {"color_encoder": model.color_encoder, "grey_encoder": model.grey_encoder, "decoder": model.decoder}
     params = [p for m in parts.values() for p in m.parameters()]
     opt = torch.optim.Adam(params, lr=cfg.lr)
@@ -92,9 +94,9 @@ def train_vae(cfg: VAEStageConfig) -> int:
 
     def step(i: int):
         idx = sampler(i)
-        L, ab = train.batch(idx, torch.rand(len(idx)) < 0.5)
+        L, ab, taps = train.batch(idx, torch.rand(len(idx)) < 0.5)
         L, ab = L.to(device), ab.to(device)
-        with autocast(device):
+        with autocast(device), feeding(model.backbone, taps):
             mu, logvar = model.color_encoder(ab)
             z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
             pred = model.decode(z, L)
@@ -115,16 +117,20 @@ def load_vae(run_dir: Path, device: torch.device) -> tuple[VAEMDN, ColorStats, d
 
 
 @torch.no_grad()
-def encode_dataset(model: VAEMDN, lab: D.LabSet, device: torch.device, chunk: int = 256) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Frozen grey features (/8, /16 scales) and target codes z = E[Q(z|C)] for every image."""
+def encode_dataset(model: VAEMDN, train, device: torch.device, flip: bool = False,
+                   chunk: int = 256) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Frozen grey features (/8, /16 scales) and target codes z = E[Q(z|C)] for every image
+    (mirrored if ``flip``) of a training set (``training.taps_cache.training_set``)."""
     model.eval()
     f8, f16, zs = [], [], []
-    for i in range(0, len(lab), chunk):
-        L, ab = lab.L[i : i + chunk].to(device), lab.ab[i : i + chunk].to(device)
-        feats, _ = frozen_grey_features(model, L, device)
+    for i in range(0, len(train), chunk):
+        idx = torch.arange(i, min(i + chunk, len(train)))
+        L, ab, taps = train.batch(idx, torch.full((len(idx),), flip))
+        with feeding(model.backbone, taps):
+            feats, _ = frozen_grey_features(model, L.to(device), device)
         f8.append(feats[2].cpu())
         f16.append(feats[3].cpu())
-        zs.append(model.color_encoder(ab)[0].cpu())
+        zs.append(model.color_encoder(ab.to(device))[0].cpu())
     return [torch.cat(f8), torch.cat(f16)], torch.cat(zs)
 
 
@@ -133,11 +139,10 @@ def train_mdn(cfg: MDNStageConfig) -> int:
     run_dir = Path(cfg.out)
     model, _, vmeta = load_vae(run_dir, device)
     mcfg = model.cfg
-    train = D.load_lab(cfg.data, "train", mcfg.size, cfg.limit or None)
+    train = training_set([D.load_lab(cfg.data, "train", mcfg.size, cfg.limit or None)], model.backbone, device)
     # Features of both the image and its mirror: flips are the only augmentation.
-    flipped = D.LabSet(train.L.flip(-1), train.ab.flip(-1))
     (f8a, f16a), za = encode_dataset(model, train, device)
-    (f8b, f16b), zb = encode_dataset(model, flipped, device)
+    (f8b, f16b), zb = encode_dataset(model, train, device, flip=True)
     f8, f16, z = torch.cat([f8a, f8b]), torch.cat([f16a, f16b]), torch.cat([za, zb])
     n = len(train)
     sampler = BatchSampler(n, cfg.batch_size, cfg.seed, ddp)
