@@ -14,6 +14,7 @@ from pathlib import Path
 
 from engine.checkpoint import load_checkpoint
 from engine.errors import CheckpointError, ConfigError, DivcolorError
+from engine.files import atomic_write
 from engine.models.gcrf import METHOD as GCRF_METHOD
 
 from .config import add_config_args, check_data_path, config_from_args
@@ -203,7 +204,7 @@ def _run(args: argparse.Namespace) -> int:
             result = evaluate(ckpt, args.data, args.split, args.samples, args.limit, sheet=args.sheet, **options)
         dest = args.json or (str(Path(args.out) / "eval.json") if args.out else None)
         if dest:
-            Path(dest).write_text(json.dumps(result, indent=2) + "\n")
+            atomic_write(dest, json.dumps(result, indent=2) + "\n")
         return 0
     return 2
 

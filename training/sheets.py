@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.color import AB_SCALE, rgb_to_lab
+from engine.files import atomic_write
 
 if TYPE_CHECKING:
     from engine.models.backbone import Backbone
@@ -36,12 +37,9 @@ def save_sheet(img: np.ndarray, path: str | Path) -> Path:
     if s < 1.0:
         im = im.resize((max(1, round(im.width * s)), max(1, round(im.height * s))), Image.LANCZOS)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".png":
-        im.save(path, "PNG")
-    else:
-        im.save(path, "JPEG", quality=SHEET_QUALITY, optimize=True)
-    return path
+        return atomic_write(path, lambda f: im.save(f, "PNG"))
+    return atomic_write(path, lambda f: im.save(f, "JPEG", quality=SHEET_QUALITY, optimize=True))
 
 
 def contact_sheet(rows: list[list[torch.Tensor]], path: str | Path, scale: int = 2) -> Path:
