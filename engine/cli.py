@@ -277,7 +277,7 @@ class _Quiet:
         self._warnings.__enter__()
         from PIL import Image
 
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # engine.io checks sizes itself
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # engine.decode checks sizes itself
         warnings.showwarning = self._show  # type: ignore[assignment]
         self._handler = logging.StreamHandler(sys.stderr)
         self._handler.setFormatter(logging.Formatter("divcolor: note: %(message)s"))
@@ -306,7 +306,7 @@ def _photo_notes(photo: Path, quiet: bool) -> Iterator[None]:
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")  # every photo reports its own, not only the first
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # engine.io checks sizes itself
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # engine.decode checks sizes itself
         try:
             yield
         finally:
@@ -403,7 +403,8 @@ def colorize(args: argparse.Namespace) -> int:
     import torch.nn.functional as F
 
     from .colorizer import Colorizer
-    from .io import load_photo, photo_from_L, save_colorizations
+    from .io import load_photo, photo_from_L
+    from .save import save_colorizations
     from .metadata import export_metadata
 
     if args.method == "levin" or args.strokes is not None:
@@ -428,7 +429,7 @@ def colorize(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         photo = load_photo(f)
         # The models see the photo at their own size: sample on that copy, then upsample and
-        # write each result at full size a strip at a time (engine.io.save_colorizations).
+        # write each result at full size a strip at a time (engine.save.save_colorizations).
         with torch.no_grad():
             L = F.interpolate(torch.from_numpy(photo.L)[None, None], size=(size, size), mode="area")[0, 0]
         small = photo_from_L(L.numpy())
@@ -457,7 +458,8 @@ def colorize_strokes(args: argparse.Namespace) -> int:
     its name in the message, instead of failing once per photo.
     """
     from .colorizer import Colorizer
-    from .io import load_photo, save_image
+    from .io import load_photo
+    from .save import save_image
     from .metadata import export_metadata
     from .strokes import clip_strokes, load_strokes
 

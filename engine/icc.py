@@ -9,7 +9,7 @@ ourselves and keep the full precision. Table-based profiles (A2B0 ...) and CMYK 
 through lcms at 8 bits. A profile that cannot be used is ignored and sRGB assumed: slightly
 wrong colours beat refusing the photo.
 
-Used by :mod:`engine.io`; never imports Qt.
+Used by :mod:`engine.io` and :mod:`engine.decode`; never imports Qt.
 """
 
 from __future__ import annotations

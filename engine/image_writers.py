@@ -9,7 +9,7 @@ segment ourselves (Pillow's own ``xmp=`` only exists in recent versions); TIFF g
 tifffile with the ICC profile (tag 34675), XMP (tag 700) and descriptive EXIF tags in IFD0.
 
 Everything here takes already-quantised (H, W, C) pixels and an open binary file: choosing the
-format, quantising and the atomic rename stay in :mod:`engine.io`.
+format, quantising and the atomic rename stay in :mod:`engine.save`.
 """
 
 from __future__ import annotations

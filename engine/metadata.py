@@ -11,7 +11,7 @@ SHA-256, the seed, the sample index, the temperature and a digest of the strokes
 archive tools that read XMP (exiftool, digiKam, Adobe's) show it; nothing is drawn on the
 pixels.
 
-:func:`source_exif` is called by :mod:`engine.io` when a photo is read; :func:`export_metadata`
+:func:`source_exif` is called by :mod:`engine.decode` when a photo is read; :func:`export_metadata`
 by the CLI and the app when a result is written.
 """
 
@@ -243,7 +243,7 @@ def export_metadata(
     strokes: Iterable[Any] | None = None,
 ) -> Metadata:
     """Everything a result file carries: the source's EXIF (``Photo.exif``), the sRGB profile
-    of the written pixels, and the provenance XMP. Pass ``None`` to :func:`engine.io.save_image`
+    of the written pixels, and the provenance XMP. Pass ``None`` to :func:`engine.save.save_image`
     instead to write a file without any metadata (``--no-metadata``)."""
     digest = None
     if model_path is not None:

@@ -224,13 +224,13 @@ def test_the_engine_never_names_the_gui():
 def test_library_warnings_reach_the_terminal_as_one_plain_line(tiny_model, tmp_path, monkeypatch, capsys):
     import engine.io as eio
 
-    real = eio._decode
+    real = eio.decode_file
 
     def noisy(p):
         warnings.warn_explicit("Possibly corrupt EXIF data.", UserWarning, "/usr/lib/python3/PIL/TiffImagePlugin.py", 900)
         return real(p)
 
-    monkeypatch.setattr(eio, "_decode", noisy)
+    monkeypatch.setattr(eio, "decode_file", noisy)
     _grey(tmp_path / "a.png")
     assert main(["colorize", str(tmp_path / "a.png"), "-o", str(tmp_path / "o"), "-n", "1", "--checkpoint", str(tiny_model)]) == 0
     err = capsys.readouterr().err
@@ -258,13 +258,13 @@ def test_a_real_pillow_warning_names_the_photo_not_the_library(tiny_model, tmp_p
 
 
 def test_running_out_of_memory_is_one_clear_sentence(tiny_model, tmp_path, monkeypatch, capsys):
-    import engine.io as eio
+    import engine.save as esave
 
     def oom(*a, **k):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] . DefaultCPUAllocator: can't allocate memory: "
                            "you tried to allocate 4608000000 bytes. Error code 12 (Cannot allocate memory)")
 
-    monkeypatch.setattr(eio, "save_colorizations", oom)
+    monkeypatch.setattr(esave, "save_colorizations", oom)
     _grey(tmp_path / "scan.png")
     rc = main(["colorize", str(tmp_path / "scan.png"), "-o", str(tmp_path / "o"), "--checkpoint", str(tiny_model)])
     err = capsys.readouterr().err
@@ -386,10 +386,11 @@ def test_cli_strip_output_equals_the_whole_image_path(tiny_model, colorizer, tmp
     """The CLI samples at the model's size and writes strips (forced to 7 rows here); the result
     must be the pixels the whole-image path (Colorizer.sample at full size + save_image) gives,
     to within one level (the export quantises through a table, the float path through pow)."""
-    import engine.io as eio
-    from engine.io import load_photo, save_image
+    import engine.save as esave
+    from engine.io import load_photo
+    from engine.save import save_image
 
-    monkeypatch.setattr(eio, "RESULT_STRIP_PIXELS", 7 * 53)  # 7-row strips on a 53-wide photo
+    monkeypatch.setattr(esave, "RESULT_STRIP_PIXELS", 7 * 53)  # 7-row strips on a 53-wide photo
     rng = np.random.default_rng(5)
     yy, xx = np.mgrid[0:41, 0:53]
     grey = np.clip(xx * 4 + yy * 2 + rng.normal(0, 6, (41, 53)), 0, 255).astype(np.uint8)
@@ -412,7 +413,8 @@ def test_cli_strip_output_equals_the_whole_image_path(tiny_model, colorizer, tmp
 
 
 def test_strips_of_any_height_equal_one_strip(colorizer, tmp_path):
-    from engine.io import load_photo, save_colorizations
+    from engine.io import load_photo
+    from engine.save import save_colorizations
 
     _grey(tmp_path / "p.png", (37, 29))
     photo = load_photo(tmp_path / "p.png")

@@ -137,7 +137,7 @@ def _plant_stale(target: Path) -> Path:
 def test_every_writer_uses_atomic_write(tmp_path: Path, tiny_model) -> None:
     """Each saver sweeps a killed writer's temporary for its target: proof it is atomic_write."""
     from engine.checkpoint import load_checkpoint, save_checkpoint
-    from engine.io import save_image
+    from engine.save import save_image
     from engine.strokes import Stroke, load_strokes, save_strokes
     from training.stages.gcrf import _copy_atomic
 
@@ -198,7 +198,7 @@ def test_an_export_from_the_app_sweeps_what_a_killed_export_left(qtbot, tmp_path
     import shutil
 
     from engine.colorizer import Colorizer
-    from engine.io import save_image
+    from engine.save import save_image
     from divcolor_gui.session import Session
 
     models = tmp_path / "models"

@@ -1,4 +1,4 @@
-"""engine.io: reading every kind of photo the GUI may be given, and writing results back."""
+"""engine.io, engine.decode, engine.save: reading every kind of photo the GUI may be given, and writing results back."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ import tifffile
 from PIL import Image, ImageCms, ImageOps
 from skimage.color import rgb2lab
 
+from engine import decode as edecode
 from engine import icc as icc_mod
 from engine import image_writers
 from engine import io as eio
+from engine import save as esave
 from engine.errors import UnsupportedImage
 from engine.files import atomic_write
 
@@ -53,7 +55,7 @@ def _q16(x: np.ndarray) -> np.ndarray:
 
 def test_grey_round_trip(tmp_path: Path) -> None:
     grey = RNG.random((12, 17), dtype=np.float32)
-    out = eio.save_image(tmp_path / "g.png", grey)
+    out = esave.save_image(tmp_path / "g.png", grey)
     assert out == tmp_path / "g.png"
     ph = eio.load_photo(out)
     assert ph.is_grey and ph.bit_depth == 8 and ph.alpha is None
@@ -68,7 +70,7 @@ def test_grey_round_trip(tmp_path: Path) -> None:
 def test_rgb_round_trip(tmp_path: Path, ext: str) -> None:
     u8 = _rand_u8(16, 24)
     u8[..., 0] = np.linspace(0, 255, 24, dtype=np.uint8)  # definitely colourful
-    ph = eio.load_photo(eio.save_image(tmp_path / f"c{ext}", u8.astype(np.float32) / 255))
+    ph = eio.load_photo(esave.save_image(tmp_path / f"c{ext}", u8.astype(np.float32) / 255))
     assert not ph.is_grey and ph.bit_depth == 8 and ph.size == (24, 16)
     if ext == ".jpg":  # lossy, but 4:4:4 at quality 95 stays close even on noise
         assert np.abs(ph.rgb - u8 / 255).mean() < 0.05
@@ -80,7 +82,7 @@ def test_rgb_round_trip(tmp_path: Path, ext: str) -> None:
 def test_rgba_round_trip(tmp_path: Path, ext: str) -> None:
     rgb = _rand_u8(10, 14) / 255
     alpha = np.linspace(0, 1, 14, dtype=np.float32)[None, :].repeat(10, 0)
-    ph = eio.load_photo(eio.save_image(tmp_path / f"a{ext}", rgb, alpha))
+    ph = eio.load_photo(esave.save_image(tmp_path / f"a{ext}", rgb, alpha))
     if ext == ".jpg":
         assert ph.alpha is None  # JPEG has no alpha
         return
@@ -105,10 +107,10 @@ def test_other_formats(tmp_path: Path, fmt: str, ext: str) -> None:
 def test_grey_alpha_round_trip_8_and_16_bit(tmp_path: Path) -> None:
     grey = RNG.random((9, 11), dtype=np.float32)
     alpha = RNG.random((9, 11), dtype=np.float32)
-    ph8 = eio.load_photo(eio.save_image(tmp_path / "la8.png", grey, alpha))
+    ph8 = eio.load_photo(esave.save_image(tmp_path / "la8.png", grey, alpha))
     assert ph8.is_grey and ph8.bit_depth == 8
     assert np.array_equal(_q8(ph8.alpha), _q8(alpha))
-    ph16 = eio.load_photo(eio.save_image(tmp_path / "la16.png", grey, alpha, bit_depth=16))
+    ph16 = eio.load_photo(esave.save_image(tmp_path / "la16.png", grey, alpha, bit_depth=16))
     assert ph16.is_grey and ph16.bit_depth == 16
     assert np.array_equal(_q16(ph16.rgb[..., 0]), _q16(grey))
     assert np.array_equal(_q16(ph16.alpha), _q16(alpha))
@@ -121,7 +123,7 @@ def test_16bit_grey_png(tmp_path: Path) -> None:
     assert ph.is_grey and ph.bit_depth == 16
     assert np.array_equal(_q16(ph.rgb[..., 0]), u16)
 
-    ph2 = eio.load_photo(eio.save_image(tmp_path / "ours16.png", u16 / 65535.0, bit_depth=16))
+    ph2 = eio.load_photo(esave.save_image(tmp_path / "ours16.png", u16 / 65535.0, bit_depth=16))
     assert ph2.bit_depth == 16 and np.array_equal(_q16(ph2.rgb[..., 0]), u16)
     with Image.open(tmp_path / "ours16.png") as im:
         assert im.mode.startswith("I") and np.array_equal(np.asarray(im).astype(np.uint16), u16)
@@ -129,7 +131,7 @@ def test_16bit_grey_png(tmp_path: Path) -> None:
 
 def test_16bit_rgb_tiff(tmp_path: Path) -> None:
     u16 = _rand_u16(9, 12)
-    ph = eio.load_photo(eio.save_image(tmp_path / "c16.tif", u16 / 65535.0, bit_depth=16))
+    ph = eio.load_photo(esave.save_image(tmp_path / "c16.tif", u16 / 65535.0, bit_depth=16))
     assert ph.bit_depth == 16 and not ph.is_grey
     assert np.array_equal(_q16(ph.rgb), u16)
     # big-endian, uncompressed, as some scanners write them
@@ -147,7 +149,7 @@ def test_16bit_rgba_tiff_without_tifffile_decoder(tmp_path: Path, monkeypatch) -
     def no_tifffile(p: Path):
         raise KeyError("requires the 'imagecodecs' package")
 
-    monkeypatch.setattr(eio, "_decode_tifffile", no_tifffile)
+    monkeypatch.setattr(edecode, "_decode_tifffile", no_tifffile)
     ph = eio.load_photo(tmp_path / "z.tif")
     assert ph.bit_depth == 16
     assert np.array_equal(_q16(ph.rgb), u16[..., :3])
@@ -160,7 +162,7 @@ def test_handwritten_16bit_rgb_png(tmp_path: Path, monkeypatch, with_alpha: bool
     monkeypatch.setattr(image_writers, "IDAT_MAX", 97)
     u16 = _rand_u16(11, 9, 4 if with_alpha else 3)
     alpha = u16[..., 3] / 65535.0 if with_alpha else None
-    p = eio.save_image(tmp_path / "c16.png", u16[..., :3] / 65535.0, alpha, bit_depth=16)
+    p = esave.save_image(tmp_path / "c16.png", u16[..., :3] / 65535.0, alpha, bit_depth=16)
     data = p.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
     w, h, depth, colour_type = struct.unpack(">IIBB", data[16:26])
@@ -498,7 +500,7 @@ def test_unreadable_inputs(tmp_path: Path, case: str) -> None:
         data = _jpeg_bytes()
         p.write_bytes(data[: len(data) // 2])
     else:  # 16-bit colour PNGs take a different decoding path
-        p = eio.save_image(tmp_path / "half16.png", _rand_u16(32, 32), bit_depth=16)
+        p = esave.save_image(tmp_path / "half16.png", _rand_u16(32, 32), bit_depth=16)
         data = p.read_bytes()
         p.write_bytes(data[: len(data) // 2])
     with pytest.raises(UnsupportedImage) as info:
@@ -509,9 +511,9 @@ def test_unreadable_inputs(tmp_path: Path, case: str) -> None:
 
 
 def test_too_many_pixels(tmp_path: Path, monkeypatch) -> None:
-    eio.save_image(tmp_path / "big.png", np.zeros((10, 12, 3)))
+    esave.save_image(tmp_path / "big.png", np.zeros((10, 12, 3)))
     tifffile.imwrite(tmp_path / "big16.tif", _rand_u16(10, 12), photometric="rgb")
-    monkeypatch.setattr(eio, "MAX_PIXELS", 100)
+    monkeypatch.setattr(edecode, "MAX_PIXELS", 100)
     for name in ("big.png", "big16.tif"):
         with pytest.raises(UnsupportedImage) as info:
             eio.load_photo(tmp_path / name)
@@ -523,23 +525,23 @@ def test_too_many_pixels(tmp_path: Path, monkeypatch) -> None:
 
 def test_save_rejects_unknown_extension(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"\.gif"):
-        eio.save_image(tmp_path / "x.gif", np.zeros((2, 2, 3)))
+        esave.save_image(tmp_path / "x.gif", np.zeros((2, 2, 3)))
     with pytest.raises(ValueError):
-        eio.save_image(tmp_path / "x.png", np.zeros((2, 2, 3)), bit_depth=12)
+        esave.save_image(tmp_path / "x.png", np.zeros((2, 2, 3)), bit_depth=12)
 
 
 def test_save_creates_folders_and_is_atomic(tmp_path: Path, monkeypatch) -> None:
     target = tmp_path / "a" / "b" / "out.png"
-    eio.save_image(target, np.full((4, 4, 3), 0.25))
+    esave.save_image(target, np.full((4, 4, 3), 0.25))
     before = target.read_bytes()
 
     def crash(fh, pixels, metadata=None):
         fh.write(b"\x89PNG half written")
         raise RuntimeError("disk unplugged")
 
-    monkeypatch.setattr(eio, "write_png16", crash)  # the name save_image calls
+    monkeypatch.setattr(esave, "write_png16", crash)  # the name save_image calls
     with pytest.raises(RuntimeError, match="disk unplugged"):
-        eio.save_image(target, np.full((4, 4, 3), 0.75), bit_depth=16)
+        esave.save_image(target, np.full((4, 4, 3), 0.75), bit_depth=16)
     assert target.read_bytes() == before  # old file intact
     assert os.listdir(target.parent) == ["out.png"]  # no temporary left behind
 
@@ -602,6 +604,6 @@ def test_png_results_decode_with_and_without_the_fast_deflater(tmp_path: Path, m
     rng = np.random.default_rng(0)
     u8 = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
     u8[:, :20] = 77  # compressible and incompressible parts
-    eio.save_image(tmp_path / "r.png", u8)
+    esave.save_image(tmp_path / "r.png", u8)
     with Image.open(tmp_path / "r.png") as im:
         assert np.array_equal(np.asarray(im), u8)
