@@ -26,5 +26,5 @@ run="$RUNS/backbone-$family"
 "$train" export --out "$run" --half --dest "$MODELS/backbone_$family.safetensors"
 test_data="$DATA/natural128"; [ "$family" = faces ] && test_data="$DATA/lfw64"
 "$train" eval --checkpoint "$MODELS/backbone_$family.safetensors" --data "$test_data" \
-    --json "$RESULTS/backbone_${family}_eval.json" --sheet "$RESULTS/backbone_${family}_test.png" \
+    --json "$RESULTS/backbone_${family}_eval.json" --sheet "$RESULTS/backbone_${family}_test.jpg" \
     --demo "$DATA/bw_demo"

@@ -23,5 +23,5 @@ train=${TRAIN:-.venv/bin/divcolor-train}
 "$train" export --out "$run" --data "$data" "${hint_tune[@]}" --half --dest "$MODELS/gcrf_$family.safetensors"
 test_data="$DATA/natural128"; [ "$family" = faces ] && test_data="$DATA/lfw64"
 "$train" eval --checkpoint "$MODELS/gcrf_$family.safetensors" --data "$test_data" "${reveal[@]}" \
-    --json "$RESULTS/gcrf_${family}_eval.json" --sheet "$RESULTS/gcrf_${family}_test.png" --demo "$DATA/bw_demo" \
+    --json "$RESULTS/gcrf_${family}_eval.json" --sheet "$RESULTS/gcrf_${family}_test.jpg" --demo "$DATA/bw_demo" \
     ${EVAL_LIMIT:+--limit $EVAL_LIMIT}

@@ -24,4 +24,4 @@ train=${TRAIN:-.venv/bin/divcolor-train}
 # true-tint baselines; contact sheets on the test split and on the historical photos.
 test_data="$DATA/natural128"; [ "$family" = faces ] && test_data="$DATA/lfw64"
 "$train" eval --checkpoint "$MODELS/vae_mdn_$family.safetensors" --data "$test_data" \
-    --json "$RESULTS/vae_mdn_${family}_eval.json" --sheet "$RESULTS/vae_mdn_${family}_test.png" --demo "$DATA/bw_demo"
+    --json "$RESULTS/vae_mdn_${family}_eval.json" --sheet "$RESULTS/vae_mdn_${family}_test.jpg" --demo "$DATA/bw_demo"
