@@ -41,9 +41,6 @@ def build_parser() -> argparse.ArgumentParser:
                     "reader's size (PNG if the name ends in .png)")
     ev.add_argument("--demo", help="also colorize the historical photos in this folder, e.g. ../shared/data/bw_demo "
                     "(mean chroma; a second sheet beside --sheet)")
-    ev.add_argument("--mode", choices=["means", "auto"], default="means",
-                    help="VAE-MDN / G-CRF samples: means = the top mixture means (the papers' protocol), auto = the "
-                    "app's (the most likely, then draws)")
     ev.add_argument("--size", type=_count(0), default=0,
                     help="compare at this resolution (default 0: the photos' own; the model sees its working size)")
     ev.add_argument("--threads", type=_count(0), default=0, help="torch CPU threads (0: torch's default)")
@@ -190,7 +187,7 @@ def _run(args: argparse.Namespace) -> int:
         ckpt = Path(args.checkpoint) if args.checkpoint else Path(args.out) / (
             backbone.MODEL_FILE if (Path(args.out) / backbone.STAGE).is_dir() else vae_mdn.MODEL_FILE)
         method = _checkpoint_method(ckpt)
-        options = {"demo": args.demo, "mode": args.mode, "size": args.size}
+        options = {"demo": args.demo, "size": args.size}
         if method == backbone.METHOD:
             result = backbone.evaluate_backbone(ckpt, args.data, args.split, args.limit, sheet=args.sheet, demo=args.demo)
         elif method == pic.METHOD:

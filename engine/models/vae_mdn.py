@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..sampling import draw, skip
+from ..sampling import SetGenerators, distinct_components, draw, skip
 from ..types import CancelToken, Generators, Hints, ProgressFn
 from .backbone import check_backbone
 from .base import LoadableModel, ModelConfig
@@ -353,25 +353,29 @@ def mixture_codes(
 ) -> torch.Tensor:
     """n codes from the mixture (log π (M,), μ (M, d), spherical σ).
 
-    With ``include_mode`` the first is the top mixture mean (the most likely colorization).
-    The others are draws: a component with probability ∝ π^(1/T), then z = μ + σ·T·ε, so T < 1
-    concentrates on the likely components and their centres, T > 1 spreads out. With one
-    generator per sample (:func:`engine.sampling.sample_generators`), sample k uses the k-th.
+    With ``include_mode`` the first is the top mixture mean (the most likely colorization). The
+    others take *distinct* components (:func:`engine.sampling.distinct_components`: Gumbel-top-k
+    on log π / T without replacement, so a dominant component cannot fill the set with repeats
+    of sample 0, and the seed chooses which), drawn as z = μ₀ + T·(μ_c − μ₀) + σ·T·ε around the
+    top mean μ₀: T is the distance from the most likely colorization, so 0.5 halves every
+    sample's departure from it and 1.5 goes half again as far; T = 1 is the paper's draw.
+    With one generator per sample (:func:`engine.sampling.sample_generators`), sample k's noise
+    comes from the k-th, and the components from the set's own order.
     """
     out = []
+    top = int(torch.argmax(log_pi))
     if include_mode and n > 0:
-        out.append(mu[torch.argmax(log_pi)][None])
+        out.append(mu[top][None])
     m = n - len(out)
     if m > 0:
         t = max(float(temperature), 1e-3)
-        probs = torch.softmax(log_pi.float() / t, dim=0)
-
-        def one(g: torch.Generator | None, j: int) -> torch.Tensor:
-            comp = torch.multinomial(probs, j, replacement=True, generator=g)
-            eps = torch.randn(j, mu.shape[1], generator=g, device=mu.device, dtype=mu.dtype)
-            return mu[comp] + sigma * t * eps
-
-        out.append(draw(skip(generator, len(out)), m, one))
+        gens = skip(generator, len(out))
+        index = gens.first if isinstance(gens, SetGenerators) else len(out)  # of the first draw in its set
+        after_mode = include_mode or index > 0  # a set's sample 0 is its mode: draws avoid its component
+        comp = distinct_components(log_pi.float() / t, m, gens, top if after_mode else None, index - after_mode)
+        eps = draw(gens, m, lambda g, j: torch.randn(j, mu.shape[1], generator=g, device=mu.device, dtype=mu.dtype))
+        anchor = mu[top][None]
+        out.append(anchor + t * (mu[comp] - anchor) + sigma * t * eps)
     return torch.cat(out) if out else mu[:0]
 
 

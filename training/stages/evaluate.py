@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from engine import metrics as M
 from engine.color import AB_SCALE, guided_upsample_ab, recombine
 from engine.colorizer import load_model
+from engine.sampling import sample_generators
 
 from .. import data as D
 from ..sheets import contact_sheet, demo_samples, demo_sheet
@@ -80,7 +81,7 @@ def _mean(xs: list[float], digits: int) -> float | None:
 def evaluate(
     checkpoint: Path, data: str, split: str = "test", n_samples: int = 5, limit: int = 0, seed: int = 0,
     sheet: str | Path | None = None, sheet_rows: int = 12, quiet: bool = False, demo: str | Path | None = None,
-    mode: str = "means", size: int = 0,
+    size: int = 0,
 ) -> dict[str, Any]:
     """eob / variance / pairwise SSIM over ``n_samples`` per image, as in the papers' tables, and
     beside them colourfulness, the first sample alone, the grey and flat-tint baselines and the
@@ -89,9 +90,10 @@ def evaluate(
     Images are compared at ``size`` (default: the split's own resolution; a folder: the model's),
     the model sees L reduced to its working size, and its chroma is brought back with the
     engine's guided upsampler, as the app does. ``limit`` picks that many evenly spaced images.
-    ``mode`` is the models' sampling mode: ``means`` (the papers' top-k mixture means) or
-    ``auto`` (the app's: the most likely first, then draws). ``demo``: also colorize the photos
-    of that folder (historical, no ground truth) and report their mean chroma."""
+    The samples are exactly the set the app and ``divcolor colorize`` give for ``seed`` (the
+    most likely first, then draws from distinct components, one generator per sample): the
+    figures are what a user gets, not a separate reporting mode. ``demo``: also colorize the
+    photos of that folder (historical, no ground truth) and report their mean chroma."""
     t0 = time.time()
     model = load_model(checkpoint)
     msize = model.cfg.size
@@ -105,8 +107,7 @@ def evaluate(
     for i in idx:
         L, ab = lab.L[i : i + 1], lab.ab[i]
         L_in = L if size == msize else F.interpolate(L, size=(msize, msize), mode="area")
-        g = torch.Generator().manual_seed(seed + i)
-        samples = model.colorize(L_in, n_samples, generator=g, mode=mode).float()
+        samples = model.colorize(L_in, n_samples, generator=sample_generators(seed, 0, n_samples), mode="auto").float()
         if samples.shape[-1] != size:
             samples = guided_upsample_ab(samples * AB_SCALE, L[0, 0]) / AB_SCALE
         for key, pred in (("eob", samples), ("first", samples[:1]), ("grey", M.grey_baseline(ab)),
@@ -144,7 +145,7 @@ def evaluate(
         "compared_at": size,
         "model_size": msize,
         "samples": n_samples,
-        "sampling": "draws" if getattr(model, "METHOD", "") == "pic" else mode,
+        "sampling": "draws" if getattr(model, "METHOD", "") == "pic" else "app (seed %d)" % seed,
         "error_of_best": round(e["eob"], 5),
         "error_of_best_l1": round(e["eob_l1"], 5),
         "first_sample_error": round(e["first"], 5),
@@ -170,8 +171,8 @@ def evaluate(
         })
     result["units"] = (
         "ab/128. error_of_best: mean per-pixel Euclidean ab error of the best of the samples; *_l1: mean absolute "
-        "error over pixels and both channels; first_sample_*: the first sample alone (with sampling 'means' or "
-        "'auto': the most likely colorization; PIC: its first draw); variance: per-pixel variance across samples, "
+        "error over pixels and both channels; first_sample_*: the first sample alone (the most likely "
+        "colorization; PIC: its first draw); variance: per-pixel variance across samples, "
         "averaged; baselines: grey (ab = 0) and each photo painted flat in its own true mean ab (an oracle); "
         "backbone_*: the shared backbone's annealed mean (one output); colourfulness: Hasler & Süsstrunk 2003 "
         "on 0..255 sRGB, mean over samples and images, beside the ground truth's"
