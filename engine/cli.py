@@ -12,7 +12,8 @@ What a user can count on:
   failed (1), or the command could not start (2); Ctrl-C stops it with one line saying how many
   photos were done (exit code 130), never a traceback;
 * results are never written over each other (``photo.jpg`` and ``photo.png`` in one folder get
-  ``photo_jpg_…`` and ``photo_png_…``) nor over an input photo, and appear whole or not at all;
+  ``photo_jpg_…`` and ``photo_png_…``) nor over an input photo, and appear whole or not at all
+  (which photos a batch takes and how results are named: :mod:`engine.batch`);
 * large scans (100+ megapixels) are colorized at the model's size and upsampled and written a
   strip at a time, so memory stays bounded; running out of memory is one clear sentence;
 * models are loaded once for the whole run;
@@ -26,19 +27,17 @@ import argparse
 import contextlib
 import logging
 import math
-import os
 import sys
 import time
 import warnings
-from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+from .batch import expand_inputs, file_key, output_paths, unique_photos
 from .errors import DivcolorError
 
-__all__ = ["IMAGE_SUFFIXES", "METHODS", "add_colorize_command", "build_parser", "main", "output_paths", "run"]
+__all__ = ["METHODS", "add_colorize_command", "build_parser", "main", "run"]
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp"}
 METHODS = ("vae-mdn", "gcrf", "pic", "levin")
 STROKE_METHODS = ("levin", "gcrf")
 FORMATS = {"png": ".png", "jpg": ".jpg", "tiff": ".tif"}
@@ -167,101 +166,6 @@ def add_colorize_command(sub: argparse._SubParsersAction) -> argparse.ArgumentPa
 
 
 # --------------------------------------------------------------------------------------------
-# Inputs and output names
-# --------------------------------------------------------------------------------------------
-
-
-def _expand(inputs: list[str]) -> tuple[list[Path], list[str]]:
-    """Files as given; folders become their photos (sorted, not recursive), and a note for each
-    folder that held other files, naming them.
-
-    A folder's photo is any file Pillow recognises by its content (a GIF, a JPEG named ``.heic``),
-    as the same file given alone is colorized; files named like photos are taken without a look,
-    so a damaged one is reported, not passed over. Hidden files (``.DS_Store``, part files) and
-    subfolders are passed over in silence.
-    """
-    from .io import looks_like_photo
-
-    out: list[Path] = []
-    notes: list[str] = []
-    for s in inputs:
-        p = Path(s).expanduser()
-        if not p.is_dir():
-            out.append(p)
-            continue
-        others: list[str] = []
-        for f in sorted(p.iterdir()):
-            if f.name.startswith(".") or f.is_dir():
-                continue
-            if f.suffix.lower() in IMAGE_SUFFIXES or looks_like_photo(f):
-                out.append(f)
-            else:
-                others.append(f.name)
-        if others:
-            shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
-            notes.append(f"{p}: passed over {len(others)} file{'s' if len(others) > 1 else ''} that "
-                         f"{'are' if len(others) > 1 else 'is'} not a photo divcolor can read: {shown}")
-    return out, notes
-
-
-def _identity(p: Path) -> str:
-    """The file a path names, for telling two names of one file apart. A link that loops has
-    no file (Python 3.11's resolve() raises RuntimeError for it): its own absolute path stands in,
-    and loading it says what is wrong."""
-    try:
-        return os.path.normcase(str(p.resolve()))
-    except (OSError, RuntimeError):
-        return os.path.normcase(os.path.abspath(p))
-
-
-def _unique(files: list[Path]) -> tuple[list[Path], list[str]]:
-    """Each photo once, even if named twice (a file and its folder)."""
-    seen: set[str] = set()
-    out, notes = [], []
-    for f in files:
-        key = _identity(f)
-        if key in seen:
-            notes.append(f"{f} was given more than once; colorizing it once")
-            continue
-        seen.add(key)
-        out.append(f)
-    return out, notes
-
-
-def output_paths(
-    files: Sequence[Path], outdir: Path, method: str, count: int, suffix: str = ".png"
-) -> tuple[list[list[Path]], list[str]]:
-    """The result paths of each photo, never two alike, and notes on the renamed ones.
-
-    Normally ``<stem>_<method>_<k><suffix>``. Photos that share a stem (``photo.jpg`` and
-    ``photo.png``, or the same name in two folders) get their extension and if need be a number
-    in the name (``photo_jpg_…``, ``photo_png_…``, ``photo_png-2_…``), so one result never
-    replaces another. Names are compared without case, as macOS and Windows do.
-    """
-    def fold(s: str) -> str:
-        return s.casefold()
-
-    stems = Counter(fold(f.stem) for f in files)
-    bases = [f"{f.stem}_{f.suffix.lstrip('.').lower() or 'file'}" if stems[fold(f.stem)] > 1 else f.stem for f in files]
-    taken: set[str] = set()
-    result: list[list[Path]] = []
-    notes: list[str] = []
-    for f, base in zip(files, bases):
-        candidate, i = base, 1
-        while True:
-            names = [f"{candidate}_{method}_{k}{suffix}" for k in range(count)]
-            if not any(fold(n) in taken for n in names):
-                break
-            i += 1
-            candidate = f"{base}-{i}"
-        taken.update(fold(n) for n in names)
-        result.append([outdir / n for n in names])
-        if candidate != f.stem:
-            notes.append(f"{f} shares its name with another photo: its results are named {candidate}_{method}_<k>{suffix}")
-    return result, notes
-
-
-# --------------------------------------------------------------------------------------------
 # Running
 # --------------------------------------------------------------------------------------------
 
@@ -375,8 +279,8 @@ def _prepare(args: argparse.Namespace, method: str, count: int) -> tuple[list[Pa
     if out.exists() and not out.is_dir():
         print(f"divcolor: -o {args.out} is a file, not a folder: give the folder the results should go to", file=sys.stderr)
         return 2
-    given, skipped = _expand(args.images)
-    files, notes = _unique(given)
+    given, skipped = expand_inputs(args.images)
+    files, notes = unique_photos(given)
     notes = skipped + notes
     plans, renamed = output_paths(files, out, method, count, FORMATS[args.format])
     from .files import sweep_unfinished  # here, not at the top: the app's start skips it
@@ -387,12 +291,12 @@ def _prepare(args: argparse.Namespace, method: str, count: int) -> tuple[list[Pa
     if not args.quiet:
         for note in notes + renamed:
             print(f"divcolor: note: {note}", file=sys.stderr)
-    return files, plans, {_identity(f) for f in files}
+    return files, plans, {file_key(f) for f in files}
 
 
 def _check_not_inputs(paths: list[Path], inputs: set[str], photo: Path) -> None:
     for p in paths:
-        if _identity(p) in inputs:
+        if file_key(p) in inputs:
             raise DivcolorError(
                 f"its result {p.name} would overwrite the input photo {p}; choose another -o folder"
             )

@@ -11,7 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.cli import build_parser, main, output_paths
+from engine.batch import output_paths
+from engine.cli import build_parser, main
 from engine.io import load_photo
 
 ROOT = Path(__file__).resolve().parent.parent
