@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 
 import numpy as np
-from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
+from PySide6.QtCore import QEvent, QPointF, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QMouseEvent, QPainter, QPaintEvent, QPixmap
 from PySide6.QtWidgets import (
     QComboBox,
@@ -163,6 +163,7 @@ class MethodGroup(QWidget):
         self.pending: list[PendingTile] = []
         self.unavailable = False
         self._columns = 2
+        self._avail = 2 * (THUMB + 10)  # the panel's width for tiles, in pixels
 
     def add(self, thumb: Thumbnail) -> None:
         if self.pending:
@@ -194,12 +195,20 @@ class MethodGroup(QWidget):
         self.title.setText(f"{METHOD_LABELS.get(self.method, self.method)}  ·  unavailable")
         self.title.setToolTip(reason)
 
-    def set_columns(self, n: int) -> None:
-        if n != self._columns:
-            self._columns = n
+    def set_width(self, avail: int) -> None:
+        """Columns follow the panel's width: as many tiles (at their own width) as fit in a row."""
+        self._avail = avail
+        if self._fit_columns() != self._columns:
             self._relayout()
 
+    def _fit_columns(self) -> int:
+        tiles: list[QWidget] = [*self.thumbs, *self.pending]
+        w = max((t.width() for t in tiles), default=THUMB + 6)
+        gap = self.grid.spacing()
+        return max(1, (self._avail + gap) // (w + gap))
+
     def _relayout(self) -> None:
+        self._columns = self._fit_columns()
         tiles: list[QWidget] = [*self.thumbs, *self.pending]
         for t in tiles:
             self.grid.removeWidget(t)
@@ -236,6 +245,8 @@ class GalleryPanel(QWidget):
         self.model_combo.setToolTip("Which trained models colour the photo")
         self.model_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.model_combo.setMinimumContentsLength(10)
+        self.model_combo.addItem("Looking for models…", None)  # until the listing (a worker) answers
+        self.model_combo.setEnabled(False)
         self.count = QSpinBox()
         self.count.setRange(1, 32)
         self.count.setValue(6)
@@ -292,6 +303,10 @@ class GalleryPanel(QWidget):
         self.scroll.setFrameShape(QFrame.Shape.NoFrame)
         self.scroll.setWidget(self.body)
         self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.scroll.viewport().installEventFilter(self)
+
+        for box in (self.seed, self.temperature):  # Enter in the box: a new batch with its value
+            box.lineEdit().returnPressed.connect(self._enter_pressed)
 
         form = QFormLayout()
         form.setContentsMargins(0, 0, 0, 0)
@@ -316,6 +331,10 @@ class GalleryPanel(QWidget):
         lay.addWidget(self.scroll, 1)
         self.set_can_generate(False)
         self.refresh_icons()
+
+    def _enter_pressed(self) -> None:
+        if self.generate_btn.isEnabled():
+            self.generate_requested.emit(False)
 
     def refresh_icons(self) -> None:
         self.dice.setIcon(qta.icon("mdi6.dice-multiple"))
@@ -386,7 +405,7 @@ class GalleryPanel(QWidget):
             group = MethodGroup(method, self.body)
             self.groups[method] = group
             self.body_layout.insertWidget(self.body_layout.count() - 1, group)
-            group.set_columns(self._columns())
+            group.set_width(self._tiles_width())
         return group
 
     def begin_batch(self, plans: list[MethodPlan], n: int) -> None:
@@ -439,11 +458,13 @@ class GalleryPanel(QWidget):
         else:
             self.sample_clicked.emit(sample)
 
-    def _columns(self) -> int:
-        avail = self.scroll.viewport().width() - 8
-        return max(1, avail // (THUMB + 10))
+    def _tiles_width(self) -> int:
+        m = self.body_layout.contentsMargins()
+        return self.scroll.viewport().width() - m.left() - m.right()
 
-    def resizeEvent(self, event) -> None:  # noqa: N802
-        super().resizeEvent(event)
-        for g in self.groups.values():
-            g.set_columns(self._columns())
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802
+        if obj is self.scroll.viewport() and event.type() == QEvent.Type.Resize:
+            # the viewport, not the panel: a scroll bar that comes or goes changes it alone
+            for g in self.groups.values():
+                g.set_width(self._tiles_width())
+        return super().eventFilter(obj, event)

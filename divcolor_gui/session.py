@@ -36,7 +36,7 @@ from engine.metadata import export_metadata
 from engine.models import model_class
 from engine.strokes import Stroke, parse_strokes
 
-from .commands import AddStroke, ClearStrokes, EraseStrokes, PickSample
+from .commands import UNDO_LIMIT, AddStroke, ClearStrokes, EraseStrokes, PickSample
 from .document import Document, SampleRef, batch_json, read_project
 from .errors import error_text, is_out_of_memory
 from .imaging import (PreviewPhoto, export_full, full_size, load_app_photo, qimage_from_rgb, strokes_to_full,
@@ -101,6 +101,7 @@ class Session(QObject):
         self.live = LatestWins(self.pool, priority=("field", "propagate", "attention"), parent=self)
         self.doc = Document(self)
         self.undo_stack = QUndoStack(self)
+        self.undo_stack.setUndoLimit(UNDO_LIMIT)  # set while empty, as Qt requires
         self.seed, self.n, self.temperature = 0, 6, 1.0  # the gallery's controls: what Generate uses
         self.batches: list[Batch] = []  # of the current photo's gallery, in order
         self.samples: dict[str, list[Sample]] = {}  # method -> samples, in order of arrival
@@ -110,6 +111,7 @@ class Session(QObject):
         self._memory: dict[str, _PhotoMemory] = {}
         self._awaiting_ready = False
         self._want_pick: tuple[str, int] | None = None  # (method, index) to pick in a fresh batch
+        self._restoring = False  # a reopened project's gallery is being remade: its sample stays shown
         self._stroke_started: float | None = None  # when the user's latest edit asked for a result
         self._interrupted = False  # the last batch was cancelled: its finished samples may be reused
         self.doc.strokes_changed.connect(self._strokes_changed)
@@ -202,6 +204,7 @@ class Session(QObject):
         self.undo_stack.clear()
         self.batches, self.samples = [], {}
         self._want_pick = None
+        self._restoring = False
         self.doc.set_photo(photo)
         self.gallery_cleared.emit()
         self.choice_changed.emit(self.choice)
@@ -257,6 +260,7 @@ class Session(QObject):
                 self.error.emit("Project opened with changes", warning, None)
             batches = [Batch(*b, locked=lock) for b, lock in zip(proj.batches, locks)] or [
                 Batch(proj.seed, proj.samples, proj.temperature)]
+            self._restoring = base is not None
             self._regenerate(list(batches))
 
         self.message.emit(f"Opening project {path.name}…", 0)
@@ -405,26 +409,42 @@ class Session(QObject):
 
     def _pick_from_fresh_batch(self, final: bool = False) -> None:
         """The canvas shows a sample of the gallery it sits beside: in a fresh batch, the one at
-        the place the user had picked (same method and index), else the first, as soon as it
-        arrives. Not an undoable edit: it follows from Generate, like the gallery itself."""
-        base, ref = self.doc.base, self.doc.base_ref
-        if base is not None and any(s.colorization is base or s.ref == ref for s in self.all_samples()):
-            return  # (a reopened project's sample is recreated: the same reference, another object)
-        pick: Sample | None = None
+        the place the user had picked (same method and index) once it arrives, and until then
+        the batch's first sample as soon as it exists — never the old batch's. Not an undoable
+        edit: it follows from Generate, like the gallery itself."""
+        everything = self.all_samples()
+        if not everything:
+            return
         want = self._want_pick
         if want is not None:
             have = self.samples.get(want[0], [])
             if len(have) > want[1]:
-                pick = have[want[1]]
-            elif not final and want[0] in {p.method for p in self.plan() if p.available}:
-                return  # it is still coming
-        if pick is None:
-            everything = self.all_samples()
-            if not everything:
+                self._want_pick, self._restoring = None, False
+                if self.doc.base_ref != have[want[1]].ref:  # (a recreated sample: same reference, another object)
+                    self._show_sample(have[want[1]])
                 return
-            pick = everything[0]
-        self._want_pick = None
-        self.doc.set_base(pick.colorization, pick.ref)
+            if not final and want[0] in {p.method for p in self.plan() if p.available}:
+                if not self._restoring and not self._shows_a_sample_of(everything) and not self._base_is_coming():
+                    self._show_sample(everything[0])  # meanwhile the new first sample, not the old batch's
+                return  # the picked place is still coming
+            self._want_pick, self._restoring = None, False
+        if not self._shows_a_sample_of(everything):
+            self._show_sample(everything[0])
+
+    def _base_is_coming(self) -> bool:
+        """The shown sample is one the gallery's batches make again (same seed, temperature, locks)."""
+        r = self.doc.base_ref
+        return r is not None and (r.family, r.checkpoint) == self.choice and any(b.seed == r.seed and b.temperature == r.temperature and b.locked == r.locked
+                                     and b.first <= r.index < b.first + b.n for b in self.batches)
+
+    def _shows_a_sample_of(self, samples: list[Sample]) -> bool:
+        base, ref = self.doc.base, self.doc.base_ref
+        # (a reopened project's sample is recreated: the same reference, another object)
+        return base is not None and any(s.colorization is base or s.ref == ref for s in samples)
+
+    def _show_sample(self, sample: Sample) -> None:
+        if self.doc.base is not sample.colorization:
+            self.doc.set_base(sample.colorization, sample.ref)
 
     def _maybe_ready(self, final: bool = False) -> None:
         if self._awaiting_ready and self.doc.photo is not None and (final or self.samples):

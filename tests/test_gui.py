@@ -906,3 +906,89 @@ def test_more_locked_label_goes_with_the_strokes_when_a_new_photo_opens(qtbot, w
     assert not win.doc.strokes
     assert win.gallery.more_btn.text() == "More samples"
     assert "lock" not in win.gallery.more_btn.toolTip().lower()
+
+
+def test_enter_in_the_seed_box_regenerates(qtbot, win, photo_path):
+    """Item 18: Enter in the Seed box did nothing until Generate was clicked."""
+    open_and_wait(qtbot, win, photo_path)
+    box = win.gallery.seed
+    box.setFocus()
+    box.lineEdit().selectAll()
+    qtbot.keyClicks(box.lineEdit(), "42")
+    qtbot.keyClick(box.lineEdit(), Qt.Key.Key_Return)
+    assert [b.seed for b in win.session.batches] == [42], "Enter started a batch of seed 42"
+    qtbot.waitUntil(lambda: win.is_idle() and len(thumbs(win)) == 3, timeout=WAIT)
+    assert {t.sample.ref.seed for t in thumbs(win)} == {42}
+
+
+def test_gallery_columns_follow_the_panel_width_at_the_tiles_own_width(qtbot, win, tmp_path):
+    """Item 18: two narrow columns with empty space beside them. Portrait tiles are narrower
+    than THUMB: as many as fit go in a row, and a wider panel takes more."""
+    tall = tmp_path / "tall.png"
+    save_image(tall, two_region_grey(60, 120))
+    open_and_wait(qtbot, win, tall)
+    with qtbot.waitSignal(win.gallery_finished, timeout=WAIT):
+        win.gallery.count.setValue(8)
+        win.act["generate"].trigger()
+    qtbot.waitUntil(win.is_idle, timeout=WAIT)
+    group = next(iter(win.gallery.groups.values()))
+    for width in (360, 560):
+        win.resize(max(win.width(), width + 400), win.height())
+        win.resizeDocks([win.gallery_dock], [width], Qt.Orientation.Horizontal)
+        for _ in range(5):  # the layout settles in steps: dock, scroll bar shown or hidden, grid
+            QApplication.sendPostedEvents()
+            QApplication.processEvents()
+        avail = win.gallery.scroll.viewport().width() - 8  # the body's margins: 4 + 4
+        tile = group.thumbs[0].width()
+        gap = group.grid.spacing()
+        row = [t for t in group.thumbs if abs(t.y() - group.thumbs[0].y()) < 2]
+        used = len(row) * (tile + gap) - gap
+        assert used <= avail, "the row fits the panel"
+        assert avail - used < tile + gap, f"room for another tile beside {len(row)} ({avail} px, tiles {tile} px)"
+
+
+def test_model_box_is_never_empty_while_models_are_listed(qtbot, tmp_path, colorizer):
+    """Item 18: the Model box was empty for 1-2 s after the window appeared (the listing runs on
+    a worker)."""
+    win = MainWindow(colorizer=colorizer, settings=Settings(tmp_path / "settings.ini"))
+    try:
+        assert win.gallery.model_combo.currentText(), "the box says something before the listing answers"
+        assert not win.gallery.model_combo.isEnabled()
+        with qtbot.waitSignal(win.models_changed, timeout=WAIT):
+            pass
+        assert win.gallery.model_combo.currentText() and win.gallery.model_combo.isEnabled()
+    finally:
+        win.force_close = True
+        win.close()
+        win.deleteLater()
+
+
+def test_a_new_seeds_first_sample_is_shown_as_soon_as_it_exists(qtbot, win, photo_path, monkeypatch):
+    """Item 18: while a new seed's batch was made, the canvas kept the old batch's sample until
+    the sample at the picked place arrived. Now the new first sample shows at once, and the
+    canvas moves to the picked place when that one comes."""
+    open_and_wait(qtbot, win, photo_path)
+    t = thumbs(win)[2]
+    qtbot.mouseClick(t, Qt.MouseButton.LeftButton, pos=t.rect().center())
+    assert win.doc.base_ref.index == 2
+    gate = threading.Event()
+    real = win.colorizer.sample
+
+    def held(photo, method, n, seed, temperature, family="general", checkpoint=None, progress=None, cancel=None, first=0, **kw):
+        if first > 0:
+            gate.wait(WAIT_S)  # the rest of the batch takes as long as the test says
+        return real(photo, method, n, seed, temperature, family, checkpoint, progress=progress, cancel=cancel, first=first, **kw)
+
+    monkeypatch.setattr(win.colorizer, "sample", held)
+    win.gallery.seed.setValue(7)
+    try:
+        with qtbot.waitSignal(win.session.samples_added, timeout=WAIT):
+            win.act["generate"].trigger()
+        ref = win.doc.base_ref
+        assert (ref.seed, ref.index) == (7, 0), "the canvas shows the new batch's first sample"
+        assert np.array_equal(win.canvas.current_rgb(), thumbs(win)[0].sample.colorization.rgb)
+    finally:
+        gate.set()
+    qtbot.waitUntil(lambda: win.is_idle() and len(thumbs(win)) == 3, timeout=WAIT)
+    ref = win.doc.base_ref
+    assert (ref.seed, ref.index) == (7, 2), "then the picked place of the new batch"
