@@ -101,3 +101,32 @@ def test_given_taps_are_what_the_encoder_would_compute():
     for a, b in zip(live, cached):
         assert torch.allclose(a, b, atol=2e-2, rtol=1e-2)
     assert model._given is None
+
+
+def test_a_head_refuses_another_encoder(tmp_path):
+    """A head records the encoder's SHA-256 it was trained over and refuses a different one,
+    even when its backbone file is the right one."""
+    from engine.checkpoint import save_checkpoint
+    from engine.models.backbone import find_and_attach, weights_digest
+    from engine.models.encoder import weights_sha256
+
+    cfg = BackboneConfig(width=4, blocks_s8=0, blocks_dec=1, encoder="lite0", encoder_sha256=weights_sha256("lite0"))
+    tensors = Backbone(cfg).inference_tensors()
+    digest = weights_digest(tensors)
+    save_checkpoint(tmp_path / "backbone.safetensors", tensors, {"method": "backbone", "config": cfg.to_dict(), "digest": digest})
+
+    class Head(torch.nn.Module):
+        def __init__(self, sha):
+            super().__init__()
+            self.cfg = type("C", (), {"backbone": digest})()
+            self.meta = {"backbone_file": "backbone.safetensors", "encoder": "lite0", "encoder_sha256": sha}
+            self.attached = None
+
+        def attach_backbone(self, bb):
+            self.attached = bb
+
+    good = Head(weights_sha256("lite0"))
+    find_and_attach(good, tmp_path / "head.safetensors", [])
+    assert good.attached is not None and good.attached.cfg.encoder == "lite0"
+    with pytest.raises(CheckpointError, match="encoder weights ffffffffffff"):
+        find_and_attach(Head("f" * 64), tmp_path / "head.safetensors", [])

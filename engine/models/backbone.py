@@ -378,6 +378,8 @@ def find_and_attach(model: torch.nn.Module, model_path: str | Path, search_dirs:
         except CheckpointError:
             continue
         if other == digest:
+            if model.meta.get("encoder_sha256"):  # the head's own record of the encoder it was trained over
+                check_sha(f"'{Path(model_path).name}'", model.meta["encoder_sha256"], str(model.meta.get("encoder", "lite0")))
             model.attach_backbone(load_shared(cand, device))
             return
         seen.append(f"{cand} ({other})")

@@ -336,7 +336,14 @@ def attach_stage_backbone(model: torch.nn.Module, stage_config: dict[str, Any] |
 def backbone_meta(stage_config: dict[str, Any] | None) -> dict[str, Any]:
     """What an exported method file says about its backbone: the file name the app looks for."""
     path = (stage_config or {}).get("backbone_file", "")
-    return {"backbone_file": Path(path).name} if path else {}
+    if not path:
+        return {}
+    meta: dict[str, Any] = {"backbone_file": Path(path).name}
+    if Path(path).is_file():  # the encoder under it, recorded in the head too (its loader checks the backbone's)
+        cfg = load_checkpoint(path, METHOD).config
+        if cfg.get("encoder"):
+            meta.update(encoder=cfg["encoder"], encoder_sha256=cfg.get("encoder_sha256", ""))
+    return meta
 
 
 def export(run_dir: Path, dest: Path | None = None, metrics: dict | None = None, half: bool = False,
@@ -406,7 +413,7 @@ def evaluate_backbone(ckpt: Path, data: str, split: str = "test", limit: int = 0
     if sheet:
         extra["contact_sheet"] = str(contact_sheet(rows, sheet))
     if demo:
-        extra.update(demo_sheet(model, Path(demo), Path(sheet).with_name(Path(sheet).stem + "_demo.png") if sheet else None))
+        extra.update(demo_sheet(model, Path(demo), Path(sheet).with_name(Path(sheet).stem + "_demo" + Path(sheet).suffix) if sheet else None))
     return {
         "method": METHOD,
         "checkpoint": Path(ckpt).name,

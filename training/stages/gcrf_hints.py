@@ -21,6 +21,7 @@ from .. import data as D
 from ..batches import BatchSampler
 from ..config import StageConfig
 from ..loop import LoopSpec, autocast, cosine, frozen_grey_features, prepare, run_loop
+from ..taps_cache import feeding, training_set
 from .gcrf import HINTS_STAGE
 from .gcrf_hoc import assemble
 
@@ -184,17 +185,18 @@ def train_hints(cfg: GCRFHintsStageConfig) -> int:
         print(f"gcrf-hints: continuing the trained hint branch of {cfg.init or run_dir}", file=sys.stderr)
     net.requires_grad_(True)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    train = D.load_lab(cfg.data, "train", mcfg.size, cfg.limit or None)
+    train = training_set([D.load_lab(cfg.data, "train", mcfg.size, cfg.limit or None)], model.backbone, device)
     sampler = BatchSampler(len(train), cfg.batch_size, cfg.seed, ddp)
 
     def step(i: int):
         model.eval()
         net.train()
         idx = sampler(i)
-        L, ab = train.batch(idx, torch.rand(len(idx)) < 0.5)
+        L, ab, taps = train.batch(idx, torch.rand(len(idx)) < 0.5)
         L, ab = L.to(device), ab.to(device)
         b = len(idx)
-        feats, grey = frozen_grey_features(model, L, device)
+        with feeding(model.backbone, taps):
+            feats, grey = frozen_grey_features(model, L, device)
         with torch.no_grad():
             log_pi, mu = model.mdn(feats)
             top = mu[torch.arange(b), log_pi.argmax(1)]

@@ -36,6 +36,7 @@ from .. import data as D
 from ..batches import BatchSampler
 from ..config import StageConfig
 from ..loop import STATE_FILE, LoopSpec, autocast, cosine, frozen_grey_features, prepare, read_state, run_loop
+from ..taps_cache import feeding, training_set
 from ..losses import ColorStats, grad_loss, hist_loss, mah_loss
 from .gcrf import HOC_STAGE
 from .vae_mdn import load_vae
@@ -170,15 +171,16 @@ def train_hoc(cfg: GCRFHocStageConfig) -> int:
         [{"params": list(model.embed.parameters()), "lr": cfg.lr},
          {"params": [p for m in top for p in m.parameters()], "lr": cfg.decoder_lr}]
     )
-    train = D.load_lab(cfg.data, "train", mcfg.size, cfg.limit or None)
+    train = training_set([D.load_lab(cfg.data, "train", mcfg.size, cfg.limit or None)], model.backbone, device)
     sampler = BatchSampler(len(train), cfg.batch_size, cfg.seed, ddp)
 
     def step(i: int):
         model.decoder.blocks[:3].eval()  # run_loop put the whole decoder in train mode
         idx = sampler(i)
-        L, ab = train.batch(idx, torch.rand(len(idx)) < 0.5)
+        L, ab, taps = train.batch(idx, torch.rand(len(idx)) < 0.5)
         L, ab = L.to(device), ab.to(device)
-        feats, grey = frozen_grey_features(model, L, device)
+        with feeding(model.backbone, taps):
+            feats, grey = frozen_grey_features(model, L, device)
         with torch.no_grad():
             mu, logvar = model.color_encoder(ab)
             z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()

@@ -25,6 +25,7 @@ from .. import data as D
 from ..batches import BatchSampler
 from ..config import StageConfig
 from ..loop import LoopSpec, autocast, prepare, read_state, run_loop, half_floats, stage_times
+from ..taps_cache import feeding, training_set
 from .backbone import attach_stage_backbone, backbone_fields, backbone_meta
 
 STAGE = "pic"
@@ -82,18 +83,20 @@ def nats_per_dim(model: PIC, L: torch.Tensor, ab: torch.Tensor, use_autocast: bo
 def train_pic(cfg: PICStageConfig) -> int:
     device, ddp = prepare(cfg.threads, cfg.device)
     mcfg = cfg.model_config()
-    train = D.load_lab(cfg.data, "train", mcfg.size, cfg.limit or None)
+    lab = D.load_lab(cfg.data, "train", mcfg.size, cfg.limit or None)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank and every rerun
     model = PIC(mcfg).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)  # before the backbone is attached: it holds no copy of it
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.95, 0.9995))
     attach_stage_backbone(model, cfg.public(), device)
+    train = training_set([lab], model.backbone, device)
     sampler = BatchSampler(len(train), cfg.batch_size, cfg.seed, ddp)
 
     def step(i: int):
         idx = sampler(i)
-        L, ab = train.batch(idx, torch.rand(len(idx)) < 0.5)
-        loss = nats_per_dim(model, L.to(device), ab.to(device), use_autocast=True).mean()
+        L, ab, taps = train.batch(idx, torch.rand(len(idx)) < 0.5)
+        with feeding(model.backbone, taps):
+            loss = nats_per_dim(model, L.to(device), ab.to(device), use_autocast=True).mean()
         return loss, {"bpd": loss.item() / math.log(2)}
 
     @torch.no_grad()
