@@ -68,9 +68,7 @@ class Thumbnail(QFrame):
         self.setFixedSize(self._size())
 
     def _size(self) -> QSize:
-        w, h = self.pixmap.width(), self.pixmap.height()
-        s = THUMB / max(w, h, 1)
-        return QSize(round(w * s) + 6, round(h * s) + 6)
+        return tile_size(self.pixmap.width(), self.pixmap.height())
 
     def set_selected(self, on: bool) -> None:
         self.setProperty("selected", on)
@@ -116,15 +114,24 @@ class Thumbnail(QFrame):
         self.clicked.emit(self.sample, fx, fy, alt)
 
 
-class PendingTile(QLabel):
-    """Where a sample will appear (or, after a failure, why it did not)."""
+def tile_size(w: int, h: int) -> QSize:
+    """A tile for a picture of w x h: THUMB on its longer side, plus the 3 px frame."""
+    s = THUMB / max(w, h, 1)
+    return QSize(max(1, round(w * s)) + 6, max(1, round(h * s)) + 6)
 
-    def __init__(self, text: str = "…", parent: QWidget | None = None) -> None:
+
+LANDSCAPE = tile_size(3, 2)  # before the photo's shape is known
+
+
+class PendingTile(QLabel):
+    """Where a sample will appear, at its size (or, after a failure, why it did not)."""
+
+    def __init__(self, text: str = "…", parent: QWidget | None = None, size: QSize = LANDSCAPE) -> None:
         super().__init__(text, parent)
         self.setObjectName("pendingTile")
         self.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.setWordWrap(True)
-        self.setFixedSize(THUMB + 6, round(THUMB * 2 / 3) + 6)
+        self.setFixedSize(size)
 
     def fail(self, text: str) -> None:
         self.setObjectName("failedTile")
@@ -164,26 +171,31 @@ class MethodGroup(QWidget):
         self.unavailable = False
         self._columns = 2
         self._avail = 2 * (THUMB + 10)  # the panel's width for tiles, in pixels
+        self.tile = LANDSCAPE  # the size of this batch's tiles: the photo's shape, known from the start
 
     def add(self, thumb: Thumbnail) -> None:
-        if self.pending:
+        if self.pending:  # the sample takes its tile's place and size: nothing moves
             tile = self.pending.pop(0)
             self.grid.removeWidget(tile)
+            tile.hide()
             tile.deleteLater()
+            thumb.setFixedSize(tile.size())
         self.thumbs.append(thumb)
         self._relayout()
 
-    def expect(self, n: int) -> None:
-        """n more samples are on their way: show a tile for each."""
+    def expect(self, n: int, tile: QSize | None = None) -> None:
+        """n more samples are on their way: show a tile for each, at their size."""
         self.unavailable = False
         self.note.setVisible(False)
-        self.pending.extend(PendingTile() for _ in range(n))
+        if tile is not None:
+            self.tile = tile
+        self.pending.extend(PendingTile(size=self.tile) for _ in range(n))
         self._relayout()
 
     def fail(self, text: str) -> None:
         """The method failed: its waiting tiles show why."""
         if not self.pending:
-            self.pending.append(PendingTile())
+            self.pending.append(PendingTile(size=self.tile))
         for t in self.pending:
             t.fail(text)
         self._relayout()
@@ -277,14 +289,24 @@ class GalleryPanel(QWidget):
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
         self.progress.setTextVisible(True)
+        self.progress_text = QLabel()  # what is being made: wraps in a narrow panel, never cut off
+        self.progress_text.setObjectName("hint")
+        self.progress_text.setWordWrap(True)
+        # two lines' room from the start, so a message that wraps does not push the grid down
+        self.progress_text.setMinimumHeight(2 * self.progress_text.fontMetrics().lineSpacing())
+        self.progress_text.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
         self.cancel_btn = QPushButton("Cancel")
         self.cancel_btn.setToolTip("Stop generating (Esc)")
         self.cancel_btn.clicked.connect(self.cancel_requested.emit)
         self.progress_row = QWidget()
-        pr = QHBoxLayout(self.progress_row)
-        pr.setContentsMargins(0, 0, 0, 0)
+        pv = QVBoxLayout(self.progress_row)
+        pv.setContentsMargins(0, 0, 0, 0)
+        pv.setSpacing(2)
+        pr = QHBoxLayout()
         pr.addWidget(self.progress, 1)
         pr.addWidget(self.cancel_btn)
+        pv.addLayout(pr)
+        pv.addWidget(self.progress_text)
         self.progress_row.setVisible(False)
 
         self.banner = QLabel()
@@ -376,11 +398,12 @@ class GalleryPanel(QWidget):
         self.progress_row.setVisible(busy)
         if busy:
             self.progress.setValue(0)
-            self.progress.setFormat("Starting…")
+            self.progress.setFormat("%p%")
+            self.progress_text.setText("Starting…")
 
     def set_progress(self, fraction: float, message: str) -> None:
         self.progress.setValue(int(1000 * min(1.0, max(0.0, fraction))))
-        self.progress.setFormat(f"{message or 'Working'} — %p%")
+        self.progress_text.setText(message or "Working")
 
     def show_message(self, html: str | None) -> None:
         """A banner above the thumbnails (no model, cancelled, failed); None hides it."""
@@ -408,13 +431,15 @@ class GalleryPanel(QWidget):
             group.set_width(self._tiles_width())
         return group
 
-    def begin_batch(self, plans: list[MethodPlan], n: int) -> None:
-        """A batch started: a waiting tile per coming sample, and the reason for each method
-        the chosen model cannot run."""
+    def begin_batch(self, plans: list[MethodPlan], n: int, photo_size: tuple[int, int] | None = None) -> None:
+        """A batch started: a waiting tile per coming sample, at the photo's shape so that the
+        grid does not move as samples arrive, and the reason for each method the chosen model
+        cannot run."""
+        tile = tile_size(*photo_size) if photo_size else None
         for p in plans:
             g = self._group(p.method)
             if p.available:
-                g.expect(n)
+                g.expect(n, tile)
             else:
                 g.set_unavailable(p.reason)
 

@@ -393,7 +393,8 @@ class MainWindow(WindowActions, WindowFiles, QMainWindow):
 
     def _batch_started(self, plans: list[MethodPlan]) -> None:
         batch = self.session.batches[-1]
-        self.gallery.begin_batch(plans, batch.n)
+        photo = self.doc.photo
+        self.gallery.begin_batch(plans, batch.n, photo.size if photo is not None else None)
 
     def _samples_added(self, method: str, samples: list[Sample]) -> None:
         self.gallery.add_samples(method, samples)

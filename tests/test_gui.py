@@ -992,3 +992,47 @@ def test_a_new_seeds_first_sample_is_shown_as_soon_as_it_exists(qtbot, win, phot
     qtbot.waitUntil(lambda: win.is_idle() and len(thumbs(win)) == 3, timeout=WAIT)
     ref = win.doc.base_ref
     assert (ref.seed, ref.index) == (7, 2), "then the picked place of the new batch"
+
+
+def test_tiles_keep_their_place_while_samples_load_and_the_progress_text_is_whole(qtbot, win, tmp_path, monkeypatch):
+    """Item 17: waiting tiles were 3:2 whatever the photo, so the grid jumped as a portrait
+    photo's samples came in; the progress text was cut off in the panel's narrow bar."""
+    tall = tmp_path / "tall.png"
+    save_image(tall, two_region_grey(60, 120))
+    open_and_wait(qtbot, win, tall)
+    gate = threading.Event()
+    real = win.colorizer.sample
+
+    def held(photo, method, n, seed, temperature, family="general", checkpoint=None, progress=None, cancel=None, first=0, **kw):
+        if progress is not None:
+            progress(0.5, f"sample {first + 1} of 3, decoding the colours at the photo's size")
+        gate.wait(WAIT_S)
+        return real(photo, method, n, seed, temperature, family, checkpoint, progress=progress, cancel=cancel, first=first, **kw)
+
+    monkeypatch.setattr(win.colorizer, "sample", held)
+    win.gallery.seed.setValue(3)
+    group = next(iter(win.gallery.groups.values()))
+
+    def settle():
+        for _ in range(5):
+            QApplication.sendPostedEvents()
+            QApplication.processEvents()
+
+    try:
+        with qtbot.waitSignal(win.sampling.progress, timeout=WAIT):
+            win.act["generate"].trigger()
+        settle()
+        group = next(iter(win.gallery.groups.values()))
+        waiting = [(t.pos(), t.size()) for t in group.pending]
+        assert len(waiting) == 3
+        text = win.gallery.progress_text
+        assert "decoding the colours at the photo's size" in text.text()
+        assert text.isVisible() and text.wordWrap() and text.height() >= text.heightForWidth(text.width()), "not cut off"
+        assert "decoding" not in win.gallery.progress.text()
+    finally:
+        gate.set()
+    qtbot.waitUntil(lambda: win.is_idle() and len(group.thumbs) == 3, timeout=WAIT)
+    settle()
+    arrived = [(t.pos(), t.size()) for t in group.thumbs]
+    assert arrived == waiting, "each sample took its tile's place and size"
+    assert waiting[0][1].height() > waiting[0][1].width(), "a portrait photo's tiles are portrait from the start"
