@@ -31,6 +31,9 @@ from .. import data as D
 from ..sheets import contact_sheet, demo_samples, demo_sheet
 
 
+REPEAT_RGB = 2.0  # two samples closer than this mean |RGB| (0..255) are the same colorization to a user
+
+
 def spread(n: int, limit: int) -> list[int]:
     """``limit`` indices evenly spaced over ``n`` (all when limit is 0 or >= n). Test shards are
     in source order (a class after another), so the first N images would be one or two classes."""
@@ -119,6 +122,11 @@ def evaluate(
         rgb = recombine(L[0, 0], samples * AB_SCALE)
         truth = recombine(L[0, 0], ab[None] * AB_SCALE)
         acc["ssim"].append(M.pairwise_ssim(rgb))
+        if len(rgb) > 1:  # the closest two samples of the set, mean |RGB| on 0..255
+            d = (rgb[:, None] - rgb[None]).abs().flatten(2).mean(2) * 255
+            closest = float(d[~torch.eye(len(rgb), dtype=torch.bool)].min())
+            acc["closest"].append(closest)
+            acc["repeats"].append(float(closest < REPEAT_RGB))
         acc["colf"].append(float(M.colourfulness(rgb).mean()))
         acc["colf_truth"].append(float(M.colourfulness(truth)[0]))
         tiles = [recombine(L[0, 0], torch.zeros(1, 2, size, size))[0], truth[0],
@@ -152,6 +160,8 @@ def evaluate(
         "first_sample_error_l1": round(e["first_l1"], 5),
         "variance": round(e["var"], 6),
         "pairwise_ssim": round(e["ssim"], 4),
+        "closest_pair_rgb": round(e.get("closest", 0.0), 2),
+        "sets_with_a_repeat": round(e.get("repeats", 0.0), 4),
         "colourfulness": round(e["colf"], 2),
         "colourfulness_truth": round(e["colf_truth"], 2),
         "baseline_grey": round(e["grey"], 5),
@@ -173,7 +183,9 @@ def evaluate(
         "ab/128. error_of_best: mean per-pixel Euclidean ab error of the best of the samples; *_l1: mean absolute "
         "error over pixels and both channels; first_sample_*: the first sample alone (the most likely "
         "colorization; PIC: its first draw); variance: per-pixel variance across samples, "
-        "averaged; baselines: grey (ab = 0) and each photo painted flat in its own true mean ab (an oracle); "
+        "averaged; closest_pair_rgb: the mean over images of the two closest samples' mean |RGB| (0..255); "
+        "sets_with_a_repeat: the fraction of sets with two samples closer than 2 of it; baselines: grey (ab = 0) "
+        "and each photo painted flat in its own true mean ab (an oracle); "
         "backbone_*: the shared backbone's annealed mean (one output); colourfulness: Hasler & Süsstrunk 2003 "
         "on 0..255 sRGB, mean over samples and images, beside the ground truth's"
     )
