@@ -18,6 +18,34 @@ def default_settings_path() -> Path:
     return Path(platformdirs.user_config_dir("divcolor", "divcolor")) / "divcolor.ini"
 
 
+def pictures_dir() -> Path:
+    """The user's Pictures folder (platformdirs), else their home: where file dialogs start."""
+    p = Path(platformdirs.user_pictures_dir())
+    return p if p.is_dir() else Path.home()
+
+
+def is_app_folder(path: str | Path) -> bool:
+    """A folder of the app's own files — the shipped samples and resources, anything installed
+    in site-packages — which no file dialog should offer the user as theirs."""
+    from .samples import samples_dir
+
+    p = Path(path).resolve()
+    if {"site-packages", "dist-packages"} & set(p.parts):
+        return True
+    app = samples_dir().resolve().parent
+    return p == app or app in p.parents
+
+
+def user_folder(path: str | Path | None) -> str:
+    """``path`` if it is an existing folder of the user's, else ``""``."""
+    if not path:
+        return ""
+    try:
+        return str(path) if Path(path).is_dir() and not is_app_folder(path) else ""
+    except OSError:
+        return ""
+
+
 class Settings:
     """Recent files, theme, last folder, brush and window state."""
 
@@ -75,20 +103,25 @@ class Settings:
 
     @property
     def last_dir(self) -> str:
-        return self._get("files/last_dir", str(Path.home()), str)
+        """The last folder the user opened or saved in; their Pictures folder before the first
+        (or when that folder is gone). Never the app's own samples folder."""
+        return user_folder(self._get("files/last_dir", "", str)) or str(pictures_dir())
 
     @last_dir.setter
     def last_dir(self, value: str | Path) -> None:
-        self._q.setValue("files/last_dir", str(value))
+        if user_folder(value):  # opening a shipped sample does not make its folder the user's
+            self._q.setValue("files/last_dir", str(value))
 
     @property
     def last_export_dir(self) -> str:
-        """Where the last export went ("" before the first): the next export starts there."""
-        return self._get("files/last_export_dir", "", str)
+        """Where the last export went ("" before the first, or when it is gone): the next
+        export starts there."""
+        return user_folder(self._get("files/last_export_dir", "", str))
 
     @last_export_dir.setter
     def last_export_dir(self, value: str | Path) -> None:
-        self._q.setValue("files/last_export_dir", str(value))
+        if user_folder(value):
+            self._q.setValue("files/last_export_dir", str(value))
 
     @property
     def recent_colors(self) -> list[tuple[int, int, int]]:

@@ -17,6 +17,7 @@ from engine.errors import DivcolorError
 from engine.io import Photo
 
 from .document import PROJECT_SUFFIX, project_dict, write_project
+from .settings import user_folder
 
 IMAGE_FILTER = "Photos (*.jpg *.jpeg *.png *.tif *.tiff *.webp *.bmp);;divcolor projects (*.divcolor);;All files (*)"
 OPEN_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", PROJECT_SUFFIX}
@@ -86,7 +87,8 @@ class WindowFiles:
         """``<last export folder>/<stem>_colorized.png`` (``.tif`` for 16-bit photos)."""
         photo = self.doc.photo
         assert photo is not None
-        folder = Path(self.settings.last_export_dir or (photo.path.parent if photo.path else self.settings.last_dir))
+        beside = user_folder(photo.path.parent) if photo.path else ""  # not a shipped sample's folder
+        folder = Path(self.settings.last_export_dir or beside or self.settings.last_dir)
         ext = ".tif" if photo.bit_depth == 16 else ".png"
         return folder / f"{photo.stem}_colorized{ext}"
 
@@ -159,6 +161,7 @@ class WindowFiles:
             return False
         self.doc.project_path = path
         self.undo_stack.setClean()
+        self.settings.last_dir = str(path.parent)  # the next dialog starts where the user saved
         self.settings.add_recent(path)
         self._rebuild_recent_menu()
         self.statusBar().showMessage(f"Saved {path.name}", 6000)

@@ -1036,3 +1036,47 @@ def test_tiles_keep_their_place_while_samples_load_and_the_progress_text_is_whol
     arrived = [(t.pos(), t.size()) for t in group.thumbs]
     assert arrived == waiting, "each sample took its tile's place and size"
     assert waiting[0][1].height() > waiting[0][1].width(), "a portrait photo's tiles are portrait from the start"
+
+
+def test_file_dialogs_start_in_pictures_then_the_last_folder_never_the_samples_folder(qtbot, win, tmp_path, monkeypatch):
+    """Item 8: after opening a shipped sample photo, Export, Save Project, Open and Colorize
+    Folder all started in the app's own resources/samples folder."""
+    import platformdirs
+
+    from divcolor_gui.samples import sample_photos
+    from divcolor_gui.window_files import QFileDialog
+
+    pictures = tmp_path / "Pictures"
+    pictures.mkdir()
+    monkeypatch.setattr(platformdirs, "user_pictures_dir", lambda: str(pictures))
+    name, sample = sample_photos()[-1]
+    open_and_wait(qtbot, win, sample)
+    started: list[tuple[str, str]] = []
+
+    def record(kind):
+        return lambda parent, title, folder, *a, **k: (started.append((kind, str(folder))), ("", ""))[1]
+
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", record("open"))
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", record("save"))
+
+    def folders():
+        started.clear()
+        win.open_dialog()
+        win.export_dialog()
+        win.save_project(ask=True)
+        win.load_model_dialog()
+        return {kind: str(Path(f).parent if kind == "save" else Path(f)) for kind, f in started}
+
+    got = folders()
+    assert len(started) == 4
+    assert set(got.values()) == {str(pictures)}, got
+    win.show_batch()
+    assert win._batch_dialog.source.text() == str(pictures)
+    win._batch_dialog.close()
+    # then the last folder the user used
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    assert win.save_project_to(mine / "work.divcolor")
+    with qtbot.waitSignal(win.exported, timeout=WAIT):
+        win.export_to(mine / "out.png")
+    assert set(folders().values()) == {str(mine)}
