@@ -73,7 +73,7 @@ wait(lambda: win.is_idle(), "the stroke")
 marks["stroke_s"] = time.perf_counter() - t
 t = time.perf_counter()
 win.export_to(out)
-wait(lambda: exported or not win.io.busy, "the export")
+wait(lambda: exported or not win.session.export_jobs.busy, "the export")
 marks["export_s"] = time.perf_counter() - t
 marks["exported"] = bool(exported)
 marks["preview"] = f"{w}x{h}"

@@ -85,6 +85,7 @@ class MainWindow(WindowActions, WindowFiles, QMainWindow):
         self._tool_before_eyedropper = Tool.BRUSH
         self.error_sink: Callable[[str, str], None] | None = None  # headless runs: errors go here, not to dialogs
         self.force_close = False  # close without asking (screenshot mode)
+        self._discard_confirmed = False  # the close already asked about unsaved strokes
         self._shown_once = False
         self.fit_screen = True  # screenshots turn it off to grab an exact size on any screen
         self.setWindowTitle("divcolor[*]")
@@ -235,7 +236,9 @@ class MainWindow(WindowActions, WindowFiles, QMainWindow):
         self.sampling.progress.connect(self.gallery.set_progress)
         self.io.busy_changed.connect(self._update_enabled)
         self.io.progress.connect(self._io_progress)
-        for runner in (self.sampling, self.io, self.model_jobs):
+        s.export_jobs.busy_changed.connect(self._update_enabled)
+        s.export_jobs.progress.connect(self._io_progress)
+        for runner in (self.sampling, self.io, s.export_jobs, self.model_jobs):
             runner.job_failed.connect(self._job_failed)
         self.live.job_failed.connect(self._job_failed)
         d.photo_changed.connect(self._photo_changed)
@@ -578,7 +581,11 @@ class MainWindow(WindowActions, WindowFiles, QMainWindow):
         return self.session.is_idle()
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
-        if not self.force_close and not self.confirm_discard():
+        if not self.force_close and not (self._discard_confirmed or self.confirm_discard()):
+            event.ignore()
+            return
+        if not self.force_close and not self.export_allows_close():
+            self._discard_confirmed = self._closing_after_export  # asked once, not again at the close
             event.ignore()
             return
         self.settings.window_geometry = self.saveGeometry()

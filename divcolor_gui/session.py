@@ -83,6 +83,7 @@ class Session(QObject):
     timing = Signal(str, float)  # what ("samples", "stroke"), seconds as the user waited them
     ready = Signal()  # photo shown and the gallery's first results in (or known absent)
     exported = Signal(str)
+    exports_changed = Signal(int)  # exports still being written (the window waits for them on close)
     ambiguity = Signal(object)  # (h, w) float32 map in [0, 1] of where the gallery's samples disagree
     project_opened = Signal(object)  # Project (the window restores its gallery controls from it)
 
@@ -96,7 +97,8 @@ class Session(QObject):
         self.pool = QThreadPool(self)
         self.pool.setMaxThreadCount(4)
         self.sampling = JobRunner(self.pool, self)  # the gallery
-        self.io = JobRunner(self.pool, self)  # photos, projects, export
+        self.io = JobRunner(self.pool, self)  # photos and projects
+        self.export_jobs = JobRunner(self.pool, self)  # exports, one after another: nothing else cancels them
         self.model_jobs = JobRunner(self.pool, self)  # listing and loading checkpoints
         self.live = LatestWins(self.pool, priority=("field", "propagate", "attention"), parent=self)
         self.doc = Document(self)
@@ -112,6 +114,8 @@ class Session(QObject):
         self._awaiting_ready = False
         self._want_pick: tuple[str, int] | None = None  # (method, index) to pick in a fresh batch
         self._restoring = False  # a reopened project's gallery is being remade: its sample stays shown
+        self.exporting: list[Path] = []  # files being written or waiting their turn, in order
+        self._export_queue: list[Callable[[], None]] = []
         self._stroke_started: float | None = None  # when the user's latest edit asked for a result
         self._interrupted = False  # the last batch was cancelled: its finished samples may be reused
         self.doc.strokes_changed.connect(self._strokes_changed)
@@ -662,7 +666,33 @@ class Session(QObject):
             self.message.emit(f"Exported {out.name} ({w} × {h}, {depth}-bit)", 8000)
             self.exported.emit(str(out))
 
-        self.io.submit(f"Exporting {p.name}", job, on_done=done, on_error=lambda e: self.error.emit("Export failed", e, p))
+        def failed(e: BaseException) -> None:
+            self.error.emit("Export failed", e, p)
+            self._export_ended(p)
+
+        def start() -> None:
+            self.export_jobs.submit(f"Exporting {p.name}", job, on_done=lambda out: (done(out), self._export_ended(p)),
+                                    on_error=failed, on_cancel=lambda: self._export_ended(p))
+
+        self.exporting.append(p)
+        self.exports_changed.emit(len(self.exporting))
+        if self.export_jobs.busy:
+            self._export_queue.append(start)  # after the one being written: an export never cancels another
+        else:
+            start()
+
+    def _export_ended(self, path: Path) -> None:
+        if path in self.exporting:
+            self.exporting.remove(path)
+        if self._export_queue:
+            self._export_queue.pop(0)()
+        self.exports_changed.emit(len(self.exporting))
+
+    def cancel_exports(self) -> None:
+        """Discard every export not yet written (the user chose to, e.g. when closing)."""
+        self._export_queue.clear()
+        self.exporting[1:] = []
+        self.export_jobs.cancel()
 
     def _export_metadata(self, photo: Photo, ref: SampleRef | None, strokes: list[Stroke],
                          field: tuple[str, str, str | None]):
@@ -708,12 +738,13 @@ class Session(QObject):
     # ==========================================================================================
     def is_idle(self) -> bool:
         """No job running and the document's result is that of its current strokes."""
-        busy = self.sampling.busy or self.io.busy or self.model_jobs.busy or self.live.busy
+        busy = self.sampling.busy or self.io.busy or self.export_jobs.busy or self.model_jobs.busy or self.live.busy
         return not busy and self.doc.result_is_current
 
     def close(self) -> None:
         """Cancel every job and stop listening to them; never wait long for one (jobs.py)."""
-        for r in (self.sampling, self.io, self.model_jobs):
+        self._export_queue.clear()
+        for r in (self.sampling, self.io, self.export_jobs, self.model_jobs):
             r.close()
         self.live.close()
         release_pool(self.pool)

@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from PySide6.QtCore import QTimer
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
-from PySide6.QtWidgets import QFileDialog, QMessageBox
+from PySide6.QtWidgets import QFileDialog, QMessageBox, QProgressDialog
 
 from engine.errors import DivcolorError
 from engine.io import Photo
@@ -28,6 +29,8 @@ class WindowFiles:
     """Open, save, export and the batch folder dialog of :class:`~.main_window.MainWindow`."""
 
     _batch_dialog: Any
+    _close_note: QProgressDialog | None = None  # shown while the window waits for an export to close
+    _closing_after_export = False
 
     def open_dialog(self) -> None:
         """Ask about unsaved work first, then for the file (not the other way round)."""
@@ -120,6 +123,78 @@ class WindowFiles:
     def _exported(self, out: str) -> None:
         self.settings.last_export_dir = str(Path(out).parent)
         self.exported.emit(out)
+
+    # --- closing while an export is written -------------------------------------------------------
+    def export_allows_close(self) -> bool:
+        """Closing while an export is written asks: wait for it (a progress note, and the window
+        closes once the file is written) or discard it and close now. Never dropped silently."""
+        running = self.session.exporting
+        if not running:
+            return True
+        if self._closing_after_export:
+            return False  # already waiting for it
+        names = ", ".join(p.name for p in running)
+        box = QMessageBox(QMessageBox.Icon.Question, "An export is running",
+                          f"{names} {'is' if len(running) == 1 else 'are'} still being written.\n\n"
+                          "Wait for the export and close when it is written, or discard it and close now?",
+                          QMessageBox.StandardButton.NoButton, self)
+        wait = box.addButton("Wait", QMessageBox.ButtonRole.AcceptRole)
+        discard = box.addButton("Discard Export", QMessageBox.ButtonRole.DestructiveRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(wait)
+        box.exec()
+        if box.clickedButton() is discard:
+            self.session.cancel_exports()
+            return True
+        if box.clickedButton() is wait:
+            self._close_after_export(names)
+        return False
+
+    def _close_after_export(self, names: str) -> None:
+        note = QProgressDialog(f"Writing {names}…\nThe window closes when it is written.", "Discard and Close", 0, 1000, self)
+        note.setWindowTitle("Closing after the export")
+        note.setAutoClose(False)
+        note.setAutoReset(False)
+        note.setMinimumDuration(0)
+        note.canceled.connect(self._discard_export_and_close)
+        self.session.export_jobs.progress.connect(self._close_note_progress)
+        self.session.exports_changed.connect(self._export_ended_while_closing)
+        self.session.error.connect(self._export_failed_while_closing)
+        self._close_note = note
+        self._closing_after_export = True
+        note.show()
+
+    def _close_note_progress(self, fraction: float, message: str) -> None:
+        if self._close_note is not None:
+            self._close_note.setValue(int(1000 * min(1.0, max(0.0, fraction))))
+
+    def _stop_waiting_to_close(self) -> None:
+        self._closing_after_export = False
+        self.session.export_jobs.progress.disconnect(self._close_note_progress)
+        self.session.exports_changed.disconnect(self._export_ended_while_closing)
+        self.session.error.disconnect(self._export_failed_while_closing)
+        note, self._close_note = self._close_note, None
+        if note is not None:
+            note.canceled.disconnect(self._discard_export_and_close)
+            note.close()
+            note.deleteLater()
+
+    def _export_ended_while_closing(self, still_running: int) -> None:
+        if still_running == 0 and self._closing_after_export:
+            self._stop_waiting_to_close()
+            QTimer.singleShot(0, self.close)  # written: the close the user asked for goes on
+
+    def _export_failed_while_closing(self, title: str, exc: object, path: object) -> None:
+        """The file could not be written: the window stays open (the error says why), and the
+        user's strokes with it."""
+        if self._closing_after_export and path is not None and Path(str(path)) in self.session.exporting:
+            self._stop_waiting_to_close()
+            self._discard_confirmed = False
+
+    def _discard_export_and_close(self) -> None:
+        self._stop_waiting_to_close()
+        self.session.cancel_exports()
+        self.close()
 
     # --- projects -------------------------------------------------------------------------------
     def save_project(self, ask: bool = False) -> bool:

@@ -1080,3 +1080,74 @@ def test_file_dialogs_start_in_pictures_then_the_last_folder_never_the_samples_f
     with qtbot.waitSignal(win.exported, timeout=WAIT):
         win.export_to(mine / "out.png")
     assert set(folders().values()) == {str(mine)}
+
+
+def _answer_modal(qtbot, button_text: str, seen: list) -> None:
+    """Click ``button_text`` in the modal box the next call opens (its own event loop runs)."""
+    from PySide6.QtCore import QTimer
+
+    def click():  # runs in the box's event loop, or after the call if it asked nothing
+        box = QApplication.activeModalWidget()
+        if box is None:
+            return
+        seen.append(box.text() if isinstance(box, QMessageBox) else box.windowTitle())
+        next(b for b in box.buttons() if b.text() == button_text).click()
+
+    QTimer.singleShot(0, click)
+
+
+def _held_export(win, monkeypatch):
+    import divcolor_gui.session as session_mod
+
+    writing, release = threading.Event(), threading.Event()
+    real = session_mod.save_image
+
+    def held(path, *a, **k):
+        writing.set()
+        release.wait(WAIT_S)  # a big file: written when the test says
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(session_mod, "save_image", held)
+    return writing, release
+
+
+def test_closing_during_an_export_waits_for_it_with_a_progress_note(qtbot, win, photo_path, tmp_path, monkeypatch):
+    """Item 2: closing the window during an export dropped the export without a word."""
+    open_and_wait(qtbot, win, photo_path)
+    writing, release = _held_export(win, monkeypatch)
+    out = tmp_path / "out.png"
+    exported: list[str] = []
+    win.exported.connect(exported.append)
+    seen: list[str] = []
+    try:
+        win.export_to(out)
+        qtbot.waitUntil(writing.is_set, timeout=WAIT)
+        _answer_modal(qtbot, "Wait", seen)
+        win.close()
+        assert seen and "out.png is still being written" in seen[0]
+        assert win.isVisible(), "the window waits for the export"
+        assert win._close_note is not None and win._close_note.isVisible() and "out.png" in win._close_note.labelText()
+        win.close()  # a second close while waiting asks nothing more
+        assert len(seen) == 1 and win.isVisible()
+    finally:
+        release.set()
+    qtbot.waitUntil(lambda: not win.isVisible(), timeout=WAIT)
+    assert exported == [str(out)] and out.is_file(), "the file was written, then the window closed"
+
+
+def test_closing_during_an_export_can_discard_it(qtbot, win, photo_path, tmp_path, monkeypatch):
+    open_and_wait(qtbot, win, photo_path)
+    writing, release = _held_export(win, monkeypatch)
+    exported: list[str] = []
+    win.exported.connect(exported.append)
+    seen: list[str] = []
+    try:
+        win.export_to(tmp_path / "out.png")
+        qtbot.waitUntil(writing.is_set, timeout=WAIT)
+        _answer_modal(qtbot, "Discard Export", seen)
+        win.close()
+        assert seen and not win.isVisible(), "discarded at the user's word, and closed"
+        assert not win.session.exporting
+    finally:
+        release.set()
+    assert not exported
