@@ -32,6 +32,7 @@ from engine.strokes import Stroke, displayed_color
 from .autosave import Autosave, autosave_dir
 from .brush_panel import BrushPanel
 from .canvas import SHOW_ORIGINAL_KEY, CanvasPanel, Tool
+from .dialogs import fit_to_screen
 from .errors import error_text
 from .gallery import THUMB, GalleryPanel, Sample
 from .imaging import dominant_colors, full_size
@@ -430,6 +431,7 @@ class MainWindow(WindowActions, WindowFiles, QMainWindow):
         if self._models_dialog is None:
             self._models_dialog = ModelsDialog(self)
             self._models_dialog.load_requested.connect(self.load_model_dialog)
+            fit_to_screen(self._models_dialog)
         self._models_dialog.set_models(self.models)
         self._models_dialog.show()
         self._models_dialog.raise_()

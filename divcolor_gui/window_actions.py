@@ -20,6 +20,7 @@ import qtawesome as qta
 
 from . import theme
 from .canvas import Tool
+from .dialogs import ScrollingTextDialog
 from .overlay import AMBIGUITY_NEEDS, AMBIGUITY_TIP
 from .samples import sample_photos
 
@@ -28,6 +29,7 @@ class WindowActions:
     """The actions, menus, toolbar and status bar of :class:`~.main_window.MainWindow`."""
 
     _icons: dict[QAction, str]  # action -> qtawesome name (icons follow the theme)
+    _shortcuts_dialog: ScrollingTextDialog | None = None
 
     def _action(
         self,
@@ -283,7 +285,10 @@ class WindowActions:
             ("Click", "Point hint"), ("Right click while painting", "Abandon the stroke"),
         ]
         rows += [f"<tr><td><b>{k}</b></td><td>{v}</td></tr>" for k, v in extra]
-        QMessageBox.information(self, "Keyboard shortcuts", "<table cellpadding=3>" + "".join(rows) + "</table>")
+        html = "<table cellpadding=3>" + "".join(rows) + "</table>"
+        if self._shortcuts_dialog is None:  # scrolls inside when the screen is short (1280x720 at 150 %)
+            self._shortcuts_dialog = ScrollingTextDialog("Keyboard shortcuts", html, self)
+        self._shortcuts_dialog.show_fitted()
 
     def show_about(self) -> None:
         QMessageBox.about(

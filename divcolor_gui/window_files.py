@@ -17,6 +17,7 @@ from PySide6.QtWidgets import QFileDialog, QMessageBox, QProgressDialog
 from engine.errors import DivcolorError
 from engine.io import Photo
 
+from .dialogs import fit_to_screen
 from .document import PROJECT_SUFFIX, project_dict, write_project
 from .settings import user_folder
 
@@ -277,6 +278,7 @@ class WindowFiles:
 
         if self._batch_dialog is None:
             self._batch_dialog = BatchDialog(self.session, self.settings, self)
+            fit_to_screen(self._batch_dialog)
         self._batch_dialog.show()
         self._batch_dialog.raise_()
 

@@ -1151,3 +1151,74 @@ def test_closing_during_an_export_can_discard_it(qtbot, win, photo_path, tmp_pat
     finally:
         release.set()
     assert not exported
+
+
+DIALOGS_AT_150 = r"""
+import json, sys, tempfile
+from pathlib import Path
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QAbstractButton, QApplication
+app = QApplication(sys.argv[:1])
+from engine.colorizer import Colorizer
+from divcolor_gui.main_window import MainWindow
+from divcolor_gui.settings import Settings
+win = MainWindow(Colorizer(device="cpu", model_dirs=[]), Settings(Path(tempfile.mkdtemp()) / "s.ini"))
+win.show()
+app.processEvents()
+avail = win.screen().availableGeometry()
+out = {"avail": [avail.x(), avail.y(), avail.width(), avail.height()], "dialogs": {}}
+
+def measure(name, d):
+    app.processEvents()
+    g = d.frameGeometry()
+    buttons = [b for b in d.findChildren(QAbstractButton) if b.isVisible() and b.text()]
+    out["dialogs"][name] = {
+        "frame": [g.x(), g.y(), g.width(), g.height()],
+        "buttons": [b.text() for b in buttons],
+        "buttons_on_screen": all(avail.contains(b.mapToGlobal(b.rect().topLeft()))
+                                 and avail.contains(b.mapToGlobal(b.rect().bottomRight())) for b in buttons),
+    }
+
+def modal(name):
+    def grab():
+        d = QApplication.activeModalWidget()
+        if d is not None:
+            measure(name, d)
+            d.close()
+    QTimer.singleShot(0, grab)
+
+modal("shortcuts"); win.show_shortcuts()  # (a modal box before issue 28, a scrolling dialog now)
+if "shortcuts" not in out["dialogs"]:
+    measure("shortcuts", win._shortcuts_dialog)
+win.show_models(); measure("models", win._models_dialog)
+win.show_batch(); measure("batch", win._batch_dialog)
+modal("about"); win.show_about()
+win.force_close = True
+win.close()
+print(json.dumps(out))
+"""
+
+
+def test_every_dialog_fits_a_1080p_screen_at_150_percent(tmp_path):
+    """Item 14: at 150 % on a 1920x1080 screen (1280x720 logical) the Keyboard Shortcuts dialog
+    was 830 px tall (1245 physical) and its OK button off the screen. Each dialog now fits,
+    its buttons on the screen; long content scrolls inside."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    screen = tmp_path / "screen.json"
+    screen.write_text(json.dumps({"screens": [{"name": "hd", "x": 0, "y": 0, "width": 1920, "height": 1080,
+                                               "logicalDpi": 96, "logicalBaseDpi": 96, "dpr": 1}]}))
+    env = dict(os.environ, QT_QPA_PLATFORM=f"offscreen:configfile={screen}", QT_SCALE_FACTOR="1.5")
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, "-c", DIALOGS_AT_150], env=env, cwd=root, capture_output=True, text=True, timeout=WAIT_S)
+    assert run.returncode == 0, run.stderr
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    assert got["avail"] == [0, 0, 1280, 720]
+    assert set(got["dialogs"]) == {"shortcuts", "models", "batch", "about"}
+    for name, d in got["dialogs"].items():
+        x, y, w, h = d["frame"]
+        assert x >= 0 and y >= 0 and x + w <= 1280 and y + h <= 720, (name, d)
+        assert d["buttons"] and d["buttons_on_screen"], (name, d)
