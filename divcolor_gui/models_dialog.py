@@ -81,6 +81,69 @@ def _metric_text(meta: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+# A source checkout keeps each shipped model's eval here (an installed copy has the metrics that
+# the export embedded in the model file, which come first).
+RESULTS_DIR = Path(__file__).resolve().parent.parent / "docs" / "results"
+
+
+def _evaluated(m: Any) -> bool:
+    return isinstance(m, dict) and any(isinstance(m.get(k), (int, float)) for k in ("error_of_best_l1", "error_l1"))
+
+
+def model_eval(info: ModelInfo) -> dict[str, Any] | None:
+    """The evaluation of exactly this model file: the metrics its export embedded, else its
+    ``<stem>_eval.json`` beside it or in the source tree's docs/results — only when that JSON
+    names this file and its creation time (a retrained file's old numbers are not shown)."""
+    meta = info.meta or {}
+    if _evaluated(meta.get("metrics")):
+        return meta["metrics"]
+    created = meta.get("created")
+    for p in (info.path.with_name(f"{info.path.stem}_eval.json"), RESULTS_DIR / f"{info.path.stem}_eval.json"):
+        try:
+            ev = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue
+        if _evaluated(ev) and ev.get("checkpoint") == info.path.name and created and ev.get("checkpoint_created") == created:
+            return ev
+    return None
+
+
+def quality_words(ev: dict[str, Any] | None) -> tuple[str, str]:
+    """(column text, tooltip): the model's error against a flat tint, in words a person reads.
+
+    The eval compares each test photo's truth with the best of the samples the app would show
+    (error of best) and with the photo painted flat in its own true average colour (the tint
+    baseline, which already knows the photo's overall colour)."""
+    if not ev:
+        return "not measured yet", "This model file carries no evaluation (divcolor-train eval, then export)."
+    tint = ev.get("baseline_true_tint_l1")
+    best, single = ev.get("error_of_best_l1"), ev.get("error_l1")
+    err = best if isinstance(best, (int, float)) else single
+    if not isinstance(tint, (int, float)) or tint <= 0 or not isinstance(err, (int, float)):
+        figures = _metric_text({"metrics": ev})
+        return (figures or "not measured yet"), "The evaluation has no flat-tint baseline to compare with."
+    n = ev.get("samples")
+    who = (f"best of {n}" if isinstance(n, int) else "best sample") if err is best else "its guess"
+    r = err / tint - 1
+    pct = f"{abs(r) * 100:.0f} %"
+    if abs(r) < 0.005:
+        text = f"{who}: as close as a flat tint"
+    else:
+        text = f"{who}: {pct} {'closer' if r < 0 else 'further'} than a flat tint"
+    photos = ev.get("images")
+    data = str(ev.get("data") or "held-out test photos")
+    tip = (
+        f"On {data}: the {'best of the ' + str(n) + ' samples' if err is best and isinstance(n, int) else who} "
+        f"{'is' if abs(r) >= 0.005 else 'is as close as'}"
+        + (f" on average {pct} {'closer to' if r < 0 else 'further from'} the true colours than" if abs(r) >= 0.005 else "")
+        + " each photo painted flat in its own true average colour — a baseline that already knows the photo's overall "
+        f"colour. Mean error {err:.4f} against {tint:.4f} for the tint (|ab| / 128, lower is better"
+        + (f", {photos} photos" if isinstance(photos, int) else "") + ")."
+    )
+    figures = _metric_text({"metrics": ev})
+    return text, tip + (f"\n{figures}" if figures else "")
+
+
 _DATA_WORDS = {"natural64": "general photos (Tiny ImageNet, 64 px)", "natural128": "general photos (Imagenette, 128 px)",
                "lfw64": "faces (LFW, 64 px)", "cifar10": "small photos (CIFAR-10)"}
 
@@ -124,9 +187,9 @@ class ModelsDialog(QDialog):
         self.tree.setRootIsDecorated(False)
         self.tree.setAlternatingRowColors(True)
         self.tree.currentItemChanged.connect(self._show_details)
-        self.tree.headerItem().setToolTip(3, "From the model's evaluation on held-out photos: eob = error of the best sample "
-                                             "(lower is better), var = how different the samples are, SSIM = how alike they look; "
-                                             "G-CRF: PSNR with 10 revealed colour points")
+        self.tree.headerItem().setToolTip(3, "From the model's evaluation on held-out photos: how close the best of its "
+                                             "samples comes to the true colours, against each photo painted flat in its own "
+                                             "true average colour. Point at a row for the figures.")
         self.details = QPlainTextEdit()
         self.details.setReadOnly(True)
         self.details.setPlaceholderText("Select a model to see its configuration, data and metrics.")
@@ -171,8 +234,10 @@ class ModelsDialog(QDialog):
             meta = info.meta or {}
             created = str(meta.get("created", ""))[:19].replace("T", " ")
             steps = _steps_text(meta)
-            item = QTreeWidgetItem([_display_name(info), _trained_on(info), _size_text(info.path), _metric_text(meta), created[:10]])
+            quality, why = quality_words(model_eval(info))
+            item = QTreeWidgetItem([_display_name(info), _trained_on(info), _size_text(info.path), quality, created[:10]])
             item.setToolTip(0, f"{info.path}\n{info.label}" + (f"\ntrained for {steps}" if steps else ""))
+            item.setToolTip(3, why)
             item.setData(0, Qt.ItemDataRole.UserRole, info)
             self.tree.addTopLevelItem(item)
         for c in range(self.tree.columnCount()):

@@ -1222,3 +1222,31 @@ def test_every_dialog_fits_a_1080p_screen_at_150_percent(tmp_path):
         x, y, w, h = d["frame"]
         assert x >= 0 and y >= 0 and x + w <= 1280 and y + h <= 720, (name, d)
         assert d["buttons"] and d["buttons_on_screen"], (name, d)
+
+
+def test_models_dialog_says_each_shipped_models_quality_in_words(qtbot):
+    """Item 16: the Models dialog's Quality column was empty for every shipped model (their files
+    carry no metrics; the evals are in docs/results). It now says how the best sample compares
+    with a flat tint, from the model file's own metrics or the eval of exactly that file."""
+    from engine.colorizer import Colorizer
+
+    from divcolor_gui.models_dialog import ModelsDialog, quality_words
+
+    ev = {"data": "lfw64 test (200 of 1000 images, 64x64)", "images": 200, "samples": 5,
+          "error_of_best_l1": 0.04534, "baseline_true_tint_l1": 0.05843, "error_of_best": 0.0716}
+    text, tip = quality_words(ev)
+    assert text == "best of 5: 22 % closer than a flat tint"
+    assert "lfw64 test" in tip and "0.0453 against 0.0584" in tip
+    assert quality_words({**ev, "error_of_best_l1": 0.0631, "baseline_true_tint_l1": 0.0589})[0] == "best of 5: 7 % further than a flat tint"
+    assert quality_words(None)[0] == "not measured yet"
+
+    shipped = Colorizer(device="cpu").available()
+    assert shipped, "the shipped models are found"
+    dlg = ModelsDialog()
+    qtbot.addWidget(dlg)
+    dlg.set_models(shipped)
+    rows = [dlg.tree.topLevelItem(i) for i in range(dlg.tree.topLevelItemCount())]
+    assert len(rows) == len(shipped)
+    for row in rows:
+        assert "than a flat tint" in row.text(3), (row.text(0), row.text(3))
+        assert "true colours" in row.toolTip(3)
