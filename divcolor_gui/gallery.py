@@ -153,6 +153,7 @@ class MethodGroup(QWidget):
         self.method = method
         self.title = QLabel(METHOD_LABELS.get(method, method))
         self.title.setObjectName("sectionTitle")
+        self.title.setWordWrap(True)  # "G-CRF · 2 samples, 4 coming" wraps in a narrow panel, never cut off
         self.note = QLabel()
         self.note.setObjectName("hint")
         self.note.setWordWrap(True)
@@ -226,13 +227,18 @@ class MethodGroup(QWidget):
             self.grid.removeWidget(t)
         for i, t in enumerate(tiles):
             self.grid.addWidget(t, i // self._columns, i % self._columns)
+            if self.isVisible() and not t.isVisible():
+                t.show()  # now, not on the next turn of the event loop: no blank frame where a tile was
         if not self.unavailable:
             n = len(self.thumbs)
-            waiting = f", {len(self.pending)} coming" if self.pending and not any(p.objectName() == "failedTile" for p in self.pending) else ""
+            coming = len(self.pending) if not any(p.objectName() == "failedTile" for p in self.pending) else 0
             locked = sum(1 for t in self.thumbs if t.sample.ref.locked)  # More, locked adds to the gallery
             lock = "locked " if locked == n and n else ""
             some = f", {locked} locked" if 0 < locked < n else ""
-            self.title.setText(f"{METHOD_LABELS.get(self.method, self.method)}  ·  {n} {lock}sample{'s' if n != 1 else ''}{some}{waiting}")
+            # "2 of 6 samples" while they come: about as long as "6 samples", so the title (and the
+            # grid under it) keeps its height as the batch fills in
+            count = f"{n} of {n + coming} {lock}samples" if coming else f"{n} {lock}sample{'s' if n != 1 else ''}"
+            self.title.setText(f"{METHOD_LABELS.get(self.method, self.method)}  ·  {count}{some}")
             self.title.setToolTip("Locked samples keep your strokes (lock and resample)" if locked else "")
 
 

@@ -353,7 +353,9 @@ class Session(QObject):
                         continue
 
                     def report(f: float, msg: str, k=k, c=c) -> None:
-                        ctx.progress((k + (c + f) / len(chunks)) / len(runnable), f"{label}: {msg}")
+                        # one call per sample: say which ("VAE-MDN 2 of 6: done", not "VAE-MDN: done")
+                        which = f" {c + 1} of {len(chunks)}" if len(chunks) > 1 else ""
+                        ctx.progress((k + (c + f) / len(chunks)) / len(runnable), f"{label}{which}: {msg}")
 
                     try:
                         results = colorizer.sample(

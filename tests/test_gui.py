@@ -1027,6 +1027,7 @@ def test_tiles_keep_their_place_while_samples_load_and_the_progress_text_is_whol
         assert len(waiting) == 3
         text = win.gallery.progress_text
         assert "decoding the colours at the photo's size" in text.text()
+        assert text.text().startswith("VAE-MDN 1 of 3:"), "which sample of the batch"
         assert text.isVisible() and text.wordWrap() and text.height() >= text.heightForWidth(text.width()), "not cut off"
         assert "decoding" not in win.gallery.progress.text()
     finally:
@@ -1036,6 +1037,8 @@ def test_tiles_keep_their_place_while_samples_load_and_the_progress_text_is_whol
     arrived = [(t.pos(), t.size()) for t in group.thumbs]
     assert arrived == waiting, "each sample took its tile's place and size"
     assert waiting[0][1].height() > waiting[0][1].width(), "a portrait photo's tiles are portrait from the start"
+    title = group.title
+    assert title.wordWrap() and title.height() >= title.heightForWidth(title.width()), "the group's title is whole"
 
 
 def test_file_dialogs_start_in_pictures_then_the_last_folder_never_the_samples_folder(qtbot, win, tmp_path, monkeypatch):
