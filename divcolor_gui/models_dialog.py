@@ -181,7 +181,7 @@ class ModelsDialog(QDialog):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Models")
-        self.resize(820, 460)
+        self.resize(980, 460)  # every column, the quality in words included (fit_to_screen caps it)
         self.tree = QTreeWidget()
         self.tree.setHeaderLabels(["Model", "Trained on", "Size", "Quality", "Date"])
         self.tree.setRootIsDecorated(False)
