@@ -14,6 +14,12 @@ from engine.strokes import Stroke
 
 from .document import Document, SampleRef
 
+UNDO_LIMIT = 100
+"""Edits the undo history keeps (the oldest go first). Without a limit it grew for as long as
+the app ran (issue 28): a stroke is small, but a picked sample holds its full-size
+colorization, which a long session of picks kept alive after the gallery moved on. 100 is
+more than the 20-50 steps image editors keep by default, and a stroke edit is one step."""
+
 
 class AddStroke(QUndoCommand):
     """A painted stroke, or a single click (a one-point hint)."""
