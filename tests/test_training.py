@@ -548,10 +548,12 @@ def test_too_many_bad_images_stop_the_cli_with_one_sentence(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("images, message", [
-    (["a.png"], "vae: 1 training image (a folder without train/ and test/ keeps about 1 image in 10 for testing) is "
-                "too few for this stage's colour statistics (a PCA over the training set, which needs at least 2 images "
-                "that differ in colour), so the loss would be NaN or absurd at any --lr; add images to --data and rerun."),
-    (["a.png", "b.png", "c.png"], "vae: 3 training images do not differ in colour, too little for this stage's colour"),
+    (["a.png"], "divcolor-train vae: 1 training image (a folder without train/ and test/ keeps about 1 image in 10 for "
+                "testing) is too few for the vae stage's colour statistics (a PCA over the training set, which needs at "
+                "least 2 images that differ in colour), so the loss would be NaN or absurd at any --lr; add images to "
+                "--data and rerun."),
+    (["a.png", "b.png", "c.png"], "divcolor-train vae: 3 training images do not differ in colour, too little for the vae "
+                                  "stage's colour"),
 ])
 def test_too_few_images_for_the_statistics_say_so_not_lower_lr(tmp_path, capsys, images, message):
     """Issue 28 item 11: ``vae --data one_image_folder --batch-size 1`` said the loss became nan

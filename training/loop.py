@@ -421,8 +421,8 @@ def check_statistics(stage: str, extra: dict[str, torch.Tensor] | None, meta: di
     where = " (a folder without train/ and test/ keeps about 1 image in 10 for testing)" if n == 1 and folder else ""
     why = (f"{have}{where} {'is' if n == 1 else 'are'} too few" if broken
            else f"{have} do not differ in colour, too little")
-    raise DataError(
-        f"{stage}: {why} for this stage's colour statistics (a PCA over the training set, which needs at least "
+    raise DataError(  # divcolor-train prints it after the stage's name
+        f"{why} for the {stage} stage's colour statistics (a PCA over the training set, which needs at least "
         f"{MIN_STATS_IMAGES} images that differ in colour), so the loss would be NaN or absurd at any --lr; "
         "add images to --data and rerun."
     )
