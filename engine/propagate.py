@@ -361,7 +361,7 @@ STROKE_SHARPEN = 4.0
 """The stroke field multiplies the G-CRF's attention logits by this (Ŝ = row-softmax(k AᵀA/√D)).
 
 The HOC term is trained on a coarser grid than the 64x64 one strokes are solved on (embeddings
-average-pooled, see training/stages/gcrf.py), so at 64x64 each row's softmax runs over 4-16x
+average-pooled, see training/stages/gcrf_hoc.py), so at 64x64 each row's softmax runs over 4-16x
 more pixels with similar logits and its mass spreads thin over the whole photo: a stroke then
 leaked colour everywhere ("a red stroke on a bodice turns the hair auburn"). Measured on
 generated two-object scenes (object and background 0.08 apart in grey level, textured): mean

@@ -25,7 +25,7 @@ Deviations from the paper, and why:
   strong unary δ → stroke - x₀ under the stroke, HOC smoothness on δ) instead of re-solving x
   with a weak unary toward x₀: without strokes the result is then exactly x₀ (the paper's form
   would smooth the picked sample again), and a stroke recolours the region it belongs to.
-- Training the HOC term (training/stages/gcrf.py) may solve on a coarser grid than inference
+- Training the HOC term (training/stages/gcrf_hoc.py) may solve on a coarser grid than inference
   (embeddings average-pooled), because backpropagating a dense 4096² system is slow on a CPU.
 - MAP solve by Cholesky / conjugate gradients instead of LU: M is symmetric positive definite.
 - Learned propagation of hints (optional, ``hint_branch``; Zhang et al. 2017, which the paper's

@@ -12,9 +12,9 @@ in priority order (backbone, the general family's VAE-MDN, PIC and G-CRF, then t
 longer fits is skipped; what finished is exported to OUT_DIR/models as it finishes.
 
 All stages run in this one process (``training.cli.main``): an interpreter start with CUDA costs
-seconds that would come out of the training. One backbone, on natural photos and faces
-together, at the paper preset's width (40: 24.3 MiB in fp16, the issue's cap is 25) serves both
-families, so the lease trains one network instead of two and the app holds one in memory; it is
+seconds that would come out of the training. One backbone (the paper preset's decoder, width 32, over
+the pretrained EfficientNet-Lite0 encoder, whose maps are encoded once per data set), on natural
+photos and faces together, serves both families, so the lease trains one network instead of two and the app holds one in memory; it is
 exported as ``backbone_wide`` so its heads can ship beside heads on the older backbones. The
 heads keep the CPU preset's shapes, whose files fit the 10 MiB cap, and get the GPU's steps.
 The first lease (training/README.md) found the faces heads on this shared backbone worse than on
