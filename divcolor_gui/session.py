@@ -12,9 +12,10 @@ Every engine call runs on a worker (:mod:`.jobs`): sampling, photo loading and e
 lane, so the event loop never waits on torch.
 
 The values it hands out (samples, batches, method plans, field state) and the pure rule of which
-models a batch runs are in :mod:`.session_types`. What stays here is one state machine — the
-photo, its model choice, gallery, strokes and field change together and their jobs answer into
-the same state — so it is kept as one file (about 700 lines) rather than cut across that state.
+models a batch runs are in :mod:`.session_types`; writing the result to a file (export, one after
+another on its own job slot) is in :mod:`.session_export`. What stays here is one state machine —
+the photo, its model choice, gallery, strokes and field change together and their jobs answer
+into the same state — so it is kept as one file rather than cut across that state.
 """
 
 from __future__ import annotations
@@ -30,19 +31,16 @@ from PySide6.QtGui import QUndoStack
 
 from engine.colorizer import METHOD_LABELS, Colorizer, ModelInfo, ambiguity_map, default_model_name
 from engine.errors import Cancelled, DivcolorError
-from engine.files import sweep_unfinished
-from engine.io import Photo, save_image
-from engine.metadata import export_metadata
+from engine.io import Photo
 from engine.models import model_class
 from engine.strokes import Stroke, parse_strokes
 
 from .commands import UNDO_LIMIT, AddStroke, ClearStrokes, EraseStrokes, PickSample
 from .document import Document, SampleRef, batch_json, read_project
 from .errors import error_text, is_out_of_memory
-from .imaging import (PreviewPhoto, export_full, full_size, load_app_photo, qimage_from_rgb, strokes_to_full,
-                      strokes_to_view, thumbnail)
+from .imaging import full_size, load_app_photo, qimage_from_rgb, strokes_to_view, thumbnail
 from .jobs import JobContext, JobRunner, LatestWins, release_pool, reusable_samples
-
+from .session_export import SessionExport
 from .session_types import GENERAL, Batch, FieldState, MethodPlan, ModelChoice, Sample, model_choices, plan_batch
 
 __all__ = ["Batch", "FieldState", "GENERAL", "MethodPlan", "ModelChoice", "Sample", "Session", "photo_key"]
@@ -64,7 +62,7 @@ def photo_key(photo: Photo | None) -> str:
     return str(Path(photo.path).resolve()) if photo.path is not None else f"memory:{id(photo)}"
 
 
-class Session(QObject):
+class Session(SessionExport, QObject):
     """The model layer of the app; see the module docstring."""
 
     models_changed = Signal(list)  # [ModelInfo]
@@ -624,98 +622,6 @@ class Session(QObject):
             self.request_propagation()
         elif self.field_state.state == "ready":
             self._warm_field()
-
-    # ==========================================================================================
-    # export
-    # ==========================================================================================
-    def export(self, path: str | Path) -> None:
-        """Write the current result at the photo's full size, alpha and bit depth (on a worker)."""
-        photo, base, strokes = self.doc.photo, self.doc.base, list(self.doc.strokes)
-        if photo is None:
-            return
-        p = Path(path)
-        current = self.doc.result if self.doc.result_is_current else None
-        field = self.field
-        method, family, checkpoint = self.field_choice()
-        colorizer = self.colorizer
-        ref = self.doc.base_ref
-
-        def job(ctx: JobContext) -> Path:
-            sweep_unfinished(p.parent)  # what an export killed here left half-written (as the CLI does)
-            rgb = current
-            if rgb is None:
-                if strokes:
-                    ctx.progress(0.1, "Applying strokes")
-                    f = field or colorizer.field(photo, method, family=family, checkpoint=checkpoint)
-                    rgb = f.propagate(strokes, base, cancel=ctx.cancel_token).rgb
-                elif base is not None:
-                    rgb = base.rgb
-                else:
-                    raise DivcolorError("There is nothing coloured to export yet. Pick a sample or paint strokes first.")
-            ctx.progress(0.6, f"Writing {p.name}")
-            # the strokes' digest is of the strokes as files hold them: full-resolution coordinates
-            meta = self._export_metadata(photo, ref, strokes_to_full(strokes, photo), (method, family, checkpoint))
-            try:
-                if isinstance(photo, PreviewPhoto):  # a big photo: full size only now, a strip at a time
-                    return export_full(p, photo, rgb, None if strokes else base, meta, cancel=ctx.cancel_token)
-                return save_image(p, rgb, photo.alpha, photo.bit_depth, meta)
-            except ValueError as e:  # e.g. an unknown extension: the message is written for users
-                raise DivcolorError(str(e)) from e
-
-        def done(out: Path) -> None:
-            w, h = full_size(photo)
-            depth = photo.bit_depth if out.suffix.lower() not in (".jpg", ".jpeg") else 8
-            self.message.emit(f"Exported {out.name} ({w} × {h}, {depth}-bit)", 8000)
-            self.exported.emit(str(out))
-
-        def failed(e: BaseException) -> None:
-            self.error.emit("Export failed", e, p)
-            self._export_ended(p)
-
-        def start() -> None:
-            self.export_jobs.submit(f"Exporting {p.name}", job, on_done=lambda out: (done(out), self._export_ended(p)),
-                                    on_error=failed, on_cancel=lambda: self._export_ended(p))
-
-        self.exporting.append(p)
-        self.exports_changed.emit(len(self.exporting))
-        if self.export_jobs.busy:
-            self._export_queue.append(start)  # after the one being written: an export never cancels another
-        else:
-            start()
-
-    def _export_ended(self, path: Path) -> None:
-        if path in self.exporting:
-            self.exporting.remove(path)
-        if self._export_queue:
-            self._export_queue.pop(0)()
-        self.exports_changed.emit(len(self.exporting))
-
-    def cancel_exports(self) -> None:
-        """Discard every export not yet written (the user chose to, e.g. when closing)."""
-        self._export_queue.clear()
-        self.exporting[1:] = []
-        self.export_jobs.cancel()
-
-    def _export_metadata(self, photo: Photo, ref: SampleRef | None, strokes: list[Stroke],
-                         field: tuple[str, str, str | None]):
-        """What the CLI writes too (engine.metadata): the photo's EXIF, the sRGB profile and the
-        provenance XMP — the picked sample's method, model file digest, seed, index and
-        temperature, and the strokes' digest; with strokes only (no sample), the stroke method."""
-        if ref is not None:
-            method, model, family, checkpoint = ref.method, ref.model, ref.family, ref.checkpoint
-            seed, index, temperature = ref.seed, ref.index, ref.temperature
-        else:
-            method, family, checkpoint = field
-            model, seed, index, temperature = None, None, None, None
-        model_path = None
-        if method != "levin":
-            try:
-                info = self.colorizer.resolve(method, family, checkpoint)
-                model_path, model = info.path, model or info.name
-            except DivcolorError:
-                pass  # a model gone since: the file still says which method and seed made it
-        return export_metadata(photo.exif, method=method, model=model, model_path=model_path, seed=seed,
-                               sample=index, temperature=temperature, strokes=strokes or None)
 
     # ==========================================================================================
     # the ambiguity map

@@ -1100,7 +1100,7 @@ def _answer_modal(qtbot, button_text: str, seen: list) -> None:
 
 
 def _held_export(win, monkeypatch):
-    import divcolor_gui.session as session_mod
+    import divcolor_gui.session_export as session_mod
 
     writing, release = threading.Event(), threading.Event()
     real = session_mod.save_image

@@ -197,7 +197,7 @@ def test_closing_during_generation_export_and_stroke_solve_cancels_them_without_
     import shiboken6
 
     import divcolor_gui.jobs as jobs_mod
-    import divcolor_gui.session as session_mod
+    import divcolor_gui.session_export as session_mod
 
     win = make_window()
     open_and_wait(qtbot, win, photo_path)
