@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 from conftest import synthetic_images, write_shard
@@ -43,7 +44,10 @@ def test_gpu_recipe_dry_run_trains_and_exports_every_model(tmp_path):
     from engine.colorizer import load_model
 
     bb = load_checkpoint(models / "backbone_wide.safetensors")
-    assert bb.config["width"] == 40  # the paper preset's width, not the CPU one
+    from training.stages.backbone import BackboneStageConfig
+
+    assert bb.config["width"] == BackboneStageConfig.PRESETS["paper"]["width"]  # the paper preset's, not the CPU one
+    assert bb.config["encoder"] == "lite0"  # the decoder over the pretrained encoder
     assert [s["path"] for s in bb.meta["data"]["sets"]] == ["natural64", "lfw64"]
     for name in heads:
         model = load_model(models / f"{name}.safetensors", [models])
@@ -162,6 +166,9 @@ def _timed_stage(tiny_data, budget_s, monkeypatch, tmp_path, fast_probe=False):
     monkeypatch.setenv("DIVCOLOR_CACHE", str(tmp_path / "cache"))
     if fast_probe:  # the probe measured a speed the stage then does not keep up
         monkeypatch.setattr(gpu_timed, "seconds_per_step", lambda log: 1e-4)
+        # and took no time: however slow this machine's probe was, the whole budget is left to
+        # size the stage from (the training loop keeps the real clock for --max-minutes)
+        monkeypatch.setattr(gpu_timed, "time", types.SimpleNamespace(time=lambda: 0.0))
     st = gpu_timed.Stage("backbone", "bb", ["--data", tiny_data, "--width", "8", "--blocks-s4", "1", "--blocks-s8", "1",
                                             "--blocks-dec", "1", "--warmup", "2"], share=1.0, cap=100000)
     plan = gpu_timed.Plan(600, tmp_path)
