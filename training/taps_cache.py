@@ -113,7 +113,9 @@ class EncodedSet:
     def batch(self, idx: torch.Tensor, flip: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, E.Taps]:
         """L, ab (as LabSet gives them) and their taps, in the order of ``idx``."""
         idx = np.asarray(idx)
-        flip = np.zeros(len(idx), bool) if flip is None or not self.flips else np.asarray(flip)
+        flip = np.zeros(len(idx), bool) if flip is None else np.asarray(flip, bool)
+        if flip.any() and not self.flips:
+            raise ValueError("mirrored images were asked of a set encoded without its mirrors")
         part = np.searchsorted(self.starts, idx, side="right") - 1
         Ls, abs_, taps, order = [], [], [], []
         for p in np.unique(part):

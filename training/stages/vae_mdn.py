@@ -43,6 +43,7 @@ class VAEStageConfig(StageConfig):
     dropout: float = 0.1
     kl_weight: float = 1e-2
     backbone_file: str = ""
+    flips: bool = True
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "cpu": {"width": 24, "steps": 2000, "batch_size": 64},
@@ -54,6 +55,8 @@ class VAEStageConfig(StageConfig):
         "kl_weight": "weight of the KL term (paper: 1e-2); larger keeps the codes closer to N(0, I)",
         "backbone_file": "look through this shared backbone (.safetensors from `divcolor-train export` of a backbone "
         "run, the file shipped beside the model) instead of learning a grey encoder",
+        "flips": "train on mirrored images too (the VAE and the MDN; over the pretrained encoder each mirror is "
+                 "encoded once more into the feature cache)",
     }
 
     def model_config(self) -> VAEMDNConfig:
@@ -86,7 +89,7 @@ def train_vae(cfg: VAEStageConfig) -> int:
     stats = ColorStats(*(t.to(device) for t in stats.__dict__.values()))
     model = VAEMDN(mcfg).to(device)
     attach_stage_backbone(model, cfg.public(), device)
-    train = training_set([lab], model.backbone, device)
+    train = training_set([lab], model.backbone, device, cfg.flips)
     parts = {"color_encoder": model.color_encoder, "grey_encoder": model.grey_encoder, "decoder": model.decoder}
     params = [p for m in parts.values() for p in m.parameters()]
     opt = torch.optim.Adam(params, lr=cfg.lr)
@@ -94,7 +97,7 @@ def train_vae(cfg: VAEStageConfig) -> int:
 
     def step(i: int):
         idx = sampler(i)
-        L, ab, taps = train.batch(idx, torch.rand(len(idx)) < 0.5)
+        L, ab, taps = train.batch(idx, (torch.rand(len(idx)) < 0.5) & cfg.flips)
         L, ab = L.to(device), ab.to(device)
         with autocast(device), feeding(model.backbone, taps):
             mu, logvar = model.color_encoder(ab)
@@ -139,17 +142,18 @@ def train_mdn(cfg: MDNStageConfig) -> int:
     run_dir = Path(cfg.out)
     model, _, vmeta = load_vae(run_dir, device)
     mcfg = model.cfg
-    train = training_set([D.load_lab(cfg.data, "train", mcfg.size, cfg.limit or None)], model.backbone, device)
+    flips = bool((vmeta.get("stage_config") or {}).get("flips", True))  # as the VAE was trained
+    train = training_set([D.load_lab(cfg.data, "train", mcfg.size, cfg.limit or None)], model.backbone, device, flips)
     # Features of both the image and its mirror: flips are the only augmentation.
     (f8a, f16a), za = encode_dataset(model, train, device)
-    (f8b, f16b), zb = encode_dataset(model, train, device, flip=True)
+    (f8b, f16b), zb = encode_dataset(model, train, device, flip=True) if flips else ((f8a, f16a), za)
     f8, f16, z = torch.cat([f8a, f8b]), torch.cat([f16a, f16b]), torch.cat([za, zb])
     n = len(train)
     sampler = BatchSampler(n, cfg.batch_size, cfg.seed, ddp)
     opt = torch.optim.Adam(model.mdn.parameters(), lr=cfg.lr)
 
     def step(i: int):
-        idx = sampler(i) + n * (torch.rand(cfg.batch_size) < 0.5).long()
+        idx = sampler(i) + n * (torch.rand(cfg.batch_size) < 0.5).long()  # the mirror, or the same image again
         feats = [None, None, f8[idx].to(device), f16[idx].to(device)]
         with autocast(device):
             log_pi, mu = model.mdn(feats)
