@@ -322,6 +322,14 @@ class GalleryPanel(QWidget):
         self.banner.linkActivated.connect(lambda _: self.load_model_requested.emit())
         self.banner.setVisible(False)
 
+        # the faces model chosen for a photo without a face (divcolor_gui.faces_note)
+        self.faces_note = QLabel()
+        self.faces_note.setObjectName("facesNote")
+        self.faces_note.setWordWrap(True)
+        self.faces_note.setTextFormat(Qt.TextFormat.RichText)
+        self.faces_note.linkActivated.connect(lambda _: self.choose_family("general"))
+        self.faces_note.setVisible(False)
+
         self.body = QWidget()
         self.body_layout = QVBoxLayout(self.body)
         self.body_layout.setContentsMargins(4, 0, 4, 4)
@@ -340,6 +348,7 @@ class GalleryPanel(QWidget):
         form.setContentsMargins(0, 0, 0, 0)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         form.addRow("Model", self.model_combo)
+        form.addRow(self.faces_note)
         seed_row = QHBoxLayout()
         seed_row.addWidget(self.seed, 1)
         seed_row.addWidget(self.dice)
@@ -384,6 +393,22 @@ class GalleryPanel(QWidget):
         self.model_combo.setCurrentIndex(idx)
         self.model_combo.setEnabled(bool(choices))
         self.model_combo.blockSignals(False)
+
+    def set_faces_note(self, text: str) -> None:
+        """Say ``text`` under the Model box, with a link to the general model; "" hides it."""
+        general = any(self.model_combo.itemData(i) and self.model_combo.itemData(i)[0] == "general"
+                      for i in range(self.model_combo.count()))
+        link = ' <a href="general">Use it</a>' if general else ""
+        self.faces_note.setText(f"{text}{link}" if text else "")
+        self.faces_note.setVisible(bool(text))
+
+    def choose_family(self, family: str) -> None:
+        """Pick the family's shipped model in the Model box (as the user would)."""
+        for i in range(self.model_combo.count()):
+            data = self.model_combo.itemData(i)
+            if data and tuple(data) == (family, None):
+                self.model_combo.setCurrentIndex(i)
+                return
 
     def model_choice(self) -> tuple[str, str | None] | None:
         data = self.model_combo.currentData()

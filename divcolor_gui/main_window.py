@@ -34,6 +34,7 @@ from .brush_panel import BrushPanel
 from .canvas import SHOW_ORIGINAL_KEY, CanvasPanel, Tool
 from .dialogs import fit_to_screen
 from .errors import error_text
+from .faces_note import FacesNote
 from .gallery import THUMB, GalleryPanel, Sample
 from .imaging import dominant_colors, full_size
 from .models_dialog import ModelsDialog
@@ -264,6 +265,8 @@ class MainWindow(WindowActions, WindowFiles, QMainWindow):
         s.exported.connect(self._exported)
         s.ambiguity.connect(self.ambiguity.set_map)
         s.project_opened.connect(self._project_opened)
+        self.faces_check = FacesNote(s, self)  # "this photo has no faces" beside the gallery
+        self.faces_check.changed.connect(g.set_faces_note)
         self.undo_stack.cleanChanged.connect(self._clean_changed)
         self.overlay.availability_changed.connect(self._attention_availability)
 
@@ -596,5 +599,6 @@ class MainWindow(WindowActions, WindowFiles, QMainWindow):
         if self._batch_dialog is not None:
             self._batch_dialog.cancel()
         self.autosave.discard()  # a clean exit: nothing to recover next time
+        self.faces_check.close()
         self.session.close()
         event.accept()
