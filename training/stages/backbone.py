@@ -208,7 +208,7 @@ def _train_decoder(cfg: BackboneStageConfig, device: torch.device, ddp, precisio
     def step(i: int):
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + i)
         idx = sampler(i)
-        L, ab, taps = enc.batch(idx, torch.rand(len(idx), generator=g) < 0.5)
+        L, ab, taps = enc.batch(idx, (torch.rand(len(idx), generator=g) < 0.5) & cfg.flips)
         idx_k, wk = soft_encode(F.avg_pool2d(ab * AB_SCALE, 4), bins_dev)
         with _autocast(device, precision):
             logits = model.net(taps, L).logits
