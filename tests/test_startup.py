@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QCoreApplication, QEvent, QTimer
 from PySide6.QtWidgets import QApplication
 
 from engine.errors import CheckpointError
@@ -219,4 +219,8 @@ def test_a_photo_named_on_the_command_line_opens_once_the_models_are_ready(qtbot
 
     QTimer.singleShot(0, poll)
     assert run(str(photo_path), colorizer=colorizer, settings=Settings(tmp_path / "s.ini")) == 0
+    # Closing the last window posted a Quit that app.exec() ended before reading: left queued, the
+    # next test's first processEvents would take it and every event loop after it would return at
+    # once (a later waitSignal failed at once with TimeoutError). This process goes on: drop it.
+    QCoreApplication.removePostedEvents(QApplication.instance(), QEvent.Type.Quit)
     assert Path(str(seen["photo"])).name == photo_path.name
