@@ -126,7 +126,10 @@ def quality_words(ev: dict[str, Any] | None) -> tuple[str, str]:
     who = (f"best of {n}" if isinstance(n, int) else "best sample") if err is best else "its guess"
     r = err / tint - 1
     pct = f"{abs(r) * 100:.0f} %"
-    if abs(r) < 0.005:
+    share = ev.get("photos_closer_than_tint")
+    if isinstance(share, (int, float)) and err is best:  # per photo: what a user meets, photo after photo
+        text = f"closer than a flat tint on {round(share * 10)} of 10 test photos"
+    elif abs(r) < 0.005:
         text = f"{who}: as close as a flat tint"
     else:
         text = f"{who}: {pct} {'closer' if r < 0 else 'further'} than a flat tint"

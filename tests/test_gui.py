@@ -1242,6 +1242,8 @@ def test_models_dialog_says_each_shipped_models_quality_in_words(qtbot):
     assert "lfw64 test" in tip and "0.0453 against 0.0584" in tip
     assert quality_words({**ev, "error_of_best_l1": 0.0631, "baseline_true_tint_l1": 0.0589})[0] == "best of 5: 7 % further than a flat tint"
     assert quality_words(None)[0] == "not measured yet"
+    # an eval that counts photos says it photo by photo, as the issue asked
+    assert quality_words({**ev, "photos_closer_than_tint": 0.61})[0] == "closer than a flat tint on 6 of 10 test photos"
 
     shipped = Colorizer(device="cpu").available()
     assert shipped, "the shipped models are found"

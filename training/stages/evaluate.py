@@ -118,6 +118,7 @@ def evaluate(
             l2, l1 = _errors(pred, ab)
             acc[key].append(l2)
             acc[key + "_l1"].append(l1)
+        acc["beats_tint"].append(float(acc["eob_l1"][-1] < acc["tint_l1"][-1]))  # this photo, per user
         acc["var"].append(M.variance(samples))
         rgb = recombine(L[0, 0], samples * AB_SCALE)
         truth = recombine(L[0, 0], ab[None] * AB_SCALE)
@@ -170,6 +171,7 @@ def evaluate(
         "baseline_true_tint_l1": round(e["tint_l1"], 5),
         "vs_tint_l1": round(e["eob_l1"] / e["tint_l1"] - 1, 4) if e["tint_l1"] > 0 else None,
         "first_vs_tint_l1": round(e["first_l1"] / e["tint_l1"] - 1, 4) if e["tint_l1"] > 0 else None,
+        "photos_closer_than_tint": round(e["beats_tint"], 4),
     }
     if backbone is not None:
         result.update({
@@ -184,7 +186,8 @@ def evaluate(
         "error over pixels and both channels; first_sample_*: the first sample alone (the most likely "
         "colorization; PIC: its first draw); variance: per-pixel variance across samples, "
         "averaged; closest_pair_rgb: the mean over images of the two closest samples' mean |RGB| (0..255); "
-        "sets_with_a_repeat: the fraction of sets with two samples closer than 2 of it; baselines: grey (ab = 0) "
+        "sets_with_a_repeat: the fraction of sets with two samples closer than 2 of it; photos_closer_than_tint: the "
+        "fraction of photos whose best sample is closer (L1) than the flat tint; baselines: grey (ab = 0) "
         "and each photo painted flat in its own true mean ab (an oracle); "
         "backbone_*: the shared backbone's annealed mean (one output); colourfulness: Hasler & Süsstrunk 2003 "
         "on 0..255 sRGB, mean over samples and images, beside the ground truth's"
