@@ -2,7 +2,7 @@
 
 Every photo of a folder is coloured with the model chosen here and written as
 ``OUTDIR/<stem>_<method>_<k>.png`` at its own size, bit depth and alpha — the CLI's names
-(:func:`engine.cli.output_paths`: photos sharing a stem get distinct names, so no result
+(:func:`engine.batch.output_paths`: photos sharing a stem get distinct names, so no result
 replaces another), and never over an input photo. Each file carries the CLI's metadata (the
 photo's EXIF, sRGB profile, provenance XMP: :func:`engine.metadata.export_metadata`). The work
 runs on the session's thread pool with progress and Cancel; a photo that fails is reported in
@@ -11,7 +11,6 @@ the log and skipped, like the CLI does.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from PySide6.QtCore import Signal
@@ -30,32 +29,17 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.cli import output_paths
+from engine.batch import file_key, folder_photos, output_paths, passed_over_note
 from engine.colorizer import METHOD_LABELS
 from engine.errors import DivcolorError
-from engine.io import load_photo, save_image
+from engine.io import load_photo
+from engine.save import save_image
 from engine.metadata import export_metadata
 
 from .errors import error_text
 from .jobs import JobContext, JobRunner
 from .session import Session
 from .settings import Settings
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp"}
-
-
-def folder_photos(folder: Path) -> list[Path]:
-    """The folder's image files, sorted, not recursive (as the CLI expands a folder)."""
-    return sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def same_file_key(p: Path) -> str:
-    """One spelling per file (resolved, case-folded where the file system folds case)."""
-    try:
-        return os.path.normcase(str(p.resolve()))
-    except OSError:
-        return os.path.normcase(os.path.abspath(p))
-
 
 class BatchDialog(QDialog):
     """Input folder, output folder, model and method, samples per photo; Start / Cancel."""
@@ -145,21 +129,23 @@ class BatchDialog(QDialog):
         colorizer = self.session.colorizer
 
         def job(ctx: JobContext) -> tuple[int, int]:
-            files = folder_photos(src)
+            files, others = folder_photos(src)  # every file Pillow can open, as the CLI takes a folder
+            if others:
+                ctx.publish(f"note: {passed_over_note(src, others)}")
             if not files:
-                raise DivcolorError(f"“{src}” holds no photos (looked for {', '.join(sorted(IMAGE_SUFFIXES))}).")
+                raise DivcolorError(f"“{src}” holds no photos divcolor can read.")
             info = colorizer.resolve(method, family, checkpoint)
             plans, renamed = output_paths(files, out, info.method, n)  # no two results share a name
             for note in renamed:
                 ctx.publish(f"note: {note}")
-            inputs = {same_file_key(f) for f in files}
+            inputs = {file_key(f) for f in files}
             out.mkdir(parents=True, exist_ok=True)
             ok = failed = 0
             for i, (f, paths) in enumerate(zip(files, plans)):
                 ctx.check()
                 ctx.progress(i / len(files), f"{f.name} ({i + 1} of {len(files)})")
                 try:
-                    clash = next((p for p in paths if same_file_key(p) in inputs), None)
+                    clash = next((p for p in paths if file_key(p) in inputs), None)
                     if clash is not None:
                         raise DivcolorError(f"its result {clash.name} would overwrite an input photo; choose another output folder")
                     photo = load_photo(f)

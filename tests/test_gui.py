@@ -889,6 +889,33 @@ def test_colorize_folder_names_never_collide_never_overwrite_inputs_and_keep_met
     assert 'Method="vae-mdn"' in xmp and 'Seed="4"' in xmp and 'Sample="1"' in xmp and "ModelSHA256" in xmp
 
 
+def test_colorize_folder_takes_what_the_cli_takes_and_names_the_rest(qtbot, win, tmp_path):
+    """The app's Colorize Folder had its own folder reading: a GIF was passed over without a word
+    and a symlink loop raised RuntimeError in the worker (items 1 and 4, as the CLI now does)."""
+    from PIL import Image
+
+    from divcolor_gui.batch_dialog import BatchDialog
+
+    src = tmp_path / "photos"
+    src.mkdir()
+    save_image(src / "a.png", two_region_grey())
+    Image.fromarray((two_region_grey() * 255).astype("uint8")).save(src / "b.gif")
+    (src / "loop.jpg").symlink_to(src / "loop.jpg")
+    (src / "notes.txt").write_text("not a photo")
+    qtbot.waitUntil(lambda: bool(win.models), timeout=WAIT)
+    dlg = BatchDialog(win.session, win.settings, win)
+    qtbot.addWidget(dlg)
+    dlg.source.setText(str(src))
+    dlg.out.setText(str(tmp_path / "out"))
+    dlg.n.setValue(1)
+    with qtbot.waitSignal(dlg.finished_batch, timeout=WAIT) as sig:
+        dlg.start()
+    log = dlg.log.toPlainText()
+    assert sig.args == [2, 1], log  # a.png and the GIF written, the loop skipped
+    assert (tmp_path / "out" / "b_vae-mdn_0.png").exists()
+    assert "loop.jpg" in log and "notes.txt" in log
+
+
 # --- issue 28: every click right ------------------------------------------------------------------
 
 
