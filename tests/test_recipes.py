@@ -76,88 +76,32 @@ def test_gpu_recipe_dry_run_trains_and_exports_every_model(tmp_path):
         assert [n for n in tar.getnames() if n.endswith(".safetensors")] == ["backbone_wide.safetensors"]
 
 
-def test_cpu_round_stages_every_file_outside_the_work_tree(tmp_path):
-    """The CPU round trains for hours across sessions: it must never write a shipped file (a head
-    refuses another backbone, so half a round in resources/models would break the app), and each
-    head must look through the round's own backbone. Run with a stand-in for divcolor-train that
-    records its arguments."""
-    log = tmp_path / "calls.txt"
+def test_the_default_recipes_chain_backbone_and_heads_on_the_encoder(tmp_path):
+    """With a stand-in trainer: each family's backbone is exported where its heads look for it,
+    the heads train in the backbone's run directory, and the shipped names are written in place."""
+    log = tmp_path / "calls.log"
     fake = tmp_path / "fake-train"
     fake.write_text(f'#!/usr/bin/env bash\necho "$*" >> "{log}"\n')
     fake.chmod(0o755)
-    stage = tmp_path / "stage"
-    env = {**os.environ, "TRAIN": str(fake), "DATA": str(tmp_path / "data")}
-
-    def run_round(stage: Path, saved: Path | None) -> list[list[str]]:
-        """The round with the stand-in trainer: the calls it made (none: no log)."""
-        log.unlink(missing_ok=True)
-        r = subprocess.run(["bash", str(ROOT / "training/recipes/cpu_round.sh")],
-                           env={**env, "STAGE": str(stage), **({"SAVED": str(saved)} if saved else {})},
-                           capture_output=True, text=True, timeout=600)
-        assert r.returncode == 0, r.stderr
-        return [c.split() for c in log.read_text().splitlines()] if log.exists() else []
-
-    calls = run_round(stage, None)  # no SAVED (the default): nothing is taken, everything trains
-    arg = lambda c, flag: c[c.index(flag) + 1] if flag in c else None
-    models, results = stage / "models", stage / "results"
-    dests = [arg(c, "--dest") for c in calls if c[0] == "export"]
-    assert sorted(Path(d).name for d in dests) == sorted(
-        f"{m}.safetensors" for m in ("backbone_general", "backbone_faces", "vae_mdn_general", "vae_mdn_faces",
-                                     "gcrf_general", "gcrf_faces", "pic_general"))
-    assert all(Path(d).parent == models for d in dests)
-    assert all(Path(arg(c, "--json")).parent == results for c in calls if c[0] == "eval")
-    assert all(Path(arg(c, "--out")).parent == stage / "runs" for c in calls if "--out" in c)
-    # only the general backbone's warm start reads a shipped file
-    shipped = [c for c in calls if any("resources/models" in a for a in c)]
-    assert len(shipped) == 1 and shipped[0][0] == "backbone" and arg(shipped[0], "--init").endswith("backbone_general.safetensors")
-    faces_bb = next(c for c in calls if c[0] == "backbone" and "lfw64" in arg(c, "--data"))
-    assert arg(faces_bb, "--init") == str(models / "backbone_general.safetensors")
-    heads = [c for c in calls if c[0] in ("vae", "pic")]
-    assert len(heads) == 3 and all(Path(arg(c, "--backbone-file")).parent == models for c in heads)
-    order = [c[0] for c in calls]
-    assert order.index("backbone") < order.index("vae") < order.index("gcrf-hoc") < order.index("pic")
-    # a fresh machine (no staging runs) takes the round's committed backbone instead of training it again
-    saved = tmp_path / "saved"
-    saved.mkdir()
-    (saved / "backbone_general.safetensors").write_bytes(b"round backbone")
-    fresh = tmp_path / "fresh"
-    calls = run_round(fresh, saved)
-    assert [arg(c, "--data").endswith("lfw64") for c in calls if c[0] == "backbone"] == [True]  # faces only
-    assert (fresh / "models" / "backbone_general.safetensors").read_bytes() == b"round backbone"
-    assert all(arg(c, "--backbone-file") == str(fresh / "models" / "backbone_general.safetensors")
-               for c in calls if c[0] in ("vae", "pic") and "general" in arg(c, "--out"))
-    # committed heads are taken too, but VAE-MDN only with its G-CRF (which starts from VAE-MDN's run)
-    for name in ("vae_mdn_general", "pic_general", "vae_mdn_faces", "gcrf_faces"):
-        (saved / f"{name}.safetensors").write_bytes(name.encode())
-    (saved / "pic_general_eval.json").write_text("{}")
-    for run_again in (False, True):
-        fresh = tmp_path / f"fresh-{run_again}"
-        calls = run_round(fresh, saved)
-        trained = sorted({Path(arg(c, "--out")).name for c in calls if "--out" in c})
-        if not run_again:  # no gcrf_general, no backbone_faces: those and what depends on them train
-            assert trained == ["backbone-faces", "faces", "faces-gcrf", "general", "general-gcrf"]
-            assert (fresh / "models" / "pic_general.safetensors").read_bytes() == b"pic_general"
-            assert (fresh / "results" / "pic_general_eval.json").exists()
-            assert not (fresh / "models" / "vae_mdn_general.safetensors").exists()  # (the stand-in exports nothing)
-            (saved / "gcrf_general.safetensors").write_bytes(b"gcrf_general")
-            (saved / "backbone_faces.safetensors").write_bytes(b"backbone_faces")
-        else:  # everything committed: nothing trains
-            assert trained == []
-            assert sorted(p.name for p in (fresh / "models").iterdir()) == sorted(
-                p.name for p in saved.iterdir() if p.suffix == ".safetensors")
-    # a run directory on this machine wins over the committed file: the round resumes it
-    (fresh / "runs" / "general-pic").mkdir()
-    assert sorted({Path(arg(c, "--out")).name for c in run_round(fresh, saved) if "--out" in c}) == ["general-pic"]
-    # without the round's knobs a recipe still reproduces the shipped file in place
-    log.unlink(missing_ok=True)
-    plain = {k: v for k, v in env.items() if k not in ("STAGE", "MODELS", "RESULTS", "RUNS")}
-    plain["RUNS"] = str(tmp_path / "runs")
-    r = subprocess.run(["bash", str(ROOT / "training/recipes/vae_mdn_defaults.sh"), "general"], env=plain,
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr
+    env = {**os.environ, "TRAIN": str(fake), "DATA": str(tmp_path / "data"), "RUNS": str(tmp_path / "runs")}
+    for script in ("backbone_defaults.sh", "vae_mdn_defaults.sh"):
+        for family in ("general", "faces"):
+            r = subprocess.run(["bash", str(ROOT / "training/recipes" / script), family], env=env,
+                               capture_output=True, text=True, timeout=600)
+            assert r.returncode == 0, r.stderr
     calls = [c.split() for c in log.read_text().splitlines()]
-    assert [arg(c, "--dest") for c in calls if c[0] == "export"] == ["resources/models/vae_mdn_general.safetensors"]
-    assert [arg(c, "--json") for c in calls if c[0] == "eval"] == ["docs/results/vae_mdn_general_eval.json"]
+    arg = lambda c, flag: c[c.index(flag) + 1] if flag in c else None
+    dests = [arg(c, "--dest") for c in calls if c[0] == "export"]
+    assert dests == ["resources/models/backbone_general_lite0.safetensors", "resources/models/backbone_faces_lite0.safetensors",
+                     "resources/models/vae_mdn_general.safetensors", "resources/models/vae_mdn_faces.safetensors"]
+    faces_bb = next(c for c in calls if c[0] == "backbone" and arg(c, "--data").endswith("lfw64"))
+    assert arg(faces_bb, "--init") == dests[0]  # faces start from the general decoder
+    vaes = [c for c in calls if c[0] == "vae"]
+    assert [arg(c, "--backbone-file") for c in vaes] == dests[:2]
+    runs = {arg(c, "--out") for c in calls if c[0] in ("backbone", "vae", "mdn") and "general" in arg(c, "--out")}
+    assert runs == {str(tmp_path / "runs" / "general")}
+    general_evals = [c for c in calls if c[0] == "eval" and "natural128" in arg(c, "--data")]
+    assert all(arg(c, "--limit") == "200" for c in general_evals) and len(general_evals) == 2
 
 
 def _timed_stage(tiny_data, budget_s, monkeypatch, tmp_path, fast_probe=False):

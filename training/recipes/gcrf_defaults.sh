@@ -6,7 +6,7 @@ cd "$(dirname "$0")/../.."
 family=${1:?faces or general}; shift || true
 DATA=${DATA:-../shared/data}
 RUNS=${RUNS:-$HOME/.local/share/divcolor/runs}  # outside the work tree: reruns resume from here
-MODELS=${MODELS:-resources/models}  # where the exported files go (cpu_round.sh stages them elsewhere)
+MODELS=${MODELS:-resources/models}  # where the exported files go (MODELS=DIR stages them elsewhere)
 RESULTS=${RESULTS:-docs/results}  # eval JSON and contact sheets
 case "$family" in
     faces)   data="$DATA/lfw64";     reveal=(); hint_tune=() ;;
