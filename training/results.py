@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.checkpoint import load_checkpoint
+from engine.models.encoder import VARIANTS as ENCODER_VARIANTS
 from engine.errors import CheckpointError, ConfigError
 from engine.files import atomic_write
 
@@ -100,7 +101,9 @@ class Shipped:
 
     @property
     def family(self) -> str:
-        return self.stem.rsplit("_", 1)[-1]
+        """``vae_mdn_faces`` -> faces; a backbone named for its encoder, ``backbone_general_lite0``, -> general."""
+        parts = self.stem.split("_")
+        return parts[-2] if len(parts) > 2 and parts[-1] in ENCODER_VARIANTS else parts[-1]
 
     @property
     def label(self) -> str:
@@ -309,6 +312,8 @@ def _stage_commands(model: Shipped) -> list[str]:
             continue
         cls = TRAIN_STAGES[stage][0]
         defaults = {f.name: f.default for f in fields(cls) if f.default is not MISSING}
+        # a file from before a field existed was trained as that field's ABSENT value says
+        cfg = {**getattr(cls, "ABSENT", {}), **cfg}
         data = cfg.get("data", "")
         if isinstance(data, list):
             data = " ".join(data)
@@ -316,9 +321,9 @@ def _stage_commands(model: Shipped) -> list[str]:
         for k, v in cfg.items():
             if k in ("data", "out") or k not in defaults or defaults[k] == v:  # data is above; unknown keys are no flags
                 continue
-            if v == "" or v is None:
+            if v is None:
                 continue
-            args.append(f"--{k.replace('_', '-')} {v}")
+            args.append(f"--{k.replace('_', '-')} {v if v != '' else repr('')}")
         lines.append(" ".join(args))
     if lines:
         lines.append(f"divcolor-train export --out {run} --half --dest resources/models/{model.path.name}")

@@ -69,6 +69,8 @@ class BackboneStageConfig(StageConfig):
     encoder_size: int = 224
     flips: bool = True
 
+    # What a run recorded before these fields existed was trained with (the CPU-trained encoder).
+    ABSENT: ClassVar[dict[str, Any]] = {"encoder": "", "flips": True}
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         # The decoder over the cached encoder maps: ~90 img/s a thread (width 16; 32 is 7 img/s).
         "cpu": {"steps": 12000, "batch_size": 32, "width": 16},
