@@ -656,9 +656,9 @@ print(json.dumps(out))
 """
 
 
-def test_window_fits_a_1080p_screen_at_150_percent(tmp_path):
-    """QT_SCALE_FACTOR=1.5 on a 1920x1080 screen leaves 1280x720 logical pixels: a fixed 1440x900
-    window ran off it. A fresh Qt process, since the scale is fixed when Qt starts."""
+def _at_150_percent_on_1080p(script: str, tmp_path: Path) -> dict:
+    """Run ``script`` in a fresh Qt process on a 1920x1080 screen at QT_SCALE_FACTOR 1.5 (the
+    scale is fixed when Qt starts); its last output line is JSON."""
     import json
     import os
     import subprocess
@@ -669,9 +669,15 @@ def test_window_fits_a_1080p_screen_at_150_percent(tmp_path):
                                                "logicalDpi": 96, "logicalBaseDpi": 96, "dpr": 1}]}))
     env = dict(os.environ, QT_QPA_PLATFORM=f"offscreen:configfile={screen}", QT_SCALE_FACTOR="1.5")
     root = Path(__file__).resolve().parents[1]
-    run = subprocess.run([sys.executable, "-c", SCALED_WINDOW], env=env, cwd=root, capture_output=True, text=True, timeout=WAIT_S)
+    run = subprocess.run([sys.executable, "-c", script], env=env, cwd=root, capture_output=True, text=True, timeout=WAIT_S)
     assert run.returncode == 0, run.stderr
-    got = json.loads(run.stdout.strip().splitlines()[-1])
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def test_window_fits_a_1080p_screen_at_150_percent(tmp_path):
+    """QT_SCALE_FACTOR=1.5 on a 1920x1080 screen leaves 1280x720 logical pixels: a fixed 1440x900
+    window ran off it. A fresh Qt process, since the scale is fixed when Qt starts."""
+    got = _at_150_percent_on_1080p(SCALED_WINDOW, tmp_path)
     assert got["ratio"] == 1.5 and got["avail"] == [0, 0, 1280, 720]
     x, y, w, h = got["frame"]
     assert x >= 0 and y >= 0 and x + w <= 1280 and y + h <= 720, got
@@ -1233,19 +1239,7 @@ def test_every_dialog_fits_a_1080p_screen_at_150_percent(tmp_path):
     """Item 14: at 150 % on a 1920x1080 screen (1280x720 logical) the Keyboard Shortcuts dialog
     was 830 px tall (1245 physical) and its OK button off the screen. Each dialog now fits,
     its buttons on the screen; long content scrolls inside."""
-    import json
-    import os
-    import subprocess
-    import sys
-
-    screen = tmp_path / "screen.json"
-    screen.write_text(json.dumps({"screens": [{"name": "hd", "x": 0, "y": 0, "width": 1920, "height": 1080,
-                                               "logicalDpi": 96, "logicalBaseDpi": 96, "dpr": 1}]}))
-    env = dict(os.environ, QT_QPA_PLATFORM=f"offscreen:configfile={screen}", QT_SCALE_FACTOR="1.5")
-    root = Path(__file__).resolve().parents[1]
-    run = subprocess.run([sys.executable, "-c", DIALOGS_AT_150], env=env, cwd=root, capture_output=True, text=True, timeout=WAIT_S)
-    assert run.returncode == 0, run.stderr
-    got = json.loads(run.stdout.strip().splitlines()[-1])
+    got = _at_150_percent_on_1080p(DIALOGS_AT_150, tmp_path)
     assert got["avail"] == [0, 0, 1280, 720]
     assert set(got["dialogs"]) == {"shortcuts", "models", "batch", "about"}
     for name, d in got["dialogs"].items():

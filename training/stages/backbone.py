@@ -173,141 +173,138 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "bf16" if bf16_native(device) else "fp32"
 
 
+def _prior_and_start(cfg: BackboneStageConfig, model: Backbone, count) -> torch.Tensor:
+    """The bin prior: saved with a run that is resumed, else ``count()``ed; a new run also takes
+    the ``--init`` warm start (same encoder and shape; the encoder file's hash is checked on load)."""
+    state_path = Path(cfg.out) / STAGE / STATE_FILE
+    if state_path.exists():
+        return load_checkpoint(state_path).tensors["prior.counts"]
+    counts = count()
+    if cfg.init:
+        init = Backbone.from_checkpoint(cfg.init)
+        if init.cfg.to_dict() | {"encoder_sha256": ""} != model.cfg.to_dict() | {"encoder_sha256": ""}:
+            raise ConfigError(f"--init {cfg.init} is a backbone of another shape ({init.cfg.to_dict()}) than this run "
+                              f"({model.cfg.to_dict()}); give the same encoder, width and blocks, or no --init.")
+        model.net.load_state_dict(init.net.state_dict())
+        print(f"warm start from {cfg.init}", file=sys.stderr)
+    return counts
+
+
+class Rate:
+    """Images per second over the last ~5 s, for the log."""
+
+    def __init__(self) -> None:
+        self.t, self.n, self.rate = time.perf_counter(), 0, 0.0
+
+    def add(self, n: int) -> float:
+        self.n += n
+        now = time.perf_counter()
+        if now - self.t > 5:
+            self.rate, self.t, self.n = self.n / (now - self.t), now, 0
+        return self.rate
+
+
+def _train_classifier(cfg: BackboneStageConfig, model: Backbone, counts: torch.Tensor, class_w: torch.Tensor,
+                      logits_of, data_meta: dict[str, Any], ddp) -> int:
+    """The loop both encoders share: rebalanced cross-entropy over the ab bins, AdamW, cosine
+    schedule, an exported weight average (EMA). ``logits_of(i)`` -> (logits, bin targets
+    (idx, weights), images in the batch) of step i."""
+    ema = copy.deepcopy(model.net).requires_grad_(False)
+    opt = torch.optim.AdamW(model.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    rate = Rate()
+
+    def step(i: int):
+        logits, (idx_k, wk), n = logits_of(i)
+        loss = rebalanced_ce(logits, idx_k, wk, class_w)
+        with torch.no_grad():
+            acc = (logits.argmax(1) == idx_k[:, 0]).float().mean().item()
+        return loss, {"top1": acc, "img_s": round(rate.add(n) * ddp.world, 1)}
+
+    def polyak(i: int) -> None:
+        d = min(cfg.ema, (1 + i) / (10 + i))
+        with torch.no_grad():
+            for pe, pm in zip(ema.parameters(), model.net.parameters()):
+                pe.lerp_(pm.detach(), 1 - d)
+            for be, bm in zip(ema.buffers(), model.net.buffers()):
+                be.copy_(bm)
+
+    meta = {"method": METHOD, "config": model.cfg.to_dict(), "stage_config": cfg.public(), "data": data_meta}
+    spec = LoopSpec(Path(cfg.out), STAGE, cfg.steps, cfg.seed, cfg.log_every, cfg.checkpoint_minutes, cfg.max_minutes, cfg.stop_after)
+    extra = {"prior.counts": counts, "prior.weights": class_w.cpu()}
+    return run_loop(spec, {"net": model.net, "ema": ema}, opt, step, meta, extra, cosine(cfg.steps, warmup=cfg.warmup), ddp,
+                    on_step=polyak)
+
+
 def _train_decoder(cfg: BackboneStageConfig, device: torch.device, ddp, precision: str) -> int:
     """The decoder over the frozen pretrained encoder, trained on its cached maps: each image is
     encoded once (and mirrored), so a step costs the decoder alone. No crops and no old-photo
     damage here: either would need the encoder again at every step."""
     mcfg = cfg.model_config()
-    run_dir = Path(cfg.out)
     parts = [D.load_lab(p.strip(), "train", cfg.size, cfg.limit or None) for p in cfg.data.split(",") if p.strip()]
     enc = EncodedSet(parts, cfg.encoder, cfg.encoder_size, cfg.flips, device)
     torch.manual_seed(cfg.seed)
     model = Backbone(mcfg).to(device)
     bins_lab = model.bins.cpu() * AB_SCALE
-    state_path = run_dir / STAGE / STATE_FILE
-    if state_path.exists():
-        counts = load_checkpoint(state_path).tensors["prior.counts"]
-    else:
+
+    def count() -> torch.Tensor:
         counts = torch.zeros(len(bins_lab), dtype=torch.float64)
         for p in parts:
             pick = torch.from_numpy(np.linspace(0, len(p) - 1, min(PRIOR_IMAGES, len(p))).astype(np.int64))
             ab4 = F.avg_pool2d(p.ab[pick] * AB_SCALE, 4).permute(0, 2, 3, 1).reshape(-1, 2)
             counts += torch.bincount(torch.cdist(ab4, bins_lab).argmin(1), minlength=len(bins_lab)).double()
-        if cfg.init:
-            init = Backbone.from_checkpoint(cfg.init)
-            if init.cfg.to_dict() | {"encoder_sha256": ""} != mcfg.to_dict() | {"encoder_sha256": ""}:
-                raise ConfigError(f"--init {cfg.init} is a backbone of another shape ({init.cfg.to_dict()}) than this run "
-                                  f"({mcfg.to_dict()}); give the same encoder, width and blocks, or no --init.")
-            model.net.load_state_dict(init.net.state_dict())
-            print(f"warm start from {cfg.init}", file=sys.stderr)
+        return counts
+
+    counts = _prior_and_start(cfg, model, count)
     class_w = rebalance_weights(counts, bins_lab, cfg.rebalance).to(device)
-    ema = copy.deepcopy(model.net).requires_grad_(False)
-    opt = torch.optim.AdamW(model.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sampler = BatchSampler(len(enc), cfg.batch_size, cfg.seed, ddp)
     bins_dev = bins_lab.to(device)
-    clock = {"t": time.perf_counter(), "n": 0, "rate": 0.0}
 
-    def step(i: int):
+    def logits_of(i: int):
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + i)
         idx = sampler(i)
         L, ab, taps = enc.batch(idx, (torch.rand(len(idx), generator=g) < 0.5) & cfg.flips)
-        idx_k, wk = soft_encode(F.avg_pool2d(ab * AB_SCALE, 4), bins_dev)
         with _autocast(device, precision):
             logits = model.net(taps, L).logits
-        loss = rebalanced_ce(logits, idx_k, wk, class_w)
-        clock["n"] += len(L)
-        now = time.perf_counter()
-        if now - clock["t"] > 5:
-            clock["rate"] = clock["n"] / (now - clock["t"])
-            clock["t"], clock["n"] = now, 0
-        with torch.no_grad():
-            acc = (logits.argmax(1) == idx_k[:, 0]).float().mean().item()
-        return loss, {"top1": acc, "img_s": round(clock["rate"] * ddp.world, 1)}
+        return logits, soft_encode(F.avg_pool2d(ab * AB_SCALE, 4), bins_dev), len(L)
 
-    def polyak(i: int) -> None:
-        d = min(cfg.ema, (1 + i) / (10 + i))
-        with torch.no_grad():
-            for pe, pm in zip(ema.parameters(), model.net.parameters()):
-                pe.lerp_(pm.detach(), 1 - d)
-            for be, bm in zip(ema.buffers(), model.net.buffers()):
-                be.copy_(bm)
-
-    described = {"sets": [D.describe(p.strip(), "train", len(x)) for p, x in zip([q for q in cfg.data.split(",") if q.strip()], parts)],
+    names = [q.strip() for q in cfg.data.split(",") if q.strip()]
+    described = {"sets": [D.describe(p, "train", len(x)) for p, x in zip(names, parts)],
                  "split": "train", "images": len(enc), "flips": cfg.flips}
-    meta = {"method": METHOD, "config": mcfg.to_dict(), "stage_config": cfg.public(), "data": described}
-    spec = LoopSpec(run_dir, STAGE, cfg.steps, cfg.seed, cfg.log_every, cfg.checkpoint_minutes, cfg.max_minutes, cfg.stop_after)
-    extra = {"prior.counts": counts, "prior.weights": class_w.cpu()}
-    return run_loop(spec, {"net": model.net, "ema": ema}, opt, step, meta, extra, cosine(cfg.steps, warmup=cfg.warmup), ddp, on_step=polyak)
+    return _train_classifier(cfg, model, counts, class_w, logits_of, described, ddp)
 
 
 def train_backbone(cfg: BackboneStageConfig) -> int:
     device, ddp = prepare(cfg.threads, cfg.device)
+    precision = resolve_precision(cfg.precision, device)
     if cfg.encoder:
-        precision = resolve_precision(cfg.precision, device)
         print(f"backbone decoder over {cfg.encoder} at {cfg.encoder_size} px: {precision} on {device.type}", file=sys.stderr)
         return _train_decoder(cfg, device, ddp, precision)
-    precision = resolve_precision(cfg.precision, device)
     print(f"backbone: {precision} on {device.type}", file=sys.stderr)
     mcfg = cfg.model_config()
-    run_dir = Path(cfg.out)
     src = Sources(cfg.data, "train", cfg.limit)
     torch.manual_seed(cfg.seed)  # the initial weights, so that a rerun from scratch is the same run
     model = Backbone(mcfg).to(device)
     bins_lab = model.bins.cpu() * AB_SCALE
-    state_path = run_dir / STAGE / STATE_FILE
-    if state_path.exists():
-        counts = load_checkpoint(state_path).tensors["prior.counts"]
-    else:
-        counts = bin_counts(src, bins_lab, cfg.size)
-        if cfg.init:
-            init = Backbone.from_checkpoint(cfg.init)
-            if init.cfg != mcfg:
-                raise ConfigError(f"--init {cfg.init} is a backbone of another shape ({init.cfg.to_dict()}) than this run "
-                                  f"({mcfg.to_dict()}); give the same width and blocks, or no --init.")
-            model.net.load_state_dict(init.net.state_dict())
-            print(f"warm start from {cfg.init}", file=sys.stderr)
+    counts = _prior_and_start(cfg, model, lambda: bin_counts(src, bins_lab, cfg.size))
     class_w = rebalance_weights(counts, bins_lab, cfg.rebalance).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    ema = copy.deepcopy(model.net).requires_grad_(False)
     net = torch.compile(model.net) if cfg.compile else model.net
-    opt = torch.optim.AdamW(model.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sampler = BatchSampler(len(src), cfg.batch_size, cfg.seed, ddp)
     bins_dev = bins_lab.to(device)
-    clock = {"t": time.perf_counter(), "n": 0, "rate": 0.0}
 
-    def step(i: int):
+    def logits_of(i: int):
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + i)
         rgb = src.batch(sampler(i), cfg.size, g, cfg.min_crop)
         L, ab = _to_lab(rgb)
         L_in = degrade_L(L, g, cfg.degrade).to(device)
-        idx, wk = soft_encode(F.avg_pool2d(ab, 4).to(device), bins_dev)
         if cfg.channels_last:
             L_in = L_in.contiguous(memory_format=torch.channels_last)
         with _autocast(device, precision):
             logits = net(L_in).logits
-        loss = rebalanced_ce(logits, idx, wk, class_w)
-        clock["n"] += len(rgb)
-        now = time.perf_counter()
-        if now - clock["t"] > 5:
-            clock["rate"] = clock["n"] / (now - clock["t"])
-            clock["t"], clock["n"] = now, 0
-        with torch.no_grad():
-            acc = (logits.argmax(1) == idx[:, 0]).float().mean().item()
-        return loss, {"top1": acc, "img_s": round(clock["rate"] * ddp.world, 1)}
+        return logits, soft_encode(F.avg_pool2d(ab, 4).to(device), bins_dev), len(rgb)
 
-    def polyak(i: int) -> None:
-        d = min(cfg.ema, (1 + i) / (10 + i))
-        with torch.no_grad():
-            for pe, pm in zip(ema.parameters(), model.net.parameters()):
-                pe.lerp_(pm.detach(), 1 - d)
-            for be, bm in zip(ema.buffers(), model.net.buffers()):
-                be.copy_(bm)
-
-    meta = {"method": METHOD, "config": mcfg.to_dict(), "stage_config": cfg.public(), "data": src.describe()}
-    spec = LoopSpec(run_dir, STAGE, cfg.steps, cfg.seed, cfg.log_every, cfg.checkpoint_minutes, cfg.max_minutes, cfg.stop_after)
-    extra = {"prior.counts": counts, "prior.weights": class_w.cpu()}
-    return run_loop(spec, {"net": model.net, "ema": ema}, opt, step, meta, extra, cosine(cfg.steps, warmup=cfg.warmup), ddp, on_step=polyak)
+    return _train_classifier(cfg, model, counts, class_w, logits_of, src.describe(), ddp)
 
 
 # --- what the method stages need to train on a backbone ---------------------------------------
