@@ -17,7 +17,8 @@ from PySide6.QtWidgets import QApplication
 
 from engine.strokes import Stroke
 
-from divcolor_gui.canvas import CanvasView, StrokesItem
+from divcolor_gui.canvas import CanvasView
+from divcolor_gui.strokes_layer import StrokesItem
 from divcolor_gui.commands import UNDO_LIMIT
 
 from conftest import WAIT_MS
