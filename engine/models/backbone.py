@@ -7,6 +7,11 @@ U-Net decoder back to 1/4, where a 1x1 convolution gives logits over the in-gamu
 pyramid (1/2, 1/4, 1/8) and class probabilities feed VAE-MDN's MDN and decoder skips, PIC's
 g(L) and the G-CRF's unary and attention embeddings.
 
+With ``encoder`` set (every backbone trained from now on), the residual encoder is replaced by
+the pretrained, frozen EfficientNet-Lite of ``engine.models.encoder`` and only a small U-Net
+decoder over its maps trains (``LiteDecoder``): ImageNet's eyes, which a 2-core CPU cannot
+grow, under the same per-pixel classifier and the same ``Features`` for the heads.
+
 Deviations from the paper, and why:
 - Widths ``width * (1, 2, 4, 8)`` with width 32 (Zhang's net is ~32M parameters with 512
   channels at 1/8): trainable for hours on a 2-core CPU; ``width=64`` is the paper preset.
@@ -263,7 +268,8 @@ class Backbone(LoadableModel):
     @contextlib.contextmanager
     def given(self, taps: Taps) -> Iterator[None]:
         """Inside, a forward pass of a batch of that size reads ``taps`` instead of running the
-        encoder: how training feeds the cached maps through heads that call the backbone."""
+        encoder: how training feeds the cached maps through heads that call the backbone.
+        Training only (one thread): the app's shared instance never has maps given."""
         self._given = taps
         try:
             yield
