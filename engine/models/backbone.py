@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from ..color import AB_SCALE, lab_to_linear_rgb
 from .base import LoadableModel, ModelConfig
-from .encoder import EfficientNetLite, Taps, check_sha
+from .encoder import EfficientNetLite, EncoderTail, Taps, check_sha
 from .encoder import load_shared as load_encoder
 
 METHOD = "backbone"
@@ -57,6 +57,7 @@ class BackboneConfig(ModelConfig):
     encoder: str = ""  # an EfficientNet-Lite variant (engine.models.encoder.VARIANTS)
     encoder_size: int = 224  # pixels the encoder sees (L at ``size`` upsampled)
     encoder_sha256: str = ""  # of the encoder's weights file: another file is refused
+    encoder_tail: bool = False  # the encoder's stride-32 stages tuned for this family, held in this file
 
     LABEL: ClassVar[str] = "backbone"
     RANGES: ClassVar[dict[str, tuple[float, float]]] = {"blocks_s4": (0, 64), "blocks_s8": (0, 64), "blocks_dec": (0, 64)}
@@ -85,6 +86,8 @@ class BackboneConfig(ModelConfig):
                 raise ValueError(f"encoder_size must be a multiple of 32 in 64..512, got {self.encoder_size}")
             if self.size % 16:
                 raise ValueError(f"size must be a multiple of 16 on an encoder, got {self.size}")
+        elif self.encoder_tail:
+            raise ValueError("encoder_tail needs an encoder (it is a tuned copy of the encoder's last stages)")
 
     @property
     def channels(self) -> tuple[int, int, int]:
@@ -207,7 +210,8 @@ class LiteDecoder(nn.Module):
     """From the pretrained encoder's hypercolumn to the features the heads read: a U-Net over
     its stride-32/16/8/4 maps (resized to the heads' 1/16, 1/8, 1/4, 1/2 grids), the pooled head
     as a global context vector (as the CPU net's), and L itself at the fine levels so colour
-    edges follow the photo's edges. Only this part trains; the encoder stays ImageNet's."""
+    edges follow the photo's edges. Only this part trains; the encoder stays ImageNet's, except,
+    with ``encoder_tail``, its stride-32 stages, which a family may tune on its own photos."""
 
     def __init__(self, cfg: BackboneConfig, taps: dict[int, int], n_bins: int):
         super().__init__()
@@ -219,9 +223,13 @@ class LiteDecoder(nn.Module):
         self.up4 = nn.Sequential(_conv_bn(c8 + c4 + 1, c4), *[ResBlock(c4) for _ in range(cfg.blocks_dec)])
         self.up2 = _conv_bn(c4 + c2 + 1, c2)
         self.classify = nn.Conv2d(c4, n_bins, 1)
+        self.tail = EncoderTail(cfg.encoder) if cfg.encoder_tail else None
 
     def forward(self, t: "Taps", L: torch.Tensor) -> Features:
         n = L.shape[-1]
+        if self.tail is not None:  # this family's own stride-32 stages over the shared stride-16 map
+            s32, pooled = self.tail(t.s16)
+            t = t._replace(s32=s32.to(t.s16.dtype), pooled=pooled.to(t.s16.dtype))
         Ln = L.to(t.s4.dtype) / 50.0 - 1.0
         x = self.p32(_resize(t.s32, n // 16)) + self.ctx(t.pooled)[:, :, None, None]
         s8 = self.up8(torch.cat([self.p16(_resize(t.s16, n // 8)), _resize(x, n // 8)], 1))

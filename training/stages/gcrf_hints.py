@@ -20,10 +20,11 @@ from engine.models.gcrf import GCRF, METHOD, GCRFConfig
 from .. import data as D
 from ..batches import BatchSampler
 from ..config import StageConfig
-from ..loop import LoopSpec, autocast, cosine, frozen_grey_features, prepare, run_loop
+from ..loop import STATE_FILE, LoopSpec, autocast, cosine, frozen_grey_features, prepare, read_state, run_loop
 from ..taps_cache import feeding, training_set
 from .gcrf import HINTS_STAGE
 from .gcrf_hoc import assemble
+from .vae_mdn import trained_flips
 
 
 @dataclass
@@ -185,14 +186,16 @@ def train_hints(cfg: GCRFHintsStageConfig) -> int:
         print(f"gcrf-hints: continuing the trained hint branch of {cfg.init or run_dir}", file=sys.stderr)
     net.requires_grad_(True)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    train = training_set([D.load_lab(cfg.data, "train", mcfg.size, cfg.limit or None)], model.backbone, device)
+    vae_state = run_dir / "vae" / STATE_FILE  # mirrors as the run's VAE saw them (both with --init)
+    flips = trained_flips(read_state(run_dir, "vae").meta) if vae_state.exists() else True
+    train = training_set([D.load_lab(cfg.data, "train", mcfg.size, cfg.limit or None)], model.backbone, device, flips)
     sampler = BatchSampler(len(train), cfg.batch_size, cfg.seed, ddp)
 
     def step(i: int):
         model.eval()
         net.train()
         idx = sampler(i)
-        L, ab, taps = train.batch(idx, torch.rand(len(idx)) < 0.5)
+        L, ab, taps = train.batch(idx, (torch.rand(len(idx)) < 0.5) & flips)
         L, ab = L.to(device), ab.to(device)
         b = len(idx)
         with feeding(model.backbone, taps):

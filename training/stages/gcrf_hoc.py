@@ -39,7 +39,7 @@ from ..loop import STATE_FILE, LoopSpec, autocast, cosine, frozen_grey_features,
 from ..taps_cache import feeding, training_set
 from ..losses import ColorStats, grad_loss, hist_loss, mah_loss
 from .gcrf import HOC_STAGE
-from .vae_mdn import load_vae
+from .vae_mdn import load_vae, trained_flips
 
 
 PAPER_BOUNDARIES = (2 / 15, 4 / 15, 6 / 15, 8 / 15)  # reveal-level changes: epochs 2, 4, 6, 8 of 15
@@ -171,13 +171,14 @@ def train_hoc(cfg: GCRFHocStageConfig) -> int:
         [{"params": list(model.embed.parameters()), "lr": cfg.lr},
          {"params": [p for m in top for p in m.parameters()], "lr": cfg.decoder_lr}]
     )
-    train = training_set([D.load_lab(cfg.data, "train", mcfg.size, cfg.limit or None)], model.backbone, device)
+    flips = trained_flips(vmeta)
+    train = training_set([D.load_lab(cfg.data, "train", mcfg.size, cfg.limit or None)], model.backbone, device, flips)
     sampler = BatchSampler(len(train), cfg.batch_size, cfg.seed, ddp)
 
     def step(i: int):
         model.decoder.blocks[:3].eval()  # run_loop put the whole decoder in train mode
         idx = sampler(i)
-        L, ab, taps = train.batch(idx, torch.rand(len(idx)) < 0.5)
+        L, ab, taps = train.batch(idx, (torch.rand(len(idx)) < 0.5) & flips)
         L, ab = L.to(device), ab.to(device)
         with feeding(model.backbone, taps):
             feats, grey = frozen_grey_features(model, L, device)

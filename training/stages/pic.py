@@ -48,6 +48,7 @@ class PICStageConfig(StageConfig):
     n_blocks: int = 4
     n_mix: int = 10
     backbone_file: str = ""
+    flips: bool = True
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         # ~55 min on 2 CPU cores: 64 px L, 32x32 chroma, a 48-channel decoder.
@@ -61,6 +62,7 @@ class PICStageConfig(StageConfig):
         "width": "decoder channels (paper 160)",
         "polyak": "decay of the exported weight average",
         "backbone_file": "make g(L) from this shared backbone (.safetensors) instead of training a grey network",
+        "flips": "train on mirrored images too (over the pretrained encoder each mirror is encoded once more)",
     }
 
     def model_config(self) -> PICConfig:
@@ -89,12 +91,12 @@ def train_pic(cfg: PICStageConfig) -> int:
     ema = copy.deepcopy(model).requires_grad_(False)  # before the backbone is attached: it holds no copy of it
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.95, 0.9995))
     attach_stage_backbone(model, cfg.public(), device)
-    train = training_set([lab], model.backbone, device)
+    train = training_set([lab], model.backbone, device, cfg.flips)
     sampler = BatchSampler(len(train), cfg.batch_size, cfg.seed, ddp)
 
     def step(i: int):
         idx = sampler(i)
-        L, ab, taps = train.batch(idx, torch.rand(len(idx)) < 0.5)
+        L, ab, taps = train.batch(idx, (torch.rand(len(idx)) < 0.5) & cfg.flips)
         with feeding(model.backbone, taps):
             loss = nats_per_dim(model, L.to(device), ab.to(device), use_autocast=True).mean()
         return loss, {"bpd": loss.item() / math.log(2)}

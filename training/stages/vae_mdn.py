@@ -137,12 +137,18 @@ def encode_dataset(model: VAEMDN, train, device: torch.device, flip: bool = Fals
     return [torch.cat(f8), torch.cat(f16)], torch.cat(zs)
 
 
+def trained_flips(vae_meta: dict) -> bool:
+    """Whether the run's VAE trained on mirrors too: the heads trained after it follow, so the
+    feature cache holds the mirrored maps only where some stage asked for them."""
+    return bool((vae_meta.get("stage_config") or {}).get("flips", True))
+
+
 def train_mdn(cfg: MDNStageConfig) -> int:
     device, ddp = prepare(cfg.threads, cfg.device)
     run_dir = Path(cfg.out)
     model, _, vmeta = load_vae(run_dir, device)
     mcfg = model.cfg
-    flips = bool((vmeta.get("stage_config") or {}).get("flips", True))  # as the VAE was trained
+    flips = trained_flips(vmeta)
     train = training_set([D.load_lab(cfg.data, "train", mcfg.size, cfg.limit or None)], model.backbone, device, flips)
     # Features of both the image and its mirror: flips are the only augmentation.
     (f8a, f16a), za = encode_dataset(model, train, device)
