@@ -244,3 +244,50 @@ def test_hints_are_clamped_while_sampling_and_the_rest_is_conditioned_on_them():
     noise = Noise.draw(2, s, s, TINY.n_mix, torch.Generator().manual_seed(5), "cpu", torch.float64)
     clamp = Clamp.from_hints(hints, s, "cpu", torch.float64)
     assert torch.equal(model.sample_naive(cond, noise, 1.0, clamp=clamp), model.sample_cached(cond, noise, 1.0, clamp=clamp))
+
+
+def test_the_spread_curve_reads_the_temperature_that_spreads_t_times_as_far():
+    from training.stages.pic import USER_TEMPERATURES, spread_curve
+
+    # spread doubles every 0.5 of temperature; 1.0 spreads 2; a noisy point folds back at 1.25
+    measured = {0.5: 1.0, 1.0: 2.0, 1.25: 1.9, 1.5: 4.0, 2.0: 8.0}
+    curve = dict(spread_curve(measured, 2.0))
+    assert set(curve) == set(USER_TEMPERATURES)
+    assert curve[0.5] == pytest.approx(0.5) and curve[1.0] == pytest.approx(1.0)
+    assert curve[1.5] == pytest.approx(1.25 + 0.25 * (3 - 2) / (4 - 2))  # the fold is flattened to 2.0 at 1.25
+    assert curve[2.0] == pytest.approx(1.5) and curve[3.0] == pytest.approx(1.75)
+    assert dict(spread_curve({1.0: 2.0, 1.5: 3.0}, 2.0))[3.0] == 1.5  # beyond the measured: held at the last
+
+
+def test_the_users_temperature_follows_the_files_spread_curve():
+    model = _random_model().float()
+    model.meta = {"sampling": {"temperature": 0.6}}
+    assert model.internal_temperature(2.0) == pytest.approx(1.2)  # no curve: multiplied, as files before it
+    model.meta = {"sampling": {"temperature": 0.6, "spread_curve": [[0.5, 0.5], [1.0, 0.6], [2.5, 0.8], [3.0, 0.9]]}}
+    assert model.internal_temperature(1.0) == pytest.approx(0.6)
+    assert model.internal_temperature(1.75) == pytest.approx(0.7)
+    assert model.internal_temperature(10.0) == pytest.approx(0.9)  # held at the end: never noise
+    assert model.internal_temperature(0.25) == pytest.approx(0.25)  # toward the modes in proportion
+    L = torch.rand(1, 1, TINY.size, TINY.size) * 100
+    s = model.cfg.chroma_size
+    got = model.sample(L, 2, generator=torch.Generator().manual_seed(3), temperature=1.75)
+    cond = model.condition(L).expand(2, -1, -1, -1)
+    noise = Noise.draw(2, s, s, model.cfg.n_mix, torch.Generator().manual_seed(3), "cpu", cond.dtype)
+    assert torch.equal(got, model.sample_cached(cond, noise, 0.7))
+
+
+def test_export_and_calibrate_write_a_spread_curve_that_grows(tiny_pic, tiny_data, tmp_path):
+    from engine.models.backbone import weights_digest
+    from training.cli import main
+
+    sampling = PIC.from_checkpoint(tiny_pic / "model.safetensors").meta["sampling"]
+    temps = [t for _, t in sampling["spread_curve"]]
+    assert temps == sorted(temps) and len(sampling["spread"]) >= 5
+    copy = tmp_path / "pic.safetensors"
+    ck = load_checkpoint(tiny_pic / "model.safetensors")
+    from engine.checkpoint import save_checkpoint
+
+    save_checkpoint(copy, ck.tensors, {**ck.meta, "sampling": {"temperature": 1.0}})  # as a file from before the curve
+    assert main(["calibrate", "--checkpoint", str(copy), "--data", tiny_data, "--images", "4"]) == 0
+    again = load_checkpoint(copy)
+    assert again.meta["sampling"]["spread_curve"] and weights_digest(again.tensors) == weights_digest(ck.tensors)

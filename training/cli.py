@@ -77,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="auto: backbone if RUN_DIR has a backbone stage, pic if a pic stage, gcrf if gcrf-hoc, else vae-mdn")
     ex.add_argument("--unfinished", action="store_true",
                     help="PIC / backbone / G-CRF hint branch: export the weights of a stage that is not finished yet")
+    ca = sub.add_parser("calibrate", help="PIC: measure a model file's sampling temperature and spread curve again on "
+                        "a training split, in place (what export does; for files exported before the curve existed)")
+    ca.add_argument("--checkpoint", required=True, help="the PIC .safetensors file (rewritten with the new calibration)")
+    ca.add_argument("--data", required=True, help="data whose train split it is measured on (the model's own)")
+    ca.add_argument("--images", type=_count(1), default=64, help="training images (2 samples each)")
     rp = sub.add_parser("report", help="plot a run's training curves (every stage's log.jsonl) to a PNG")
     rp.add_argument("run_dir", metavar="RUN_DIR", help="the --out of a training run (or one stage's directory)")
     rp.add_argument("--dest", help="where to write the PNG (default RUN_DIR/report.png)")
@@ -168,6 +173,10 @@ def _run(args: argparse.Namespace) -> int:
                         **tune)
         else:
             vae_mdn.export(run, dest, metrics, args.half)
+        return 0
+    if args.stage == "calibrate":
+        check_data_path(args.data)
+        pic.recalibrate(Path(args.checkpoint), args.data, args.images)
         return 0
     if args.stage == "results":
         from .results import run_results

@@ -328,9 +328,30 @@ class PIC(LoadableModel):
 
     @property
     def sampling_temperature(self) -> float:
-        """The temperature the file was calibrated to (``divcolor-train export``); the user's
-        temperature multiplies it, so 1.0 means "as colourful as the training photos"."""
+        """The temperature the file was calibrated to (``divcolor-train export``): the user's 1.0,
+        "as colourful as the training photos"."""
         return float(self.meta.get("sampling", {}).get("temperature", 1.0))
+
+    def internal_temperature(self, user: float) -> float:
+        """The mixture temperature that gives the user's ``temperature``.
+
+        Every method means the same by it: how far the samples of a set spread from one another,
+        relative to the default (VAE-MDN and G-CRF scale their codes' departures by T, so their
+        spread is linear in T). A PixelCNN's spread is not: each pixel's draw compounds along the
+        raster, and 2.5 x the calibrated temperature is noise. So the export measures PIC's
+        spread over a grid of temperatures on the training split (``spread_curve``: user T ->
+        internal T) and this interpolates it, held at the ends. Files without a curve multiply."""
+        curve = self.meta.get("sampling", {}).get("spread_curve")
+        if not curve:
+            return float(user) * self.sampling_temperature
+        users, internals = zip(*sorted((float(u), float(t)) for u, t in curve))
+        u = float(user)
+        if u <= users[0]:  # below the curve: toward the modes in proportion (0 stays the mode)
+            return internals[0] * u / users[0]
+        for (u0, t0), (u1, t1) in zip(zip(users, internals), zip(users[1:], internals[1:])):
+            if u <= u1:
+                return t0 + (t1 - t0) * (u - u0) / (u1 - u0)
+        return internals[-1]
 
     def chroma_target(self, ab: torch.Tensor) -> torch.Tensor:
         """Full-size ab / 128 (B, 2, S, S) -> the quantised, subsampled chroma the model predicts."""
@@ -364,7 +385,7 @@ class PIC(LoadableModel):
     ) -> torch.Tensor:
         """L (1, 1, S, S) in [0, 100] -> n samples of ab / 128, (n, 2, S/sub, S/sub), in one batch.
 
-        ``temperature`` is relative to the file's calibrated one (``sampling_temperature``).
+        ``temperature`` is the user's: :meth:`internal_temperature` maps it to the mixture's.
         ``include_mode`` is accepted for the common interface: PIC only draws samples (its
         pixelwise means are greyish, paper §4.4). ``hints`` (on L's grid) clamp the chroma
         pixels they cover while sampling, so the rest is drawn conditioned on them."""
@@ -372,7 +393,7 @@ class PIC(LoadableModel):
         s = self.cfg.chroma_size
         noise = Noise.draw(n, s, s, self.cfg.n_mix, generator, L.device, cond.dtype)
         clamp = Clamp.from_hints(hints, s, L.device, cond.dtype) if hints is not None and hints.any else None
-        return self.sample_cached(cond, noise, temperature * self.sampling_temperature, progress, cancel, clamp)
+        return self.sample_cached(cond, noise, self.internal_temperature(temperature), progress, cancel, clamp)
 
     def colorize(
         self, L: torch.Tensor, n: int, generator: Generators = None, temperature: float = 1.0, mode: str = "samples",

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import torch
 
 from engine.checkpoint import save_checkpoint
+from engine.errors import ConfigError
 from engine.models.pic import METHOD, PIC, Noise, PICConfig, mixture_log_prob
 
 from .. import data as D
@@ -139,9 +140,50 @@ def calibrate_temperature(model: PIC, lab: D.LabSet, temps: tuple[float, ...] = 
         table[t] = float(model.sample_cached(cond, noise, t).norm(dim=1).mean())
         print(f"calibrate: T={t:.2f} sample chroma {table[t]:.4f} (photos {truth:.4f})", file=sys.stderr)
     best = min(temps, key=lambda t: abs(table[t] - truth))
+    spread = {t: spread_of(model, cond, per_image, t * best, seed) for t in SPREAD_GRID}
     return {"temperature": best, "photo_chroma": round(truth, 5), "images": len(lab),
             "sample_chroma": {f"{t:.2f}": round(c, 5) for t, c in table.items()},
-            "how": "temperature whose samples' mean |ab| matches the training photos' (train split)"}
+            "how": "temperature whose samples' mean |ab| matches the training photos' (train split)",
+            "spread": {f"{t * best:.3f}": round(v, 5) for t, v in spread.items()},
+            "spread_curve": spread_curve({t * best: v for t, v in spread.items()}, spread[1.0])}
+
+
+SPREAD_GRID = (0.5, 0.7, 0.85, 1.0, 1.1, 1.2, 1.3, 1.45, 1.6, 1.8)
+"""Multiples of the calibrated temperature at which PIC's spread is measured (past 1.8 it is noise)."""
+USER_TEMPERATURES = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
+
+
+def spread_of(model: PIC, cond: torch.Tensor, per_image: int, t: float, seed: int = 0) -> float:
+    """Mean |ab| distance between two samples of the same photo at mixture temperature t."""
+    s = model.cfg.chroma_size
+    g = torch.Generator().manual_seed(seed + 1)
+    noise = Noise.draw(cond.shape[0], s, s, model.cfg.n_mix, g, cond.device, cond.dtype)
+    x = model.sample_cached(cond, noise, t).float().view(-1, per_image, 2, s, s)
+    return float((x[:, 0] - x[:, 1]).abs().mean())
+
+
+def spread_curve(spread: dict[float, float], at_one: float) -> list[list[float]]:
+    """[user T, internal T] pairs: the internal temperature at which the samples spread T times
+    as far apart as at the calibrated one, read off the measured (temperature -> spread) points
+    by linear interpolation; a user T beyond the last point gets the last point's temperature."""
+    pts = sorted(spread.items())
+    temps = [t for t, _ in pts]
+    vals = []
+    for _, v in pts:  # spread grows with temperature; sampling noise must not make it fold back
+        vals.append(max(v, vals[-1]) if vals else v)
+    curve = []
+    for u in USER_TEMPERATURES:
+        target = u * at_one
+        t = temps[-1]
+        if target <= vals[0]:
+            t = temps[0] * target / vals[0] if vals[0] > 0 else temps[0]
+        else:
+            for (t0, v0), (t1, v1) in zip(zip(temps, vals), zip(temps[1:], vals[1:])):
+                if v0 <= target <= v1:
+                    t = t0 if v1 == v0 else t0 + (t1 - t0) * (target - v0) / (v1 - v0)
+                    break
+        curve.append([u, round(t, 4)])
+    return curve
 
 
 def export(run_dir: Path, dest: Path | None = None, metrics: dict | None = None, half: bool = False,
@@ -184,6 +226,24 @@ def export(run_dir: Path, dest: Path | None = None, metrics: dict | None = None,
     save_checkpoint(dest, tensors, meta)
     print(f"wrote {dest} ({dest.stat().st_size / 2**20:.2f} MiB)", file=sys.stderr)
     return dest
+
+
+def recalibrate(path: Path, data: str, images: int = 64) -> dict[str, Any]:
+    """Calibrate an exported PIC file again on ``data``'s train split and rewrite its sampling
+    metadata; the weights (and their digest) stay as they are."""
+    from engine.checkpoint import load_checkpoint
+    from engine.colorizer import load_model
+
+    model = load_model(path)
+    if not isinstance(model, PIC):
+        raise ConfigError(f"{path} is not a PIC model file (calibrate is PIC's: the other methods' temperature is exact)")
+    model = model.float().eval()
+    calibration = calibrate_temperature(model, D.load_lab(data, "train", model.cfg.size, images))
+    ck = load_checkpoint(path)
+    save_checkpoint(path, ck.tensors, {**ck.meta, "sampling": calibration})
+    print(f"calibrate: {path}: T {calibration['temperature']}, user T -> mixture T {calibration['spread_curve']}",
+          file=sys.stderr)
+    return calibration
 
 
 @torch.no_grad()
