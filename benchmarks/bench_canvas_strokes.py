@@ -32,7 +32,7 @@ from PySide6.QtCore import QEvent, QPointF, Qt  # noqa: E402
 from PySide6.QtGui import QMouseEvent, QPainter  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from divcolor_gui.canvas import CanvasView
+from divcolor_gui.canvas import CanvasView  # noqa: E402
 from divcolor_gui.strokes_layer import StrokesItem  # noqa: E402
 from engine.strokes import Stroke  # noqa: E402
 

@@ -192,8 +192,10 @@ def _prior_and_start(cfg: BackboneStageConfig, model: Backbone, count) -> torch.
             raise ConfigError(f"--init {cfg.init} is a backbone of another shape ({init.cfg.to_dict()}) than this run "
                               f"({model.cfg.to_dict()}); give the same encoder, width and blocks, or no --init.")
         state = init.net.state_dict()
-        if not model.cfg.encoder_tail:
+        if init.cfg.encoder_tail and not model.cfg.encoder_tail:
             state = {k: v for k, v in state.items() if not k.startswith("tail.")}
+            print(f"--init {cfg.init}: its tuned encoder tail is left out (this run has none: --encoder-tail true keeps "
+                  "it)", file=sys.stderr)
         missing, _ = model.net.load_state_dict(state, strict=not (model.cfg.encoder_tail and not init.cfg.encoder_tail))
         assert all(k.startswith("tail.") for k in missing), missing  # only a new tail, which keeps ImageNet's weights
         print(f"warm start from {cfg.init}", file=sys.stderr)

@@ -186,7 +186,7 @@ def train_hints(cfg: GCRFHintsStageConfig) -> int:
         print(f"gcrf-hints: continuing the trained hint branch of {cfg.init or run_dir}", file=sys.stderr)
     net.requires_grad_(True)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    vae_state = run_dir / "vae" / STATE_FILE  # mirrors as the run's VAE saw them (both with --init)
+    vae_state = run_dir / "vae" / STATE_FILE  # mirrors as the run's VAE saw them; with only --init, both
     flips = trained_flips(read_state(run_dir, "vae").meta) if vae_state.exists() else True
     train = training_set([D.load_lab(cfg.data, "train", mcfg.size, cfg.limit or None)], model.backbone, device, flips)
     sampler = BatchSampler(len(train), cfg.batch_size, cfg.seed, ddp)
