@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.gcrf_solver import _factor, _factor_solve  # noqa: E402
 from engine.models.gcrf import GCRF, GCRFConfig, GCRFField  # noqa: E402
+from engine.colorizer import load_model  # noqa: E402
 from engine.propagate import STROKE_GRID, GCRFStrokeField, render_edit  # noqa: E402
 from engine.strokes import Stroke, rasterize  # noqa: E402
 from engine.types import Colorization  # noqa: E402
@@ -84,7 +85,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     photo, L, what = photo_and_grey_64()
     if args.checkpoint:
-        model = GCRF.from_checkpoint(args.checkpoint)
+        model = load_model(args.checkpoint)  # with the shared backbone it looks through, as the app loads it
+        if not isinstance(model, GCRF):
+            raise SystemExit(f"--checkpoint {args.checkpoint}: not a G-CRF model file")
         L = F.interpolate(L, size=(model.cfg.size,) * 2, mode="area")
     else:
         torch.manual_seed(0)
