@@ -12,7 +12,7 @@ from engine.errors import DataError
 from training.cli import main
 from training.data import load_lab, shard_paths
 
-from conftest import TINY_PIC, TINY_VAE, synthetic_images
+from conftest import TINY_PIC, TINY_VAE, synthetic_images, write_shard
 
 
 def _vae(data, run, steps, *extra):
@@ -35,6 +35,30 @@ def test_data_reads_shards_and_folders(tiny_data, tmp_path):
     for i, img in enumerate(synthetic_images(3, size=80)):
         Image.fromarray(img[:, :70]).save(folder / "train" / f"{i}.png")
     assert load_lab(folder, "train", 64).L.shape == (3, 1, 64, 64)
+
+
+def test_a_data_mix_weights_its_sets_and_a_head_trains_on_it(tiny_data, tmp_path):
+    """``--data a,b*3``: b drawn three times as often (the same images, held once), the run
+    records the mix, and a bad weight is one sentence before any work."""
+    from training.data import describe, load_parts, mix
+
+    write_shard(tmp_path / "small_train_00.npz", synthetic_images(5, seed=7))
+    other = str(tmp_path / "small")
+    assert mix(f"{tiny_data}, {other}*3") == [(tiny_data, 1), (other, 3)]
+    parts = load_parts(f"{tiny_data},{other}*3", "train", 32)
+    assert [len(p) for p in parts] == [24, 5, 5, 5] and parts[1] is parts[2] is parts[3]
+    both = load_lab(f"{tiny_data},{other}*3", "train", 32)  # an export's tuning images: each set once
+    assert len(both) == 29 and torch.equal(both.L[24:], parts[1].L)
+    d = describe(f"{tiny_data},{other}*3", "train", 39)
+    assert d["path"] == "tiny,small*3" and d["images"] == 39 and [s["weight"] for s in d["sets"]] == [1, 3]
+
+    run = tmp_path / "run"
+    assert _vae(f"{tiny_data},{other}*3", run, 2) == 0
+    meta = _state(run, "vae").meta
+    assert meta["data"]["path"] == "tiny,small*3" and meta["data"]["images"] == 39
+    assert main(["mdn", "--data", f"{tiny_data},{other}*3", "--out", str(run), "--steps", "2", "--batch-size", "8"]) == 0
+    assert main(["vae", "--data", f"{tiny_data},{other}*x", "--out", str(tmp_path / "bad"), "--steps", "2", *TINY_VAE]) == 2
+    assert not (tmp_path / "bad" / "vae").exists()
 
 
 def test_resume_gives_the_same_state_as_an_uninterrupted_run(tiny_data, tmp_path):

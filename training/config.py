@@ -22,7 +22,7 @@ from dataclasses import MISSING, Field, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
-from engine.errors import ConfigError
+from engine.errors import ConfigError, DataError
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ FIELD_RANGES: dict[str, Range] = {
 
 @dataclass
 class StageConfig:
-    data: str = ""  # shard prefix (e.g. ../shared/data/lfw64), .npz file or image folder
+    data: str = ""  # shard prefix (e.g. ../shared/data/lfw64), .npz file or image folder; a stage that trains: a mix "a,b*4"
     out: str = ""  # run directory; rerunning the same command resumes there
     device: str = "auto"  # auto | cpu | cuda
     seed: int = 0
@@ -213,11 +213,18 @@ def check_device(device: str) -> None:
 
 def check_data_path(data: str) -> None:
     """``--data`` names an image folder, an .npz shard or a shard prefix with a train split
-    (or several of them, comma-separated, for stages that read more than one set)."""
-    if "," in data:
-        for part in data.split(","):
-            check_data_path(part.strip())
-        return
+    (or several of them, comma-separated and each optionally weighted ``*K``: ``training.data.mix``)."""
+    if "," in data or "*" in data:
+        from .data import mix
+
+        try:
+            sets = mix(data)
+        except DataError as e:
+            raise ConfigError(str(e)) from None
+        if len(sets) > 1 or sets[0][0] != data:
+            for name, _ in sets:
+                check_data_path(name)
+            return
     if not data:
         raise ConfigError("--data is required: give a folder of images, an .npz shard or a shard prefix such as ../shared/data/lfw64.")
     p = Path(data)

@@ -250,13 +250,58 @@ def to_lab(rgb: np.ndarray, chunk: int = 1024) -> LabSet:
     return LabSet(torch.cat(Ls), torch.cat(abs_))
 
 
+def mix(data: str | Path) -> list[tuple[str, int]]:
+    """A training stage's ``--data``: one set, or several separated by commas, each drawn as often
+    as its ``*K`` says (default 1). Why weights: the photos a family is judged on (natural128's
+    Imagenette) are a tenth of its data (natural64's Tiny ImageNet), and a decoder fine-tuned on
+    them guessed their colours 15 % better (L1 .0822 vs .0972): ``natural64,natural128*4`` gives
+    them a share of batches near 30 % without dropping the variety of the large set."""
+    out: list[tuple[str, int]] = []
+    for part in (q.strip() for q in str(data).split(",")):
+        if not part:
+            continue
+        name, star, k = part.rpartition("*")
+        if star and k.isdigit() and int(k) >= 1:
+            out.append((name.strip(), int(k)))
+        elif star and not Path(part).exists():
+            raise DataError(f"--data {part!r}: the weight after '*' must be a whole number of at least 1")
+        else:
+            out.append((part, 1))
+    if not out:
+        raise DataNotFound(f"--data {str(data)!r} names no data set")
+    return out
+
+
+def load_parts(data: str | Path, split: str, size: int, limit: int | None = None) -> list[LabSet]:
+    """The sets of a ``--data`` mix (:func:`mix`), each as often as its weight: a repeated set
+    is the same object, so its images take their memory (and their cached encoder maps) once."""
+    out: list[LabSet] = []
+    for name, k in mix(data):
+        out += [load_lab(name, split, size, limit)] * k
+    return out
+
+
 def load_lab(data: str | Path, split: str, size: int, limit: int | None = None) -> LabSet:
-    return to_lab(load_rgb(data, split, size, limit))
+    """The images of one set, or of a mix's sets once each (``limit`` per set), in order: what an
+    export tunes on when its run trained on a mix."""
+    sets = mix(data)
+    if len(sets) == 1:
+        return to_lab(load_rgb(sets[0][0], split, size, limit))
+    parts = [to_lab(load_rgb(name, split, size, limit)) for name, _ in sets]
+    return LabSet(torch.cat([p.L for p in parts]), torch.cat([p.ab for p in parts]))
 
 
 def describe(data: str | Path, split: str, n: int) -> dict:
-    """What a checkpoint records about its training data."""
-    p = Path(data)
+    """What a checkpoint records about its training data (``n`` images as training draws them;
+    a mix also lists its sets)."""
+    sets = mix(data)
+    if len(sets) > 1 or sets[0][1] > 1:
+        named = [{**describe(name, split, 0), "weight": k} for name, k in sets]
+        for d in named:
+            d.pop("images")
+        return {"path": ",".join(d["path"] + (f"*{d['weight']}" if d["weight"] > 1 else "") for d in named),
+                "split": split, "images": int(n), "sets": named}
+    p = Path(sets[0][0])
     d = {"path": p.name if not p.is_dir() else str(p.name) + "/", "split": split, "images": int(n)}
     bad = _SKIPPED.get((str(p), split))
     if bad:

@@ -257,7 +257,7 @@ def _train_decoder(cfg: BackboneStageConfig, device: torch.device, ddp, precisio
     encoded once (and mirrored), so a step costs the decoder alone. No crops and no old-photo
     damage here: either would need the encoder again at every step."""
     mcfg = cfg.model_config()
-    parts = [D.load_lab(p.strip(), "train", cfg.size, cfg.limit or None) for p in cfg.data.split(",") if p.strip()]
+    parts = D.load_parts(cfg.data, "train", cfg.size, cfg.limit or None)
     enc = EncodedSet(parts, cfg.encoder, cfg.encoder_size, cfg.flips, device)
     torch.manual_seed(cfg.seed)
     model = Backbone(mcfg).to(device)
@@ -286,9 +286,7 @@ def _train_decoder(cfg: BackboneStageConfig, device: torch.device, ddp, precisio
             logits = model.net(taps, L).logits
         return logits, soft_encode(F.avg_pool2d(ab * AB_SCALE, 4), bins_dev), len(L)
 
-    names = [q.strip() for q in cfg.data.split(",") if q.strip()]
-    described = {"sets": [D.describe(p, "train", len(x)) for p, x in zip(names, parts)],
-                 "split": "train", "images": len(enc), "flips": cfg.flips}
+    described = {**D.describe(cfg.data, "train", len(enc)), "flips": cfg.flips}
     return _train_classifier(cfg, model, counts, class_w, logits_of, described, ddp)
 
 

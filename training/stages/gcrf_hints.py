@@ -188,7 +188,7 @@ def train_hints(cfg: GCRFHintsStageConfig) -> int:
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     vae_state = run_dir / "vae" / STATE_FILE  # mirrors as the run's VAE saw them; with only --init, both
     flips = trained_flips(read_state(run_dir, "vae").meta) if vae_state.exists() else True
-    train = training_set([D.load_lab(cfg.data, "train", mcfg.size, cfg.limit or None)], model.backbone, device, flips)
+    train = training_set(D.load_parts(cfg.data, "train", mcfg.size, cfg.limit or None), model.backbone, device, flips)
     sampler = BatchSampler(len(train), cfg.batch_size, cfg.seed, ddp)
 
     def step(i: int):

@@ -172,7 +172,7 @@ def train_hoc(cfg: GCRFHocStageConfig) -> int:
          {"params": [p for m in top for p in m.parameters()], "lr": cfg.decoder_lr}]
     )
     flips = trained_flips(vmeta)
-    train = training_set([D.load_lab(cfg.data, "train", mcfg.size, cfg.limit or None)], model.backbone, device, flips)
+    train = training_set(D.load_parts(cfg.data, "train", mcfg.size, cfg.limit or None), model.backbone, device, flips)
     sampler = BatchSampler(len(train), cfg.batch_size, cfg.seed, ddp)
 
     def step(i: int):

@@ -86,13 +86,13 @@ def nats_per_dim(model: PIC, L: torch.Tensor, ab: torch.Tensor, use_autocast: bo
 def train_pic(cfg: PICStageConfig) -> int:
     device, ddp = prepare(cfg.threads, cfg.device)
     mcfg = cfg.model_config()
-    lab = D.load_lab(cfg.data, "train", mcfg.size, cfg.limit or None)
+    parts = D.load_parts(cfg.data, "train", mcfg.size, cfg.limit or None)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank and every rerun
     model = PIC(mcfg).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)  # before the backbone is attached: it holds no copy of it
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.95, 0.9995))
     attach_stage_backbone(model, cfg.public(), device)
-    train = training_set([lab], model.backbone, device, cfg.flips)
+    train = training_set(parts, model.backbone, device, cfg.flips)
     sampler = BatchSampler(len(train), cfg.batch_size, cfg.seed, ddp)
 
     def step(i: int):
