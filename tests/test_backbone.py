@@ -279,6 +279,24 @@ def test_vae_mdn_and_gcrf_look_through_one_shared_backbone(tiny_data, tiny_backb
         load_model(tiny_backbone, [])
 
 
+def test_a_run_holding_a_backbone_and_its_head_exports_the_head(tiny_data, tiny_backbone, tmp_path):
+    """The recipes train a family's heads in its backbone's run directory: ``export`` there
+    without ``--method`` writes the head (it used to write the backbone under the head's name)."""
+    from engine.checkpoint import load_checkpoint
+    from training.cli import main
+
+    from conftest import TINY_VAE
+
+    run = tiny_backbone.parent.parent / "bb"  # the backbone's own run (the fixture's)
+    common = ["--data", tiny_data, "--out", str(run)]
+    assert main(["vae", *common, "--steps", "2", *TINY_VAE, "--backbone-file", str(tiny_backbone)]) == 0
+    assert main(["mdn", *common, "--steps", "2", "--batch-size", "8", "--log-every", "1"]) == 0
+    assert main(["export", "--out", str(run), "--dest", str(tmp_path / "head.safetensors")]) == 0
+    assert load_checkpoint(tmp_path / "head.safetensors").method == "vae-mdn"
+    assert main(["export", "--out", str(run), "--method", "backbone", "--dest", str(tmp_path / "bb.safetensors")]) == 0
+    assert load_checkpoint(tmp_path / "bb.safetensors").method == "backbone"
+
+
 def test_a_backbone_file_whose_weights_were_altered_is_refused(tiny_backbone, tmp_path):
     from safetensors import safe_open
     from safetensors.torch import save_file

@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--hint-data", help="G-CRF with a hint branch: data whose train split tunes the pull toward the "
                     "branch (Table 3's protocol at 128 px, e.g. natural128; default --data)")
     ex.add_argument("--method", choices=["auto", "backbone", "vae-mdn", "gcrf", "pic"], default="auto",
-                    help="auto: backbone if RUN_DIR has a backbone stage, pic if a pic stage, gcrf if gcrf-hoc, else vae-mdn")
+                    help="auto: the run's head (pic if a pic stage, gcrf if gcrf-hoc, vae-mdn if vae or mdn), a backbone only in a run with no head")
     ex.add_argument("--unfinished", action="store_true",
                     help="PIC / backbone / G-CRF hint branch: export the weights of a stage that is not finished yet")
     ca = sub.add_parser("calibrate", help="PIC: measure a model file's sampling temperature and spread curve again on "
@@ -151,11 +151,7 @@ def _run(args: argparse.Namespace) -> int:
         if not run.is_dir():
             raise ConfigError(f"--out {args.out} is not a run directory; give the --out of a finished training run.")
         metrics = json.loads((run / "eval.json").read_text()) if (run / "eval.json").exists() else None
-        method = args.method
-        if method == "auto" and (run / backbone.STAGE).is_dir():
-            method = "backbone"
-        if method == "auto":
-            method = "pic" if (run / pic.STAGE).is_dir() else "gcrf" if (run / gcrf.HOC_STAGE).is_dir() or (run / gcrf.HINTS_STAGE).is_dir() else "vae-mdn"
+        method = args.method if args.method != "auto" else _run_method(run)
         dest = Path(args.dest) if args.dest else None
         n = args.tune_images  # None: each method's own default
         tune = {} if n is None else {"tune_images": n}
@@ -194,7 +190,7 @@ def _run(args: argparse.Namespace) -> int:
             return 2
         check_data_path(args.data)
         ckpt = Path(args.checkpoint) if args.checkpoint else Path(args.out) / (
-            backbone.MODEL_FILE if (Path(args.out) / backbone.STAGE).is_dir() else vae_mdn.MODEL_FILE)
+            backbone.MODEL_FILE if _run_method(Path(args.out)) == "backbone" else vae_mdn.MODEL_FILE)
         method = _checkpoint_method(ckpt)
         options = {"demo": args.demo, "size": args.size}
         if method == backbone.METHOD:
@@ -214,6 +210,21 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     return 2
 
+
+
+def _run_method(run: Path) -> str:
+    """What ``export`` writes from a run directory by default: its head, where it has one. A
+    family's heads train in the run directory of its backbone (training/recipes), so a run that
+    holds a backbone and a VAE-MDN exports the VAE-MDN; the backbone wants ``--method backbone``
+    there (the recipes pass it). Until this order, such a run silently exported its backbone
+    under the head's name."""
+    if (run / pic.STAGE).is_dir():
+        return "pic"
+    if (run / gcrf.HOC_STAGE).is_dir() or (run / gcrf.HINTS_STAGE).is_dir():
+        return "gcrf"
+    if (run / "vae").is_dir() or (run / "mdn").is_dir() or not (run / backbone.STAGE).is_dir():
+        return "vae-mdn"
+    return "backbone"
 
 
 def _checkpoint_method(path: str | Path) -> str:
