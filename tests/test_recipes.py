@@ -98,6 +98,8 @@ def test_the_default_recipes_chain_backbone_and_heads_on_the_encoder(tmp_path):
     assert arg(faces_bb, "--init") == dests[0]  # faces start from the general decoder
     vaes = [c for c in calls if c[0] == "vae"]
     assert [arg(c, "--backbone-file") for c in vaes] == dests[:2]
+    assert arg(vaes[0], "--data") == f"{tmp_path / 'data'}/natural64,{tmp_path / 'data'}/natural128*4"  # the weighted mix
+    assert all(arg(c, "--method") == "vae-mdn" for c in calls if c[0] == "export" and "vae_mdn" in arg(c, "--dest"))
     runs = {arg(c, "--out") for c in calls if c[0] in ("backbone", "vae", "mdn") and "general" in arg(c, "--out")}
     assert runs == {str(tmp_path / "runs" / "general")}
     general_evals = [c for c in calls if c[0] == "eval" and "natural128" in arg(c, "--data")]

@@ -317,12 +317,14 @@ def _stage_commands(model: Shipped) -> list[str]:
         data = cfg.get("data", "")
         if isinstance(data, list):
             data = " ".join(data)
-        args = [f"divcolor-train {stage} --data {data} --out {run}"]
+        args = [f"divcolor-train {stage} --data {shlex.quote(str(data))} --out {run}"]  # a mix's *K: quoted
         for k, v in cfg.items():
             if k in ("data", "out") or k not in defaults or defaults[k] == v:  # data is above; unknown keys are no flags
                 continue
             if v is None:
                 continue
+            if k == "backbone_file":  # wherever it was staged, the app and these commands find it shipped here
+                v = f"resources/models/{Path(str(v)).name}"
             args.append(f"--{k.replace('_', '-')} {v if v != '' else repr('')}")
         lines.append(" ".join(args))
     if lines:
