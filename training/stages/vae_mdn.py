@@ -79,17 +79,17 @@ def train_vae(cfg: VAEStageConfig) -> int:
     device, ddp = prepare(cfg.threads, cfg.device)
     mcfg = cfg.model_config()
     run_dir = Path(cfg.out)
-    parts = D.load_parts(cfg.data, "train", mcfg.size, cfg.limit or None)
+    sets = D.load_parts(cfg.data, "train", mcfg.size, cfg.limit or None)
     state_path = run_dir / "vae" / STATE_FILE
     # Statistics come from the whole training split, once; a resumed run reloads them.
     if state_path.exists():
         stats = ColorStats.from_tensors(load_checkpoint(state_path).tensors)
     else:
-        stats = compute_stats(torch.cat([p.ab for p in parts]))  # as training draws them
+        stats = compute_stats(torch.cat([s.ab for s in sets]))  # as training draws them
     stats = ColorStats(*(t.to(device) for t in stats.__dict__.values()))
     model = VAEMDN(mcfg).to(device)
     attach_stage_backbone(model, cfg.public(), device)
-    train = training_set(parts, model.backbone, device, cfg.flips)
+    train = training_set(sets, model.backbone, device, cfg.flips)
     parts = {"color_encoder": model.color_encoder, "grey_encoder": model.grey_encoder, "decoder": model.decoder}
     params = [p for m in parts.values() for p in m.parameters()]
     opt = torch.optim.Adam(params, lr=cfg.lr)
