@@ -596,3 +596,51 @@ def test_too_few_images_for_the_statistics_say_so_not_lower_lr(tmp_path, capsys,
     err = capsys.readouterr().err
     assert message in err and "--lr (now" not in err and len(err.strip().splitlines()) == 1, err
     assert not (run / "vae" / "state.safetensors").exists()
+
+
+def test_mdn_tune_objective_is_the_closest_decoded_mean_against_a_brute_force_sum(tiny_data, tmp_path):
+    from training.losses import vae_loss
+    from training.stages.vae_mdn import TuneStageConfig, load_vae, tune_losses
+
+    run = tmp_path / "run"
+    assert _vae(tiny_data, run, 2) == 0
+    model, stats, _ = load_vae(run, torch.device("cpu"))
+    model.eval()
+    lab = load_lab(tiny_data, "train", model.cfg.size, 3)
+    cfg = TuneStageConfig(out=str(run), data=tiny_data, every_weight=0.5, pi_weight=0.25, recon_weight=2.0)
+    torch.manual_seed(0)
+    loss, logged = tune_losses(model, lab.L, lab.ab, stats, cfg)
+    # the same number, one image and one component at a time
+    with torch.no_grad():
+        feats, grey = model.grey_features(lab.L)
+        log_pi, mu = model.mdn(feats)
+        z, logvar = model.color_encoder(lab.ab)
+        recon = float(vae_loss(model.decoder(z, feats, grey), lab.ab, z, logvar, stats, w_kl=0.0)[0])  # a batch mean
+        total = 2.0 * recon * len(lab.L)
+        for i in range(len(lab.L)):
+            fi = [f[i:i + 1] for f in feats]
+            errs = [float((model.decoder(mu[i, k:k + 1], fi, grey[i:i + 1]) - lab.ab[i:i + 1]).abs().mean())
+                    for k in range(model.cfg.n_components)]
+            best = min(errs)
+            total += best + 0.5 * sum(errs) / len(errs) - 0.25 * float(log_pi[i, errs.index(best)])
+    assert float(loss) == pytest.approx(total / len(lab.L), rel=1e-4)
+    assert logged["best"] <= logged["top"]
+
+
+def test_mdn_tune_trains_the_exported_parts_and_the_file_says_so(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    assert _vae(tiny_data, run, 2) == 0
+    assert main(["mdn", "--data", tiny_data, "--out", str(run), "--batch-size", "8", "--steps", "2"]) == 0
+    assert main(["export", "--out", str(run), "--dest", str(tmp_path / "before.safetensors")]) == 0
+    tune = ["mdn-tune", "--data", tiny_data, "--out", str(run), "--batch-size", "4", "--lr", "1e-2"]
+    assert main([*tune, "--steps", "1"]) == 0
+    assert main([*tune, "--steps", "3"]) == 0  # resumes
+    assert _state(run, "mdn-tune").meta["step"] == 3
+    assert main(["export", "--out", str(run), "--dest", str(tmp_path / "after.safetensors")]) == 0
+    before, after = load_checkpoint(tmp_path / "before.safetensors"), load_checkpoint(tmp_path / "after.safetensors")
+    tuned = _state(run, "mdn-tune").tensors
+    for part in ("grey_encoder", "decoder", "mdn"):
+        keys = [k for k in after.tensors if k.startswith(part + ".") and after.tensors[k].is_floating_point()]
+        assert keys and all(torch.equal(after.tensors[k], tuned[k]) for k in keys)
+        assert any(not torch.equal(after.tensors[k], before.tensors[k]) for k in keys)
+    assert after.meta["steps"]["mdn-tune"] == 3 and "mdn-tune" in after.meta["training"]

@@ -1,6 +1,6 @@
 """``divcolor-train STAGE --data PATH --out RUN_DIR [--preset cpu|paper] …``.
 
-Stages: backbone (shared grey network); vae, mdn (VAE-MDN); gcrf-unary, gcrf-hoc, gcrf-mdn (G-CRF); pic (PIC); eval; export. Rerunning a
+Stages: backbone (shared grey network); vae, mdn, mdn-tune (VAE-MDN); gcrf-unary, gcrf-hoc, gcrf-mdn (G-CRF); pic (PIC); eval; export. Rerunning a
 stage's command resumes it; `report RUN_DIR` plots its curves. Every stage works under ``torchrun --nproc-per-node N``.
 """
 

@@ -14,6 +14,8 @@ TRAIN_STAGES = {
                  "the shared grey-image network: per-pixel ab classifier (Zhang et al. 2016)"),
     "vae": (vae_mdn.VAEStageConfig, vae_mdn.train_vae, "VAE-MDN step 1: VAE on ab fields (+ grey encoder)"),
     "mdn": (vae_mdn.MDNStageConfig, vae_mdn.train_mdn, "VAE-MDN step 2: MDN P(z | grey) on the frozen VAE"),
+    "mdn-tune": (vae_mdn.TuneStageConfig, vae_mdn.train_tune,
+                 "VAE-MDN step 3 (optional): MDN, decoder and adapter tuned on decoded mixture means (multiple choice)"),
     "gcrf-unary": (gcrf.GCRFUnaryStageConfig, gcrf.train_unary, "G-CRF phase 1: the VAE (= vae stage; --init-from reuses a VAE-MDN run)"),
     "gcrf-hoc": (gcrf_hoc.GCRFHocStageConfig, gcrf_hoc.train_hoc, "G-CRF phase 2: HOC embedding net + decoder top layers"),
     "gcrf-mdn": (gcrf.GCRFMDNStageConfig, gcrf.train_gcrf_mdn, "G-CRF stage 2: MDN P(z | grey) (= mdn stage)"),
