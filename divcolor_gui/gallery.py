@@ -282,7 +282,7 @@ class GalleryPanel(QWidget):
         self.temperature.setValue(1.0)
         self.temperature.setToolTip(
             "Lower: safer, more typical colours · higher: more varied.\n"
-            "1.0 is each model's own setting (PIC: as colourful as real photos)."
+            "1.0 is each model's own setting (PIC: samples differ as much as they miss the photo)."
         )
 
         self.generate_btn = QPushButton("Generate")

@@ -623,7 +623,7 @@ def test_mdn_tune_objective_is_the_closest_decoded_mean_against_a_brute_force_su
                     for k in range(model.cfg.n_components)]
             best = min(errs)
             total += best + 0.5 * sum(errs) / len(errs) - 0.25 * float(log_pi[i, errs.index(best)])
-    assert float(loss) == pytest.approx(total / len(lab.L), rel=1e-4)
+    assert loss.item() == pytest.approx(total / len(lab.L), rel=1e-4)
     assert logged["best"] <= logged["top"]
 
 

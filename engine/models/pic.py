@@ -329,7 +329,7 @@ class PIC(LoadableModel):
     @property
     def sampling_temperature(self) -> float:
         """The temperature the file was calibrated to (``divcolor-train export``): the user's 1.0,
-        "as colourful as the training photos"."""
+        where samples differ from one another as much as from the photo, short of neon colour."""
         return float(self.meta.get("sampling", {}).get("temperature", 1.0))
 
     def internal_temperature(self, user: float) -> float:

@@ -9,7 +9,7 @@ MODELS=${MODELS:-resources/models}  # where the exported files go (MODELS=DIR st
 RESULTS=${RESULTS:-docs/results}  # eval JSON and contact sheets
 run="$RUNS/general-pic"
 train=${TRAIN:-.venv/bin/divcolor-train}
-"$train" pic --data "$DATA/natural64" --out "$run" --preset cpu --threads 2 \
+"$train" pic --data "$DATA/natural64,$DATA/natural128*4" --out "$run" --preset cpu --threads 2 \
     --backbone-file "$MODELS/backbone_general_lite0.safetensors" --flips false "$@"
 "$train" export --out "$run" --half --dest "$MODELS/pic_general.safetensors"
 "$train" eval --checkpoint "$MODELS/pic_general.safetensors" --data "$DATA/natural128" --sample-limit 200 \
