@@ -21,7 +21,7 @@ train=${TRAIN:-.venv/bin/divcolor-train}
 "$train" gcrf-mdn --data "$data" --out "$run" --preset cpu "$@"
 "$train" gcrf-hoc --data "$data" --out "$run" --preset cpu ${HOC_STEPS:+--steps $HOC_STEPS} "$@"
 # The learned hint branch (Zhang et al. 2017) on the finished model: strokes colour their object.
-"$train" gcrf-hints --data "$data" --out "$run" "$@" --steps "${HINTS_STEPS:-4000}"
+"$train" gcrf-hints --data "$data" --out "$run" "$@" --steps "${HINTS_STEPS:-5500}"
 "$train" export --out "$run" --data "$tune" "${hint_tune[@]}" --half --dest "$MODELS/gcrf_$family.safetensors"
 test_data="$DATA/natural128"; [ "$family" = faces ] && test_data="$DATA/lfw64"
 "$train" eval --checkpoint "$MODELS/gcrf_$family.safetensors" --data "$test_data" "${reveal[@]}" \
