@@ -261,12 +261,13 @@ def export(run_dir: Path, dest: Path | None = None, metrics: dict | None = None,
     model, stats, vmeta = load_vae(run_dir, torch.device("cpu"))
     mck = read_state(run_dir, "mdn")
     model.mdn.load_state_dict(mck.subset("mdn"))
-    tck = read_state(run_dir, TUNE_STAGE) if (run_dir / TUNE_STAGE).is_dir() else None
-    if tck is not None:  # the tuned MDN (and grey adapter and decoder, if tuned) replace the two stages' ones
+    stages = {"vae": vmeta, "mdn": mck.meta}  # every stage that made the file, in training order
+    if (run_dir / TUNE_STAGE).is_dir():  # the tuned MDN (and grey adapter and decoder, if tuned) replace the stages' ones
+        tck = read_state(run_dir, TUNE_STAGE)
         for part in ("grey_encoder", "decoder", "mdn"):
-            if tck.subset(part):
-                getattr(model, part).load_state_dict(tck.subset(part))
-    tuned = {TUNE_STAGE: tck.meta.get("stage_config")} if tck is not None else {}
+            if state := tck.subset(part):
+                getattr(model, part).load_state_dict(state)
+        stages[TUNE_STAGE] = tck.meta
     # The training statistics travel with the file (the app does not use them).
     tensors = {**model.inference_tensors(), **stats.tensors()}
     if half:
@@ -275,10 +276,9 @@ def export(run_dir: Path, dest: Path | None = None, metrics: dict | None = None,
         "method": METHOD,
         "config": model.cfg.to_dict(),
         "data": vmeta.get("data"),
-        "steps": {"vae": vmeta.get("step"), "mdn": mck.meta.get("step"),
-                  **({TUNE_STAGE: tck.meta.get("step")} if tck is not None else {})},
-        "training": {"vae": vmeta.get("stage_config"), "mdn": mck.meta.get("stage_config"), **tuned},
-        "time": stage_times(vae=vmeta, mdn=mck.meta, **({TUNE_STAGE: tck.meta} if tck is not None else {})),
+        "steps": {k: m.get("step") for k, m in stages.items()},
+        "training": {k: m.get("stage_config") for k, m in stages.items()},
+        "time": stage_times(**stages),
         "statistics": {"pca_components": int(stats.pca_components.shape[0]), "ab_histogram_bins": list(stats.hist_weights.shape)},
         "metrics": metrics or {},
         **backbone_meta(vmeta.get("stage_config")),
