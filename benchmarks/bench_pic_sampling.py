@@ -49,7 +49,7 @@ def main() -> None:
     photo, what = photo_1024()
     L = torch.nn.functional.interpolate(torch.from_numpy(photo.L)[None, None], size=(model.cfg.size,) * 2, mode="area")
     with torch.no_grad():
-        cond = model.embedding(L).expand(n, -1, -1, -1)
+        cond = model.condition(L).expand(n, -1, -1, -1)
     noise = Noise.draw(n, s, s, model.cfg.n_mix, torch.Generator().manual_seed(0), "cpu", cond.dtype)
 
     t_cached = timed(lambda: model.sample_cached(cond, noise), args.repeats)
